@@ -1,0 +1,343 @@
+//! Runs a plan in the contract's safe order, with independent calls concurrent:
+//!
+//! 1. DNS records that no longer belong (cutting a route is always safe);
+//! 2. the tunnel ∥ (own policy → Access application): Access exists before any DNS record;
+//! 3. the tunnel configuration (carrying the app's AUD) ∥ the token;
+//! 4. DNS records;
+//! 5. Access application and policy deletions;
+//! 6. tunnel teardown (secret revoked, connections dropped, tunnel deleted) → token;
+//! 7. a new deployment if a token was written.
+//!
+//! Every step is idempotent and tolerates a concurrent run doing the same thing: a
+//! duplicate tunnel name or Access domain is adopted if it is ours.
+
+use crate::cloudflare::{AccessAppBody, AppQuery, CfError, DnsQuery, PolicyLink, TunnelQuery};
+use crate::context::Deps;
+use crate::diff::{desired_record, Change, Plan};
+use crate::error::ReconcileError;
+use crate::model::{render_config, Observed, PlanContext, Target};
+use crate::secret::Secret;
+use futures::future::try_join_all;
+use std::time::Duration;
+use tracing::info;
+
+/// What an apply did.
+#[derive(Debug, Clone, Default)]
+pub struct Applied {
+    /// Kinds of the changes made, in order.
+    pub changes: Vec<&'static str>,
+    /// The tunnel id, if one exists now.
+    pub tunnel_id: Option<String>,
+}
+
+struct Progress {
+    tunnel_id: Option<String>,
+    token: Option<Secret>,
+    aud: Option<String>,
+    policy_id: Option<String>,
+}
+
+fn log_change(ctx: &PlanContext, change: &Change) {
+    info!(service = %ctx.svc, change = change.kind(), detail = %serde_json::to_string(change).unwrap_or_default(), "change applied");
+}
+
+/// Applies `plan` for one service.
+pub async fn apply(deps: &Deps, ctx: &PlanContext, target: Option<&Target>, observed: &Observed, plan: &Plan) -> Result<Applied, ReconcileError> {
+    let mut done: Vec<&'static str> = Vec::new();
+    let mut p = Progress {
+        tunnel_id: observed.tunnel.as_ref().map(|t| t.id.clone()),
+        token: None,
+        aud: observed.app.as_ref().map(|a| a.aud.clone()),
+        policy_id: None,
+    };
+    let own_policy_linked = observed.app.as_ref().and_then(|a| {
+        a.policies.iter().find(|lp| observed.policies.iter().any(|op| op.id == lp.id)).map(|lp| lp.id.clone())
+    });
+    p.policy_id = own_policy_linked.or_else(|| observed.policies.first().map(|x| x.id.clone()));
+    let changes = &plan.changes;
+    let pick = |f: fn(&Change) -> bool| changes.iter().filter(move |c| f(c)).collect::<Vec<_>>();
+
+    // 1. DNS deletions.
+    let dns_deletes = pick(|c| matches!(c, Change::DeleteDns { .. }));
+    try_join_all(dns_deletes.iter().map(|c| async move {
+        if let Change::DeleteDns { zone_id, id, .. } = c {
+            deps.cf.delete_dns_record(zone_id, id).await?;
+            log_change(ctx, c);
+        }
+        Ok::<_, ReconcileError>(())
+    }))
+    .await?;
+    done.extend(dns_deletes.iter().map(|c| c.kind()));
+
+    // 2. Tunnel ∥ Access.
+    let create_tunnel = changes.iter().find(|c| matches!(c, Change::CreateTunnel { .. }));
+    let policy_change = changes.iter().find(|c| matches!(c, Change::CreatePolicy { .. } | Change::UpdatePolicy { .. }));
+    let app_change = changes.iter().find(|c| matches!(c, Change::CreateApp { .. } | Change::UpdateApp { .. }));
+    let tunnel_fut = async {
+        match create_tunnel {
+            Some(c @ Change::CreateTunnel { name }) => {
+                let r = ensure_tunnel(deps, name).await?;
+                log_change(ctx, c);
+                Ok::<_, ReconcileError>(Some(r))
+            }
+            _ => Ok(None),
+        }
+    };
+    let access_fut = async {
+        let mut policy_id = p.policy_id.clone();
+        match policy_change {
+            Some(c @ Change::CreatePolicy { body, .. }) => {
+                policy_id = Some(deps.cf.create_reusable_policy(body).await?.id);
+                log_change(ctx, c);
+            }
+            Some(c @ Change::UpdatePolicy { id, body }) => {
+                deps.cf.update_reusable_policy(id, body).await?;
+                log_change(ctx, c);
+            }
+            _ => {}
+        }
+        let mut aud = None;
+        if let Some(c) = app_change {
+            deps.ensure_access_tag(&ctx.owner.access_tag()).await?;
+            let (id, body) = match c {
+                Change::CreateApp { body, .. } => (None, body),
+                Change::UpdateApp { id, body } => (Some(id.clone()), body),
+                _ => unreachable!("filtered above"),
+            };
+            let body = link_own_policy(body, policy_id.as_deref(), target);
+            aud = Some(ensure_app(deps, ctx, id, &body).await?);
+            log_change(ctx, c);
+        }
+        Ok::<_, ReconcileError>((policy_id, aud))
+    };
+    let (tunnel, (policy_id, aud)) = futures::try_join!(tunnel_fut, access_fut)?;
+    if let Some((id, token)) = tunnel {
+        p.tunnel_id = Some(id);
+        p.token = token;
+        done.push("create_tunnel");
+    }
+    if policy_change.is_some() {
+        done.push(policy_change.map(Change::kind).unwrap_or_default());
+    }
+    p.policy_id = policy_id;
+    if let Some(a) = aud {
+        p.aud = Some(a);
+        done.push(app_change.map(Change::kind).unwrap_or_default());
+    }
+
+    // 3. Config ∥ token.
+    let put_config = changes.iter().find(|c| matches!(c, Change::PutConfig { .. }));
+    let write_token = changes.iter().find(|c| matches!(c, Change::WriteToken { .. }));
+    let config_fut = async {
+        if let (Some(c), Some(t), Some(tid)) = (put_config, target, p.tunnel_id.as_deref()) {
+            let config = render_config(t, &ctx.team_name, p.aud.as_deref());
+            deps.cf.put_tunnel_config(tid, &config).await?;
+            log_change(ctx, c);
+        }
+        Ok::<_, ReconcileError>(())
+    };
+    let token_fut = async {
+        if let (Some(c @ Change::WriteToken { overwrite }), Some(tid)) = (write_token, p.tunnel_id.as_deref()) {
+            let token = match &p.token {
+                Some(t) => t.clone(),
+                None => deps.cf.tunnel_token(tid).await?,
+            };
+            write_token_to_store(deps, ctx, tid, &token, *overwrite).await?;
+            log_change(ctx, c);
+        }
+        Ok::<_, ReconcileError>(())
+    };
+    futures::try_join!(config_fut, token_fut)?;
+    done.extend(put_config.map(Change::kind));
+    done.extend(write_token.map(Change::kind));
+
+    // 4. DNS records.
+    let dns_writes = pick(|c| matches!(c, Change::CreateDns { .. } | Change::UpdateDns { .. }));
+    if let Some(tid) = p.tunnel_id.as_deref() {
+        try_join_all(dns_writes.iter().map(|c| async move {
+            match c {
+                Change::CreateDns { zone_id, name } => ensure_record(deps, ctx, zone_id, name, tid).await?,
+                Change::UpdateDns { zone_id, id, name } => {
+                    deps.cf.update_dns_record(zone_id, id, &desired_record(ctx, name, tid)).await?;
+                }
+                _ => {}
+            }
+            log_change(ctx, c);
+            Ok::<_, ReconcileError>(())
+        }))
+        .await?;
+        done.extend(dns_writes.iter().map(|c| c.kind()));
+    }
+
+    // 5. Access deletions: the app before the policies it links.
+    for c in changes.iter().filter(|c| matches!(c, Change::DeleteApp { .. })) {
+        if let Change::DeleteApp { id } = c {
+            deps.cf.delete_access_app(id).await?;
+            log_change(ctx, c);
+            done.push(c.kind());
+        }
+    }
+    let policy_deletes = pick(|c| matches!(c, Change::DeletePolicy { .. }));
+    try_join_all(policy_deletes.iter().map(|c| async move {
+        if let Change::DeletePolicy { id } = c {
+            deps.cf.delete_reusable_policy(id).await?;
+            log_change(ctx, c);
+        }
+        Ok::<_, ReconcileError>(())
+    }))
+    .await?;
+    done.extend(policy_deletes.iter().map(|c| c.kind()));
+
+    // 6. Tunnel, then token.
+    for c in changes.iter().filter(|c| matches!(c, Change::DeleteTunnel { .. })) {
+        if let Change::DeleteTunnel { id } = c {
+            delete_tunnel(deps, id).await?;
+            log_change(ctx, c);
+            done.push(c.kind());
+            p.tunnel_id = None;
+        }
+    }
+    if let Some(c) = changes.iter().find(|c| matches!(c, Change::DeleteToken)) {
+        deps.tokens.delete(&ctx.svc).await?;
+        log_change(ctx, c);
+        done.push(c.kind());
+    }
+
+    // 7. Redeploy, then clear the marker that says one is owed.
+    if let Some(c) = changes.iter().find(|c| matches!(c, Change::Redeploy)) {
+        deps.ecs.redeploy(&ctx.svc.cluster, &ctx.svc.service).await?;
+        deps.tokens.remove_tag(&ctx.svc, crate::aws::ssm::REDEPLOY_TAG).await?;
+        log_change(ctx, c);
+        done.push(c.kind());
+    }
+    Ok(Applied {
+        changes: done,
+        tunnel_id: p.tunnel_id,
+    })
+}
+
+fn link_own_policy(body: &AccessAppBody, own: Option<&str>, target: Option<&Target>) -> AccessAppBody {
+    let mut body = body.clone();
+    let wants_own = target.and_then(|t| t.access.as_ref()).is_some_and(|a| !a.own_rules.is_empty());
+    let extras: Vec<String> = target
+        .and_then(|t| t.access.as_ref())
+        .map(|a| a.extra_policy_ids.clone())
+        .unwrap_or_default();
+    let ids: Vec<String> = own.filter(|_| wants_own).map(str::to_string).into_iter().chain(extras).collect();
+    body.policies = ids
+        .into_iter()
+        .enumerate()
+        .map(|(i, id)| PolicyLink { id, precedence: i as i64 + 1 })
+        .collect();
+    body
+}
+
+/// Creates the tunnel, or adopts ours if a concurrent run created it first.
+/// Returns its id and, when we chose the secret, its token.
+async fn ensure_tunnel(deps: &Deps, name: &str) -> Result<(String, Option<Secret>), ReconcileError> {
+    let secret = crate::token::new_tunnel_secret();
+    match deps.cf.create_tunnel(name, &secret).await {
+        Ok(t) => {
+            let token = t.token.clone().unwrap_or_else(|| crate::token::encode_token(deps.cf.account_id(), &t.id, &secret));
+            Ok((t.id, Some(token)))
+        }
+        Err(CfError::TunnelNameTaken { .. }) => {
+            let found = deps.cf.list_tunnels(&TunnelQuery { name: Some(name.to_string()), ..Default::default() }).await?;
+            match found.into_iter().find(|t| t.name == name) {
+                Some(t) => Ok((t.id, None)),
+                None => Err(ReconcileError::Cloudflare(CfError::TunnelNameTaken { name: name.to_string() })),
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Creates or updates our Access application; adopts ours on a duplicate. Returns its AUD.
+async fn ensure_app(deps: &Deps, ctx: &PlanContext, id: Option<String>, body: &AccessAppBody) -> Result<String, ReconcileError> {
+    if let Some(id) = id {
+        return Ok(deps.cf.update_access_app(&id, body).await?.aud);
+    }
+    match deps.cf.create_access_app(body).await {
+        Ok(app) => Ok(app.aud),
+        Err(CfError::AccessAppExists { .. }) => {
+            let found = deps.cf.list_access_apps(&AppQuery { name: Some(body.name.clone()), ..Default::default() }).await?;
+            match found.into_iter().find(|a| ctx.owner.owns_access_app(&a.name, &a.tags)) {
+                Some(app) => Ok(deps.cf.update_access_app(&app.id, body).await?.aud),
+                None => Err(ReconcileError::Conflict(vec![format!(
+                    "an Access application ecs-tunnels does not own already covers {}: remove the hostname from it or choose another hostname",
+                    body.domain
+                )])),
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Creates our CNAME, or adopts a record carrying our marker on a clash.
+async fn ensure_record(deps: &Deps, ctx: &PlanContext, zone_id: &str, name: &str, tunnel_id: &str) -> Result<(), ReconcileError> {
+    let body = desired_record(ctx, name, tunnel_id);
+    match deps.cf.create_dns_record(zone_id, &body).await {
+        Ok(_) => Ok(()),
+        Err(CfError::DnsNameTaken { .. } | CfError::DnsRecordExists { .. }) => {
+            let found = deps.cf.list_dns_records(zone_id, &DnsQuery { name: Some(name.to_string()), ..Default::default() }).await?;
+            match found.iter().find(|r| r.comment == body.comment) {
+                Some(r) if r.content == body.content && r.proxied => Ok(()),
+                Some(r) => Ok(deps.cf.update_dns_record(zone_id, &r.id, &body).await.map(|_| ())?),
+                None => Err(ReconcileError::Conflict(vec![format!(
+                    "hostname {name} already has a DNS record that ecs-tunnels does not own: remove it or choose another hostname"
+                )])),
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Writes the token: creates the parameter with our tags, or overwrites it. Either way
+/// the parameter is first marked as owing a redeploy, so a crash before the redeploy is
+/// finished by the next run.
+async fn write_token_to_store(deps: &Deps, ctx: &PlanContext, tunnel_id: &str, token: &Secret, overwrite: bool) -> Result<(), ReconcileError> {
+    let pending = (crate::aws::ssm::REDEPLOY_TAG.to_string(), "pending".to_string());
+    if overwrite {
+        deps.tokens.add_tags(&ctx.svc, &[pending]).await?;
+        deps.tokens.overwrite(&ctx.svc, token).await?;
+        return Ok(());
+    }
+    let mut tags = ctx.owner.ssm_tags(&ctx.svc);
+    tags.push(pending.clone());
+    if !deps.tokens.create(&ctx.svc, token, &tags).await? {
+        // A concurrent run created it: keep theirs if it is for the same tunnel.
+        let existing = deps.tokens.get(&ctx.svc).await?;
+        let same = existing.as_ref().and_then(|p| crate::token::token_identity(&p.value)).is_some_and(|(_, t)| t == tunnel_id);
+        if !same {
+            if !existing.as_ref().is_some_and(|p| ctx.owner.owns_ssm(&p.tags)) {
+                return Err(ReconcileError::Conflict(vec!["the token parameter exists and is not managed by ecs-tunnels".into()]));
+            }
+            deps.tokens.add_tags(&ctx.svc, &[pending]).await?;
+            deps.tokens.overwrite(&ctx.svc, token).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Revokes the secret (so running connectors cannot reconnect), drops connections and
+/// deletes the tunnel; retries a few times while connectors linger (1022).
+async fn delete_tunnel(deps: &Deps, id: &str) -> Result<(), ReconcileError> {
+    match deps.cf.rotate_tunnel_secret(id, &crate::token::new_tunnel_secret()).await {
+        Ok(_) | Err(CfError::NotFound { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    for attempt in 0..3u32 {
+        match deps.cf.delete_tunnel_connections(id).await {
+            Ok(()) | Err(CfError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        match deps.cf.delete_tunnel(id).await {
+            Ok(()) => return Ok(()),
+            Err(CfError::TunnelHasConnections { .. }) if attempt < 2 => {
+                tokio::time::sleep(Duration::from_millis(500 * (attempt as u64 + 1))).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(CfError::TunnelHasConnections { id: id.to_string() }.into())
+}

@@ -1,0 +1,200 @@
+//! ECS: describe services with their tags, default origin from the task definition,
+//! the status tag, redeploys, and listing services for `--all`.
+
+use super::AwsError;
+use aws_sdk_ecs::types::{ServiceField, Tag};
+use std::collections::BTreeMap;
+
+/// What ecs-tunnels needs to know about a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceInfo {
+    /// Service ARN (long format).
+    pub arn: String,
+    /// Cluster name.
+    pub cluster: String,
+    /// Service name.
+    pub name: String,
+    /// `ACTIVE`, `DRAINING` or `INACTIVE`.
+    pub status: String,
+    /// The service's tags.
+    pub tags: BTreeMap<String, String>,
+    /// Task definition ARN.
+    pub task_definition: Option<String>,
+}
+
+impl ServiceInfo {
+    /// True while the service exists (not being deleted).
+    pub fn is_active(&self) -> bool {
+        self.status == "ACTIVE"
+    }
+
+    /// `(account, region)` from the ARN.
+    pub fn account_region(&self) -> Option<(String, String)> {
+        let parts: Vec<&str> = self.arn.split(':').collect();
+        (parts.len() >= 6).then(|| (parts[4].to_string(), parts[3].to_string()))
+    }
+}
+
+/// ECS adapter.
+#[derive(Clone)]
+pub struct Ecs {
+    client: aws_sdk_ecs::Client,
+}
+
+fn to_info(s: &aws_sdk_ecs::types::Service) -> ServiceInfo {
+    ServiceInfo {
+        arn: s.service_arn().unwrap_or_default().to_string(),
+        cluster: crate::ownership::cluster_name(s.cluster_arn().unwrap_or_default()),
+        name: s.service_name().unwrap_or_default().to_string(),
+        status: s.status().unwrap_or_default().to_string(),
+        tags: s
+            .tags()
+            .iter()
+            .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string())))
+            .collect(),
+        task_definition: s.task_definition().map(str::to_string),
+    }
+}
+
+impl Ecs {
+    /// Builds the adapter from a shared SDK config.
+    pub fn new(cfg: &aws_config::SdkConfig) -> Self {
+        Ecs {
+            client: aws_sdk_ecs::Client::new(cfg),
+        }
+    }
+
+    /// Describes up to 10 services of one cluster (with tags). Missing ones are left out.
+    pub async fn describe_services(&self, cluster: &str, names: &[String]) -> Result<Vec<ServiceInfo>, AwsError> {
+        if names.is_empty() {
+            return Ok(vec![]);
+        }
+        let out = self
+            .client
+            .describe_services()
+            .cluster(cluster)
+            .set_services(Some(names.to_vec()))
+            .include(ServiceField::Tags)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ecs:DescribeServices", e))?;
+        Ok(out.services().iter().map(to_info).collect())
+    }
+
+    /// Describes one service; `None` if ECS does not know it.
+    pub async fn describe_service(&self, cluster: &str, name: &str) -> Result<Option<ServiceInfo>, AwsError> {
+        let mut found = self.describe_services(cluster, &[name.to_string()]).await?;
+        // ECS may return an INACTIVE and an ACTIVE service of the same name: prefer ACTIVE.
+        found.sort_by_key(|s| !s.is_active());
+        Ok(found.into_iter().next())
+    }
+
+    /// `http://localhost:<port>` for the first container port of the first essential
+    /// container that is not cloudflared.
+    pub async fn default_origin(&self, task_definition: &str) -> Result<Option<String>, AwsError> {
+        let out = self
+            .client
+            .describe_task_definition()
+            .task_definition(task_definition)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ecs:DescribeTaskDefinition", e))?;
+        let Some(td) = out.task_definition() else {
+            return Ok(None);
+        };
+        let port = td
+            .container_definitions()
+            .iter()
+            .filter(|c| c.essential().unwrap_or(true))
+            .filter(|c| {
+                let image = c.image().unwrap_or_default();
+                !(c.name() == Some("cloudflared") || image.contains("cloudflare/cloudflared"))
+            })
+            .find_map(|c| c.port_mappings().iter().find_map(|p| p.container_port()));
+        Ok(port.map(|p| format!("http://localhost:{p}")))
+    }
+
+    /// Sets one tag on a service.
+    pub async fn tag(&self, arn: &str, key: &str, value: &str) -> Result<(), AwsError> {
+        let tag = Tag::builder().key(key).value(value).build();
+        self.client
+            .tag_resource()
+            .resource_arn(arn)
+            .tags(tag)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ecs:TagResource", e))?;
+        Ok(())
+    }
+
+    /// Removes one tag from a service.
+    pub async fn untag(&self, arn: &str, key: &str) -> Result<(), AwsError> {
+        self.client
+            .untag_resource()
+            .resource_arn(arn)
+            .tag_keys(key)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ecs:UntagResource", e))?;
+        Ok(())
+    }
+
+    /// Starts a new deployment, so new tasks read the current token.
+    pub async fn redeploy(&self, cluster: &str, service: &str) -> Result<(), AwsError> {
+        self.client
+            .update_service()
+            .cluster(cluster)
+            .service(service)
+            .force_new_deployment(true)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ecs:UpdateService", e))?;
+        Ok(())
+    }
+
+    /// Names of all clusters.
+    pub async fn list_clusters(&self) -> Result<Vec<String>, AwsError> {
+        let mut out = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_clusters()
+                .set_next_token(next.take())
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("ecs:ListClusters", e))?;
+            out.extend(page.cluster_arns().iter().map(|a| crate::ownership::cluster_name(a)));
+            match page.next_token() {
+                Some(t) if !t.is_empty() => next = Some(t.to_string()),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// All services of a cluster, described with tags (10 per DescribeServices call).
+    pub async fn list_services(&self, cluster: &str) -> Result<Vec<ServiceInfo>, AwsError> {
+        let mut names = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_services()
+                .cluster(cluster)
+                .set_next_token(next.take())
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("ecs:ListServices", e))?;
+            names.extend(page.service_arns().iter().map(|a| a.rsplit('/').next().unwrap_or(a).to_string()));
+            match page.next_token() {
+                Some(t) if !t.is_empty() => next = Some(t.to_string()),
+                _ => break,
+            }
+        }
+        let mut out = Vec::new();
+        for chunk in names.chunks(10) {
+            out.extend(self.describe_services(cluster, chunk).await?);
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,152 @@
+//! The command line: `plan`, `apply` and `sweep`. Same reconcile as the Lambda door.
+//!
+//! Exit codes: 0 every service is as its tags say (or the plan was printed); 1 a service
+//! needs a person (bad tags, a conflict); 3 a transient failure (retry later); 2 usage
+//! errors (from clap) and a misconfigured install.
+
+use crate::config::Config;
+use crate::context::Deps;
+use crate::doors::run::{managed_services, reconcile_many, Work};
+use crate::ownership::ServiceId;
+use crate::reconcile::{Mode, Outcome, State};
+use clap::{Args, Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Expose private ECS services through Cloudflare Tunnel and Access, by tagging them.
+#[derive(Parser, Debug)]
+#[command(name = "ecs-tunnels", version, about, long_about = None)]
+pub struct Cli {
+    /// Log what is done (to stderr).
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Show what would change for one service or all of them; writes nothing.
+    Plan(Target),
+    /// Make the changes for one service or all of them.
+    Apply(Target),
+    /// Reconcile every managed service in the covered clusters (ECS_TUNNELS_CLUSTERS).
+    Sweep {
+        /// Only show what would change.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Which services.
+#[derive(Args, Debug)]
+pub struct Target {
+    /// Cluster name or ARN.
+    #[arg(long, requires = "service")]
+    pub cluster: Option<String>,
+    /// Service name or ARN.
+    #[arg(long, conflicts_with = "all")]
+    pub service: Option<String>,
+    /// Every managed service in the covered clusters.
+    #[arg(long)]
+    pub all: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Exit code: a service needs a person.
+pub const EXIT_NEEDS_ATTENTION: u8 = 1;
+/// Exit code: misconfigured install or usage.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code: transient failure.
+pub const EXIT_RETRY: u8 = 3;
+
+/// Runs the CLI.
+pub async fn run(cli: Cli) -> ExitCode {
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let deps = match Deps::build(config).await {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let (mode, json, work) = match cli.command {
+        Command::Plan(t) => (Mode::Plan, t.json, select(&deps, &t).await),
+        Command::Apply(t) => (Mode::Apply, t.json, select(&deps, &t).await),
+        Command::Sweep { dry_run, json } => (
+            if dry_run { Mode::Plan } else { Mode::Apply },
+            json,
+            managed_services(&deps).await.map_err(|e| e.to_string()),
+        ),
+    };
+    let work = match work {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_RETRY);
+        }
+    };
+    let outcomes = reconcile_many(&deps, work, mode).await;
+    if json {
+        let stats = deps.cf.stats();
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"outcomes": outcomes, "cloudflare_calls": stats})).unwrap_or_default());
+    } else {
+        for o in &outcomes {
+            println!("{}", describe(o));
+        }
+    }
+    exit_code(&outcomes)
+}
+
+async fn select(deps: &Deps, t: &Target) -> Result<Vec<Work>, String> {
+    if t.all {
+        return managed_services(deps).await.map_err(|e| e.to_string());
+    }
+    let service = t.service.as_deref().ok_or("give --cluster C --service S, or --all")?;
+    let id = ServiceId::from_arn(service)
+        .or_else(|| t.cluster.as_deref().map(|c| ServiceId::new(crate::ownership::cluster_name(c), service)))
+        .ok_or("give --cluster with a service name (or the service's full ARN)")?;
+    Ok(vec![(id, None)])
+}
+
+fn describe(o: &Outcome) -> String {
+    let mut line = format!("{}: {}", o.service, serde_json::to_value(o.state).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default());
+    if let Some(t) = &o.tunnel_id {
+        line.push_str(&format!(" (tunnel {t})"));
+    }
+    if let Some(e) = &o.error {
+        line.push_str(&format!("\n  {e}"));
+    }
+    for c in &o.changes {
+        let detail = serde_json::to_value(c).ok().map(|mut v| {
+            if let Some(m) = v.as_object_mut() {
+                m.remove("kind");
+            }
+            v.to_string()
+        });
+        line.push_str(&format!("\n  {} {}", c.kind(), detail.filter(|d| d != "{}").unwrap_or_default()));
+    }
+    line
+}
+
+fn exit_code(outcomes: &[Outcome]) -> ExitCode {
+    if outcomes.iter().any(|o| o.state == State::Error) {
+        ExitCode::from(EXIT_NEEDS_ATTENTION)
+    } else if outcomes.iter().any(|o| o.state == State::Pending) {
+        ExitCode::from(EXIT_RETRY)
+    } else {
+        ExitCode::SUCCESS
+    }
+}

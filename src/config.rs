@@ -1,0 +1,155 @@
+//! The functions' configuration, read once from the environment (see the README's table).
+
+use crate::ownership::Owner;
+use crate::secret::Secret;
+use std::time::Duration;
+
+/// Default Cloudflare API base.
+pub const DEFAULT_API_URL: &str = "https://api.cloudflare.com/client/v4";
+/// Default SSM prefix.
+pub const DEFAULT_PREFIX: &str = "/ecs-tunnels";
+/// Default rotation period (30 days).
+pub const DEFAULT_ROTATE_EVERY: Duration = Duration::from_secs(30 * 86400);
+
+/// Where the Cloudflare API token comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiTokenSource {
+    /// `CLOUDFLARE_API_TOKEN`: the token itself (local use).
+    Value(Secret),
+    /// `CLOUDFLARE_API_TOKEN_PARAMETER`: an SSM SecureString name.
+    Parameter(String),
+    /// `CLOUDFLARE_API_TOKEN_SECRET_ARN`: a Secrets Manager secret.
+    SecretArn(String),
+}
+
+/// Where tunnel tokens are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenStoreKind {
+    /// SSM Parameter Store SecureString (default).
+    Ssm,
+    /// Secrets Manager, one secret per service.
+    SecretsManager,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `CLOUDFLARE_ACCOUNT_ID`.
+    pub account_id: String,
+    /// Where the API token is.
+    pub api_token: ApiTokenSource,
+    /// `CLOUDFLARE_API_URL`.
+    pub api_url: String,
+    /// `ECS_TUNNELS_OWNER`; `None` means `<aws account>-<region>` of each service.
+    pub owner: Option<Owner>,
+    /// `ECS_TUNNELS_ALLOWED_ZONES`; `None` means every zone the token sees.
+    pub allowed_zones: Option<Vec<String>>,
+    /// `ECS_TUNNELS_PARAMETER_PREFIX`.
+    pub parameter_prefix: String,
+    /// `ECS_TUNNELS_TOKEN_STORE`.
+    pub token_store: TokenStoreKind,
+    /// `ECS_TUNNELS_CLUSTERS`; `None` means every cluster.
+    pub clusters: Option<Vec<String>>,
+    /// `ECS_TUNNELS_ROTATE_EVERY`: the install's default rotation period.
+    pub rotate_every: Duration,
+    /// `ECS_TUNNELS_RETRY_BASE_MS`: base of the Cloudflare retry backoff (tests lower it).
+    pub retry_base: Duration,
+}
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Config, String> {
+        Self::from_lookup(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()))
+    }
+
+    /// Reads the configuration through `get` (testable without touching the environment).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, String> {
+        let account_id = get("CLOUDFLARE_ACCOUNT_ID")
+            .ok_or("CLOUDFLARE_ACCOUNT_ID is not set: set it to your Cloudflare account id (32 hex characters, on the dashboard's overview page)")?;
+        if account_id.len() != 32 || !account_id.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(format!("CLOUDFLARE_ACCOUNT_ID {account_id:?} is not a Cloudflare account id (32 hex characters)"));
+        }
+        let sources: Vec<ApiTokenSource> = [
+            get("CLOUDFLARE_API_TOKEN").map(|v| ApiTokenSource::Value(Secret::new(v))),
+            get("CLOUDFLARE_API_TOKEN_PARAMETER").map(ApiTokenSource::Parameter),
+            get("CLOUDFLARE_API_TOKEN_SECRET_ARN").map(ApiTokenSource::SecretArn),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let api_token = match sources.len() {
+            1 => sources.into_iter().next().expect("one"),
+            0 => return Err("no Cloudflare API token: set exactly one of CLOUDFLARE_API_TOKEN, CLOUDFLARE_API_TOKEN_PARAMETER (an SSM SecureString name) or CLOUDFLARE_API_TOKEN_SECRET_ARN".into()),
+            _ => return Err("more than one of CLOUDFLARE_API_TOKEN, CLOUDFLARE_API_TOKEN_PARAMETER and CLOUDFLARE_API_TOKEN_SECRET_ARN is set: keep exactly one".into()),
+        };
+        let owner = get("ECS_TUNNELS_OWNER").map(|o| Owner::parse(o.trim())).transpose()?;
+        let list = |k: &str| get(k).map(|v| v.split_whitespace().map(|s| s.trim_end_matches('.').to_ascii_lowercase()).collect::<Vec<_>>());
+        let parameter_prefix = get("ECS_TUNNELS_PARAMETER_PREFIX").unwrap_or_else(|| DEFAULT_PREFIX.to_string());
+        let parameter_prefix = parameter_prefix.trim_end_matches('/').to_string();
+        if !parameter_prefix.starts_with('/') || parameter_prefix.len() < 2 {
+            return Err(format!("ECS_TUNNELS_PARAMETER_PREFIX {parameter_prefix:?} must be an SSM path such as /ecs-tunnels"));
+        }
+        let token_store = match get("ECS_TUNNELS_TOKEN_STORE").as_deref() {
+            None | Some("ssm") => TokenStoreKind::Ssm,
+            Some("secretsmanager") => TokenStoreKind::SecretsManager,
+            Some(o) => return Err(format!("ECS_TUNNELS_TOKEN_STORE {o:?} is not a token store: use ssm or secretsmanager")),
+        };
+        let rotate_every = match get("ECS_TUNNELS_ROTATE_EVERY") {
+            None => DEFAULT_ROTATE_EVERY,
+            Some(v) => crate::spec::parse_rotation_period(&v).map_err(|m| format!("ECS_TUNNELS_ROTATE_EVERY {v:?} {m}"))?,
+        };
+        let retry_base = match get("ECS_TUNNELS_RETRY_BASE_MS") {
+            None => Duration::from_millis(250),
+            Some(v) => Duration::from_millis(v.parse().map_err(|_| format!("ECS_TUNNELS_RETRY_BASE_MS {v:?} is not a number of milliseconds"))?),
+        };
+        Ok(Config {
+            account_id: account_id.to_ascii_lowercase(),
+            api_token,
+            api_url: get("CLOUDFLARE_API_URL").unwrap_or_else(|| DEFAULT_API_URL.to_string()),
+            owner,
+            allowed_zones: list("ECS_TUNNELS_ALLOWED_ZONES"),
+            parameter_prefix,
+            token_store,
+            clusters: get("ECS_TUNNELS_CLUSTERS").map(|v| v.split_whitespace().map(str::to_string).collect()),
+            rotate_every,
+            retry_base,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn cfg(pairs: &[(&str, &str)]) -> Result<Config, String> {
+        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|k| m.get(k).cloned())
+    }
+
+    const ACCT: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn minimal_config_and_defaults() {
+        let c = cfg(&[("CLOUDFLARE_ACCOUNT_ID", ACCT), ("CLOUDFLARE_API_TOKEN_PARAMETER", "/cf/token")]).unwrap();
+        assert_eq!(c.api_token, ApiTokenSource::Parameter("/cf/token".into()));
+        assert_eq!(c.parameter_prefix, "/ecs-tunnels");
+        assert_eq!(c.api_url, DEFAULT_API_URL);
+        assert_eq!(c.token_store, TokenStoreKind::Ssm);
+        assert!(c.owner.is_none() && c.allowed_zones.is_none() && c.clusters.is_none());
+    }
+
+    #[test]
+    fn errors_name_the_variable_and_never_the_token() {
+        let e = cfg(&[("CLOUDFLARE_API_TOKEN", "sekrit")]).unwrap_err();
+        assert!(e.contains("CLOUDFLARE_ACCOUNT_ID"));
+        let e = cfg(&[("CLOUDFLARE_ACCOUNT_ID", ACCT)]).unwrap_err();
+        assert!(e.contains("exactly one"));
+        let e = cfg(&[("CLOUDFLARE_ACCOUNT_ID", ACCT), ("CLOUDFLARE_API_TOKEN", "sekrit"), ("CLOUDFLARE_API_TOKEN_PARAMETER", "/x")]).unwrap_err();
+        assert!(e.contains("more than one") && !e.contains("sekrit"));
+        let e = cfg(&[("CLOUDFLARE_ACCOUNT_ID", ACCT), ("CLOUDFLARE_API_TOKEN", "t"), ("ECS_TUNNELS_TOKEN_STORE", "vault")]).unwrap_err();
+        assert!(e.contains("ECS_TUNNELS_TOKEN_STORE"));
+        let e = cfg(&[("CLOUDFLARE_ACCOUNT_ID", ACCT), ("CLOUDFLARE_API_TOKEN", "t"), ("ECS_TUNNELS_OWNER", "a b")]).unwrap_err();
+        assert!(e.contains("ECS_TUNNELS_OWNER"));
+    }
+}

@@ -1,0 +1,113 @@
+//! Everything a reconcile needs from the outside, built once per process (cold start)
+//! and shared by every invocation: the configuration, the Cloudflare client, the AWS
+//! adapters, and small caches of account-wide facts (zones, team name).
+
+use crate::aws::ecs::Ecs;
+use crate::aws::ssm::{read_secret_string, read_secure_string, TokenStore};
+use crate::cloudflare::{ClientOptions, CloudflareClient, Zone};
+use crate::config::{ApiTokenSource, Config};
+use crate::ownership::Owner;
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+
+/// How long account-wide lookups (zones, team name, Access tag) are trusted.
+const CACHE_TTL: Duration = Duration::from_secs(300);
+
+#[derive(Default)]
+struct Cache {
+    zones: Option<(Instant, Vec<Zone>)>,
+    team_name: Option<(Instant, String)>,
+    access_tags: Vec<String>,
+}
+
+/// The shared dependencies of every door.
+pub struct Deps {
+    /// Configuration.
+    pub config: Config,
+    /// Cloudflare API client.
+    pub cf: CloudflareClient,
+    /// ECS adapter.
+    pub ecs: Ecs,
+    /// Token store.
+    pub tokens: TokenStore,
+    /// AWS region of the SDK configuration.
+    pub region: String,
+    cache: Mutex<Cache>,
+}
+
+impl Deps {
+    /// Builds the dependencies: loads AWS config and reads the API token once.
+    pub async fn build(config: Config) -> Result<Deps, String> {
+        let sdk = crate::aws::load_sdk_config().await;
+        let token = match &config.api_token {
+            ApiTokenSource::Value(s) => s.clone(),
+            ApiTokenSource::Parameter(name) => read_secure_string(&sdk, name)
+                .await
+                .map_err(|e| format!("cannot read the Cloudflare API token from SSM parameter {name}: {e}"))?,
+            ApiTokenSource::SecretArn(arn) => read_secret_string(&sdk, arn)
+                .await
+                .map_err(|e| format!("cannot read the Cloudflare API token from secret {arn}: {e}"))?,
+        };
+        if token.is_empty() {
+            return Err("the Cloudflare API token is empty".into());
+        }
+        let mut opts = ClientOptions::new(config.api_url.clone(), token, config.account_id.clone());
+        opts.base_backoff = config.retry_base;
+        Ok(Deps {
+            cf: CloudflareClient::new(opts),
+            ecs: Ecs::new(&sdk),
+            tokens: TokenStore::new(&sdk, &config.parameter_prefix),
+            region: sdk.region().map(|r| r.to_string()).unwrap_or_else(|| "us-east-1".into()),
+            config,
+            cache: Mutex::new(Cache::default()),
+        })
+    }
+
+    /// The owner id: configured, or `<account>-<region>` of the given AWS account.
+    pub fn owner(&self, account: Option<&str>) -> Result<Owner, String> {
+        if let Some(o) = &self.config.owner {
+            return Ok(o.clone());
+        }
+        match account {
+            Some(a) if !a.is_empty() => Ok(Owner::default_for(a, &self.region)),
+            _ => Err("cannot tell the AWS account to build the default owner id: set ECS_TUNNELS_OWNER".into()),
+        }
+    }
+
+    /// Zones the token sees (cached for a few minutes).
+    pub async fn zones(&self) -> Result<Vec<Zone>, crate::cloudflare::CfError> {
+        let mut cache = self.cache.lock().await;
+        if let Some((at, z)) = &cache.zones {
+            if at.elapsed() < CACHE_TTL {
+                return Ok(z.clone());
+            }
+        }
+        let zones = self.cf.list_zones().await?;
+        cache.zones = Some((Instant::now(), zones.clone()));
+        Ok(zones)
+    }
+
+    /// The Zero Trust team name (cached).
+    pub async fn team_name(&self) -> Result<String, crate::cloudflare::CfError> {
+        let mut cache = self.cache.lock().await;
+        if let Some((at, t)) = &cache.team_name {
+            if at.elapsed() < CACHE_TTL {
+                return Ok(t.clone());
+            }
+        }
+        let team = self.cf.get_organization().await?.team_name().to_string();
+        cache.team_name = Some((Instant::now(), team.clone()));
+        Ok(team)
+    }
+
+    /// Makes sure the Access tag exists (once per process).
+    pub async fn ensure_access_tag(&self, tag: &str) -> Result<(), crate::cloudflare::CfError> {
+        let mut cache = self.cache.lock().await;
+        if cache.access_tags.iter().any(|t| t == tag) {
+            return Ok(());
+        }
+        self.cf.ensure_access_tag(tag).await?;
+        cache.access_tags.push(tag.to_string());
+        Ok(())
+    }
+}

@@ -1,0 +1,480 @@
+//! The plan: a pure function from (target, observed) to the changes that make them
+//! agree. No I/O, deterministic. Objects that are not ours are never planned for: they
+//! become conflicts, and a plan with conflicts changes nothing.
+
+use crate::cloudflare::{AccessApp, AccessAppBody, AccessPolicyBody, Destination, DnsRecordBody, PolicyLink};
+use crate::model::{render_config, tunnel_cname, Observed, PlanContext, Target};
+use serde::Serialize;
+
+/// One change. Changes that need an id not known yet (a tunnel or an Access app about to
+/// be created) get it from earlier changes when applied.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Change {
+    /// Create the tunnel with its deterministic name.
+    CreateTunnel {
+        /// Tunnel name.
+        name: String,
+    },
+    /// Create the service's own reusable allow policy.
+    CreatePolicy {
+        /// Policy body.
+        #[serde(skip)]
+        body: AccessPolicyBody,
+        /// Policy name.
+        name: String,
+    },
+    /// Put the service's own policy back to what the tags say.
+    UpdatePolicy {
+        /// Policy id.
+        id: String,
+        /// Policy body.
+        #[serde(skip)]
+        body: AccessPolicyBody,
+    },
+    /// Create the Access application (before any DNS record).
+    CreateApp {
+        /// Body; the own policy is linked first when applied.
+        #[serde(skip)]
+        body: AccessAppBody,
+        /// App name.
+        name: String,
+    },
+    /// Put the Access application back to what the tags say.
+    UpdateApp {
+        /// App id.
+        id: String,
+        /// Body; the own policy is linked first when applied.
+        #[serde(skip)]
+        body: AccessAppBody,
+    },
+    /// Replace the tunnel's ingress configuration.
+    PutConfig {
+        /// Hostnames routed.
+        hostnames: Vec<String>,
+    },
+    /// Store the tunnel token (create or overwrite the parameter).
+    WriteToken {
+        /// The parameter exists and is overwritten.
+        overwrite: bool,
+    },
+    /// Create the proxied CNAME.
+    CreateDns {
+        /// Zone id.
+        zone_id: String,
+        /// Hostname.
+        name: String,
+    },
+    /// Point our record back at the tunnel.
+    UpdateDns {
+        /// Zone id.
+        zone_id: String,
+        /// Record id.
+        id: String,
+        /// Hostname.
+        name: String,
+    },
+    /// Delete one of our DNS records.
+    DeleteDns {
+        /// Zone id.
+        zone_id: String,
+        /// Record id.
+        id: String,
+        /// Hostname.
+        name: String,
+    },
+    /// Delete our Access application.
+    DeleteApp {
+        /// App id.
+        id: String,
+    },
+    /// Delete one of our policies.
+    DeletePolicy {
+        /// Policy id.
+        id: String,
+    },
+    /// Revoke the tunnel's secret, drop its connections and delete it.
+    DeleteTunnel {
+        /// Tunnel id.
+        id: String,
+    },
+    /// Delete the token parameter.
+    DeleteToken,
+    /// Start a new deployment so tasks read the new token.
+    Redeploy,
+}
+
+impl Change {
+    /// A short name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Change::CreateTunnel { .. } => "create_tunnel",
+            Change::CreatePolicy { .. } => "create_policy",
+            Change::UpdatePolicy { .. } => "update_policy",
+            Change::CreateApp { .. } => "create_app",
+            Change::UpdateApp { .. } => "update_app",
+            Change::PutConfig { .. } => "put_config",
+            Change::WriteToken { .. } => "write_token",
+            Change::CreateDns { .. } => "create_dns",
+            Change::UpdateDns { .. } => "update_dns",
+            Change::DeleteDns { .. } => "delete_dns",
+            Change::DeleteApp { .. } => "delete_app",
+            Change::DeletePolicy { .. } => "delete_policy",
+            Change::DeleteTunnel { .. } => "delete_tunnel",
+            Change::DeleteToken => "delete_token",
+            Change::Redeploy => "redeploy",
+        }
+    }
+}
+
+/// The changes for one service, or the conflicts that block it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Plan {
+    /// Changes, in the order they are listed (apply groups them into safe phases).
+    pub changes: Vec<Change>,
+    /// Objects in the way that are not ours; when non-empty, `changes` is empty.
+    pub conflicts: Vec<String>,
+}
+
+impl Plan {
+    /// Nothing to do and nothing in the way.
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty() && self.conflicts.is_empty()
+    }
+}
+
+/// The app body a target asks for, with `own_policy` linked first when present.
+pub fn desired_app_body(ctx: &PlanContext, target: &Target, own_policy: Option<&str>) -> Option<AccessAppBody> {
+    let access = target.access.as_ref()?;
+    let mut ids: Vec<&str> = own_policy.into_iter().collect();
+    ids.extend(access.extra_policy_ids.iter().map(String::as_str));
+    Some(AccessAppBody {
+        name: ctx.owner.access_app_name(&ctx.svc),
+        app_type: "self_hosted".to_string(),
+        domain: target.hosts.first().map(|h| h.name.clone()).unwrap_or_default(),
+        destinations: target
+            .hosts
+            .iter()
+            .map(|h| Destination {
+                dest_type: "public".to_string(),
+                uri: h.name.clone(),
+            })
+            .collect(),
+        session_duration: access.session_duration.clone(),
+        allowed_idps: access.idp_ids.clone(),
+        auto_redirect_to_identity: access.idp_ids.len() == 1,
+        app_launcher_visible: false,
+        tags: vec![ctx.owner.access_tag()],
+        policies: ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| PolicyLink {
+                id: id.to_string(),
+                precedence: i as i64 + 1,
+            })
+            .collect(),
+    })
+}
+
+/// The service's own allow policy body, if it has own rules.
+pub fn desired_policy_body(ctx: &PlanContext, target: &Target) -> Option<AccessPolicyBody> {
+    let access = target.access.as_ref()?;
+    (!access.own_rules.is_empty()).then(|| AccessPolicyBody {
+        name: ctx.owner.policy_name(&ctx.svc),
+        decision: "allow".to_string(),
+        include: access.own_rules.clone(),
+        exclude: vec![],
+        require: vec![],
+    })
+}
+
+/// The DNS record body for a hostname pointing at a tunnel.
+pub fn desired_record(ctx: &PlanContext, hostname: &str, tunnel_id: &str) -> DnsRecordBody {
+    DnsRecordBody {
+        record_type: "CNAME".to_string(),
+        name: hostname.to_string(),
+        content: tunnel_cname(tunnel_id),
+        proxied: true,
+        ttl: 1,
+        comment: Some(ctx.owner.dns_comment(&ctx.svc)),
+    }
+}
+
+fn app_matches(app: &AccessApp, body: &AccessAppBody) -> bool {
+    let mut linked: Vec<(i64, &str)> = app
+        .policies
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.precedence.unwrap_or(i as i64 + 1), p.id.as_str()))
+        .collect();
+    linked.sort();
+    let linked: Vec<&str> = linked.into_iter().map(|(_, id)| id).collect();
+    let wanted: Vec<&str> = body.policies.iter().map(|p| p.id.as_str()).collect();
+    let uris = |d: &[Destination]| d.iter().map(|x| x.uri.to_ascii_lowercase()).collect::<Vec<_>>();
+    let mut idps_have = app.allowed_idps.clone();
+    idps_have.sort();
+    let mut idps_want = body.allowed_idps.clone();
+    idps_want.sort();
+    app.name == body.name
+        && app.domain.eq_ignore_ascii_case(&body.domain)
+        && uris(&app.destinations) == uris(&body.destinations)
+        && app.session_duration.as_deref().unwrap_or("24h") == body.session_duration
+        && idps_have == idps_want
+        && app.auto_redirect_to_identity == body.auto_redirect_to_identity
+        && app.app_launcher_visible == body.app_launcher_visible
+        && body.tags.iter().all(|t| app.tags.contains(t))
+        && linked == wanted
+}
+
+fn sorted_rules(rules: &[serde_json::Value]) -> Vec<String> {
+    let mut v: Vec<String> = rules.iter().map(|r| r.to_string()).collect();
+    v.sort();
+    v
+}
+
+/// Plans the changes that bring `observed` to `target` (`None`: tear everything down).
+pub fn diff(ctx: &PlanContext, target: Option<&Target>, observed: &Observed) -> Plan {
+    match target {
+        Some(t) => plan_present(ctx, t, observed),
+        None => plan_absent(ctx, observed),
+    }
+}
+
+fn our_records<'a>(ctx: &PlanContext, observed: &'a Observed) -> impl Iterator<Item = &'a crate::model::ObservedRecord> {
+    let marker = ctx.owner.dns_comment(&ctx.svc);
+    observed
+        .records
+        .iter()
+        .filter(move |r| r.record.comment.as_deref() == Some(marker.as_str()))
+}
+
+fn plan_absent(ctx: &PlanContext, observed: &Observed) -> Plan {
+    let mut changes = Vec::new();
+    for r in our_records(ctx, observed) {
+        changes.push(Change::DeleteDns {
+            zone_id: r.zone_id.clone(),
+            id: r.record.id.clone(),
+            name: r.record.name.clone(),
+        });
+    }
+    if let Some(app) = observed.app.as_ref().filter(|a| ctx.owner.owns_access_app(&a.name, &a.tags)) {
+        changes.push(Change::DeleteApp { id: app.id.clone() });
+    }
+    for p in &observed.policies {
+        changes.push(Change::DeletePolicy { id: p.id.clone() });
+    }
+    if let Some(t) = &observed.tunnel {
+        changes.push(Change::DeleteTunnel { id: t.id.clone() });
+    }
+    if observed.token.as_ref().is_some_and(|t| t.owned) {
+        changes.push(Change::DeleteToken);
+    }
+    Plan {
+        changes,
+        conflicts: vec![],
+    }
+}
+
+fn plan_present(ctx: &PlanContext, target: &Target, observed: &Observed) -> Plan {
+    let mut conflicts = Vec::new();
+    let mut changes = Vec::new();
+    let marker = ctx.owner.dns_comment(&ctx.svc);
+    let tunnel_id = observed.tunnel.as_ref().map(|t| t.id.as_str());
+
+    // DNS records: ours that no longer belong go first (cutting routes is always safe).
+    for r in our_records(ctx, observed) {
+        if !target.hosts.iter().any(|h| h.name.eq_ignore_ascii_case(&r.record.name)) {
+            changes.push(Change::DeleteDns {
+                zone_id: r.zone_id.clone(),
+                id: r.record.id.clone(),
+                name: r.record.name.clone(),
+            });
+        }
+    }
+
+    // Tunnel.
+    if observed.tunnel.is_none() {
+        changes.push(Change::CreateTunnel {
+            name: ctx.owner.tunnel_name(&ctx.svc),
+        });
+    }
+
+    // Access: our app must be ours; apps of others at our hostnames block us.
+    let our_app = match &observed.app {
+        Some(app) if ctx.owner.owns_access_app(&app.name, &app.tags) => Some(app),
+        Some(app) => {
+            conflicts.push(format!(
+                "an Access application named {:?} exists but does not carry the ecs-tunnels tag {:?}: rename or delete it",
+                app.name,
+                ctx.owner.access_tag()
+            ));
+            None
+        }
+        None => None,
+    };
+    for app in &observed.apps_at_hosts {
+        if our_app.is_some_and(|a| a.id == app.id) {
+            continue;
+        }
+        let hosts: Vec<&str> = std::iter::once(app.domain.as_str())
+            .chain(app.destinations.iter().map(|d| d.uri.as_str()))
+            .collect();
+        for h in &target.hosts {
+            if hosts.iter().any(|x| x.eq_ignore_ascii_case(&h.name)) && target.access.is_some() {
+                conflicts.push(format!(
+                    "hostname {} is already protected by the Access application {:?}, which ecs-tunnels does not own: remove the hostname from that application or choose another hostname",
+                    h.name, app.name
+                ));
+            }
+        }
+    }
+
+    // Own policy: keep the one the app links (or the first), delete duplicates.
+    let wanted_policy = desired_policy_body(ctx, target);
+    let linked = |id: &str| our_app.is_some_and(|a| a.policies.iter().any(|p| p.id == id));
+    let keep = observed
+        .policies
+        .iter()
+        .find(|p| linked(&p.id))
+        .or(observed.policies.first())
+        .filter(|_| wanted_policy.is_some());
+    let mut late_deletes = Vec::new();
+    for p in &observed.policies {
+        if keep.is_none_or(|k| k.id != p.id) {
+            late_deletes.push(Change::DeletePolicy { id: p.id.clone() });
+        }
+    }
+    if let Some(body) = &wanted_policy {
+        match keep {
+            None => changes.push(Change::CreatePolicy {
+                name: body.name.clone(),
+                body: body.clone(),
+            }),
+            Some(p) => {
+                if p.decision != "allow"
+                    || sorted_rules(&p.include) != sorted_rules(&body.include)
+                    || !p.exclude.is_empty()
+                    || !p.require.is_empty()
+                    || p.name != body.name
+                {
+                    changes.push(Change::UpdatePolicy {
+                        id: p.id.clone(),
+                        body: body.clone(),
+                    });
+                }
+            }
+        }
+    }
+
+    // Access application.
+    let aud = match (desired_app_body(ctx, target, keep.map(|p| p.id.as_str())), our_app) {
+        (Some(body), None) => {
+            changes.push(Change::CreateApp {
+                name: body.name.clone(),
+                body,
+            });
+            None
+        }
+        (Some(body), Some(app)) => {
+            if keep.is_none() && wanted_policy.is_some() || !app_matches(app, &body) {
+                changes.push(Change::UpdateApp {
+                    id: app.id.clone(),
+                    body,
+                });
+            }
+            Some(app.aud.clone())
+        }
+        (None, Some(app)) => {
+            late_deletes.insert(0, Change::DeleteApp { id: app.id.clone() });
+            None
+        }
+        (None, None) => None,
+    };
+
+    // Config: needs the tunnel and (with Access) the app's audience tag.
+    let fresh_app = target.access.is_some() && aud.is_none();
+    let config_ok = !fresh_app
+        && tunnel_id.is_some()
+        && observed.config.as_ref() == Some(&render_config(target, &ctx.team_name, aud.as_deref()));
+    if !config_ok {
+        changes.push(Change::PutConfig {
+            hostnames: target.hosts.iter().map(|h| h.name.clone()).collect(),
+        });
+    }
+
+    // Token.
+    let token_ok = match (&observed.token, tunnel_id) {
+        (Some(t), Some(id)) => t.tunnel_id.as_deref() == Some(id) && t.account.as_deref() == Some(ctx.account_id.as_str()),
+        _ => false,
+    };
+    match &observed.token {
+        Some(t) if !t.owned => conflicts.push(
+            "the token parameter exists but is not tagged as managed by this ecs-tunnels install: delete it (ecs-tunnels creates it) or tag it ecs-tunnels:owner=<owner>".to_string(),
+        ),
+        _ => {}
+    }
+    if !token_ok {
+        changes.push(Change::WriteToken {
+            overwrite: observed.token.is_some(),
+        });
+    }
+
+    // DNS records for each hostname, after everything above.
+    for h in &target.hosts {
+        let at_name: Vec<_> = observed
+            .records
+            .iter()
+            .filter(|r| r.zone_id == h.zone_id && r.record.name.eq_ignore_ascii_case(&h.name))
+            .filter(|r| matches!(r.record.record_type.as_str(), "CNAME" | "A" | "AAAA"))
+            .collect();
+        let ours = at_name.iter().find(|r| r.record.comment.as_deref() == Some(marker.as_str()));
+        let foreign = at_name.iter().find(|r| r.record.comment.as_deref() != Some(marker.as_str()));
+        if let Some(f) = foreign {
+            let whose = if ctx.owner.owns_dns_comment(f.record.comment.as_deref()) {
+                format!("another service managed by ecs-tunnels ({})", f.record.comment.as_deref().unwrap_or(""))
+            } else {
+                "a record ecs-tunnels does not own".to_string()
+            };
+            conflicts.push(format!(
+                "hostname {} already has a {} record ({}) from {whose}: remove that record or choose another hostname",
+                h.name, f.record.record_type, f.record.content
+            ));
+            continue;
+        }
+        match ours {
+            None => changes.push(Change::CreateDns {
+                zone_id: h.zone_id.clone(),
+                name: h.name.clone(),
+            }),
+            Some(r) => {
+                let good = r.record.record_type == "CNAME"
+                    && r.record.proxied
+                    && tunnel_id.is_some_and(|id| r.record.content.eq_ignore_ascii_case(&tunnel_cname(id)));
+                if !good {
+                    changes.push(Change::UpdateDns {
+                        zone_id: h.zone_id.clone(),
+                        id: r.record.id.clone(),
+                        name: h.name.clone(),
+                    });
+                }
+            }
+        }
+    }
+
+    changes.extend(late_deletes);
+    let token_written = changes.iter().any(|c| matches!(c, Change::WriteToken { .. }));
+    if token_written || observed.token.as_ref().is_some_and(|t| t.redeploy_pending) {
+        changes.push(Change::Redeploy);
+    }
+    if conflicts.is_empty() {
+        Plan {
+            changes,
+            conflicts,
+        }
+    } else {
+        Plan {
+            changes: vec![],
+            conflicts,
+        }
+    }
+}

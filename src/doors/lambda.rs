@@ -1,0 +1,69 @@
+//! The Lambda door: serves invocations through the Runtime API and dispatches each
+//! event by its shape. A transient failure is returned as an invocation error, so
+//! Lambda (or SQS) retries it; bad tags and conflicts are not, because a retry cannot
+//! fix them (the status tag says what to do).
+
+use crate::context::Deps;
+use crate::doors::events::{recognise, Trigger};
+use crate::doors::run::{managed_services, reconcile_many, Work};
+use crate::reconcile::{Mode, Outcome};
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+use serde_json::{json, Value};
+use tracing::{info, warn};
+
+/// Serves Lambda invocations until the runtime stops. `deps` is the result of the cold
+/// start: a configuration error is reported on every invocation.
+pub async fn serve(deps: Result<Deps, String>) -> Result<(), Error> {
+    let deps = &deps;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        match deps {
+            Ok(d) => handle(d, event).await,
+            Err(e) => Err(Error::from(format!("ecs-tunnels is misconfigured: {e}"))),
+        }
+    }))
+    .await
+}
+
+fn account_of_function(arn: &str) -> Option<String> {
+    arn.split(':').nth(4).filter(|a| !a.is_empty()).map(str::to_string)
+}
+
+/// Handles one invocation.
+pub async fn handle(deps: &Deps, event: LambdaEvent<Value>) -> Result<Value, Error> {
+    let (payload, ctx) = event.into_parts();
+    let fn_account = account_of_function(&ctx.invoked_function_arn);
+    let triggers = recognise(&payload).map_err(|e| {
+        warn!(error = %e, "event rejected");
+        Error::from(e)
+    })?;
+    let mut work: Vec<Work> = Vec::new();
+    let mut ignored = Vec::new();
+    let mut outcomes: Vec<Outcome> = Vec::new();
+    for t in triggers {
+        match t {
+            Trigger::Service { service, account } => work.push((service, account.or_else(|| fn_account.clone()))),
+            Trigger::Ignore(why) => {
+                info!(reason = %why, "event ignored");
+                ignored.push(why);
+            }
+            Trigger::Sweep => {
+                let all = managed_services(deps).await.map_err(|e| Error::from(e.to_string()))?;
+                work.extend(all);
+            }
+            Trigger::Rotate => return Err(Error::from("scheduled rotation is not available in this version of ecs-tunnels")),
+            Trigger::CustomResource(_) => return Err(Error::from("CloudFormation custom resources are not available in this version of ecs-tunnels")),
+            Trigger::SecretsRotation(_) => return Err(Error::from("Secrets Manager rotation is not available in this version of ecs-tunnels")),
+        }
+    }
+    outcomes.extend(reconcile_many(deps, work, Mode::Apply).await);
+    let stats = deps.cf.stats();
+    let transient: Vec<String> = outcomes
+        .iter()
+        .filter(|o| o.is_transient())
+        .map(|o| format!("{}: {}", o.service, o.error.as_deref().unwrap_or("")))
+        .collect();
+    if !transient.is_empty() {
+        return Err(Error::from(format!("will retry: {}", transient.join("; "))));
+    }
+    Ok(json!({ "outcomes": outcomes, "ignored": ignored, "cloudflare_calls": stats.total }))
+}

@@ -1,0 +1,6 @@
+//! Doors: turn an input (a Lambda event, a command line) into "reconcile these
+//! services" and an outcome into a response. No Cloudflare or planning logic here.
+
+pub mod events;
+pub mod lambda;
+pub mod run;

@@ -1,0 +1,43 @@
+//! Runs reconciles for a set of services with bounded concurrency; shared by the Lambda
+//! door and the CLI.
+
+use crate::aws::AwsError;
+use crate::context::Deps;
+use crate::ownership::ServiceId;
+use crate::reconcile::{reconcile_service, Mode, Outcome};
+use crate::spec::{TAG_HOSTNAME, TAG_STATUS};
+use futures::stream::{self, StreamExt};
+
+/// Services reconciled at once by one process.
+pub const CONCURRENCY: usize = 4;
+
+/// A service to reconcile, with the AWS account it lives in when known.
+pub type Work = (ServiceId, Option<String>);
+
+/// Reconciles each service (at most [`CONCURRENCY`] at a time), in input order.
+pub async fn reconcile_many(deps: &Deps, work: Vec<Work>, mode: Mode) -> Vec<Outcome> {
+    stream::iter(work)
+        .map(|(svc, account)| async move { reconcile_service(deps, &svc, mode, account.as_deref()).await })
+        .buffered(CONCURRENCY)
+        .collect()
+        .await
+}
+
+/// Every service in the covered clusters that is tagged for exposure or still carries a
+/// status tag (so untagged leftovers are torn down).
+pub async fn managed_services(deps: &Deps) -> Result<Vec<Work>, AwsError> {
+    let clusters = match &deps.config.clusters {
+        Some(c) => c.clone(),
+        None => deps.ecs.list_clusters().await?,
+    };
+    let mut out = Vec::new();
+    for cluster in clusters {
+        for info in deps.ecs.list_services(&cluster).await? {
+            if info.tags.contains_key(TAG_HOSTNAME) || info.tags.contains_key(TAG_STATUS) {
+                let account = info.account_region().map(|(a, _)| a);
+                out.push((ServiceId::new(info.cluster.clone(), info.name.clone()), account));
+            }
+        }
+    }
+    Ok(out)
+}

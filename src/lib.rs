@@ -1,0 +1,25 @@
+//! ecs-tunnels: expose private ECS services through Cloudflare Tunnel behind Cloudflare
+//! Access, by tagging the service.
+//!
+//! Every door (Lambda events, CLI) ends in the same reconcile for one service:
+//! [`spec`] (tags → desired spec) → [`observe`] (what exists) → [`diff`] (pure plan) →
+//! [`apply`] (safe order, bounded concurrency). [`ownership`] decides what is ours.
+
+pub mod apply;
+pub mod aws;
+pub mod cli;
+pub mod cloudflare;
+pub mod config;
+pub mod context;
+pub mod diff;
+pub mod doors;
+pub mod error;
+pub mod logging;
+pub mod model;
+pub mod observe;
+pub mod ownership;
+pub mod reconcile;
+pub mod secret;
+pub mod spec;
+pub mod status;
+pub mod token;

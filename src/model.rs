@@ -1,0 +1,145 @@
+//! The planner's view of one service: what should exist ([`Target`]) and what does
+//! ([`Observed`]). Built by `observe`, read by `diff`; no I/O here.
+
+use crate::cloudflare::{AccessApp, AccessPolicy, DnsRecord, IngressRule, OriginAccess, OriginRequest, Tunnel, TunnelConfig};
+use crate::ownership::{Owner, ServiceId};
+use serde_json::{json, Value};
+
+/// The catch-all rule every remote tunnel config must end with.
+pub const CATCH_ALL_SERVICE: &str = "http_status:404";
+
+/// A hostname with the zone it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetHost {
+    /// Fully qualified, lowercase.
+    pub name: String,
+    /// Cloudflare zone id.
+    pub zone_id: String,
+}
+
+/// Access, resolved to Cloudflare ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetAccess {
+    /// Include rules of the service's own allow policy; empty means no own policy.
+    pub own_rules: Vec<Value>,
+    /// Reusable policies named in `ecs-tunnels:policies`, by id.
+    pub extra_policy_ids: Vec<String>,
+    /// Identity providers; empty means all.
+    pub idp_ids: Vec<String>,
+    /// Session duration.
+    pub session_duration: String,
+}
+
+/// Everything one service should have, with names resolved to ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Hostnames with zones, in tag order.
+    pub hosts: Vec<TargetHost>,
+    /// Where cloudflared forwards to.
+    pub origin: String,
+    /// `None` for `access=public`.
+    pub access: Option<TargetAccess>,
+}
+
+/// The SSM token parameter as seen (never its value).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StoredToken {
+    /// Tunnel id the stored token is for (`t` in the token), if it decodes.
+    pub tunnel_id: Option<String>,
+    /// Account tag (`a`) in the stored token.
+    pub account: Option<String>,
+    /// Carries our owner tag.
+    pub owned: bool,
+    /// A token was written but the service was not yet redeployed with it.
+    pub redeploy_pending: bool,
+}
+
+/// A DNS record seen in a zone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservedRecord {
+    /// Zone the record is in.
+    pub zone_id: String,
+    /// The record.
+    pub record: DnsRecord,
+}
+
+/// What exists for one service.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    /// Our tunnel (by deterministic name), if it exists and is not deleted.
+    pub tunnel: Option<Tunnel>,
+    /// Its remote configuration; `None` for a fresh tunnel.
+    pub config: Option<TunnelConfig>,
+    /// The Access application with our name (owned or not: diff decides).
+    pub app: Option<AccessApp>,
+    /// Applications found at the target hostnames (to detect foreign ones).
+    pub apps_at_hosts: Vec<AccessApp>,
+    /// Reusable policies named for this service.
+    pub policies: Vec<AccessPolicy>,
+    /// Records with this service's marker, plus any record at a target hostname.
+    pub records: Vec<ObservedRecord>,
+    /// The token parameter.
+    pub token: Option<StoredToken>,
+}
+
+/// Fixed facts the planner needs.
+#[derive(Debug, Clone)]
+pub struct PlanContext {
+    /// The service.
+    pub svc: ServiceId,
+    /// This install's owner id.
+    pub owner: Owner,
+    /// Cloudflare account id.
+    pub account_id: String,
+    /// Zero Trust team name (`<team>.cloudflareaccess.com`).
+    pub team_name: String,
+}
+
+/// `<tunnel-id>.cfargotunnel.com`.
+pub fn tunnel_cname(tunnel_id: &str) -> String {
+    format!("{tunnel_id}.cfargotunnel.com")
+}
+
+/// The tunnel configuration for a target; `aud` is the Access app's audience tag.
+pub fn render_config(target: &Target, team_name: &str, aud: Option<&str>) -> TunnelConfig {
+    let origin_request = match (&target.access, aud) {
+        (Some(_), Some(aud)) => Some(OriginRequest {
+            access: Some(OriginAccess {
+                required: true,
+                team_name: team_name.to_string(),
+                aud_tag: vec![aud.to_string()],
+            }),
+            other: Default::default(),
+        }),
+        _ => None,
+    };
+    let mut ingress: Vec<IngressRule> = target
+        .hosts
+        .iter()
+        .map(|h| IngressRule {
+            hostname: Some(h.name.clone()),
+            path: None,
+            service: target.origin.clone(),
+            origin_request: origin_request.clone(),
+        })
+        .collect();
+    ingress.push(IngressRule {
+        hostname: None,
+        path: None,
+        service: CATCH_ALL_SERVICE.to_string(),
+        origin_request: None,
+    });
+    TunnelConfig {
+        ingress,
+        origin_request: None,
+    }
+}
+
+/// Builds the include rules of a service's own allow policy.
+pub fn own_policy_rules(emails: &[String], domains: &[String], group_ids: &[String]) -> Vec<Value> {
+    let mut rules = Vec::new();
+    rules.extend(emails.iter().map(|e| json!({"email": {"email": e}})));
+    rules.extend(domains.iter().map(|d| json!({"email_domain": {"domain": d}})));
+    rules.extend(group_ids.iter().map(|g| json!({"group": {"id": g}})));
+    rules
+}

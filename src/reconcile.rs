@@ -1,0 +1,213 @@
+//! The one reconcile every door ends in: read the service and its tags, resolve the
+//! spec, observe, diff, apply; repeat until the plan is empty (a few passes at most, so
+//! races with concurrent runs settle); then publish the status tag.
+
+use crate::apply::apply;
+use crate::context::Deps;
+use crate::diff::{diff, Change, Plan};
+use crate::error::ReconcileError;
+use crate::model::PlanContext;
+use crate::observe::{observe, resolve_target};
+use crate::ownership::ServiceId;
+use crate::spec::{self, Defaults, Desired, TAG_HOSTNAME, TAG_ORIGIN, TAG_STATUS};
+use crate::status;
+use serde::Serialize;
+use tracing::{info, warn};
+
+/// Passes before a reconcile gives up converging.
+const MAX_PASSES: usize = 3;
+
+/// Write changes, or only plan them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Make the changes.
+    Apply,
+    /// Compute and report the changes; write nothing (not even the status tag).
+    Plan,
+}
+
+/// Where a service ended up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Exposed as the tags say.
+    Ready,
+    /// Not tagged: nothing to do (cost: one ECS read).
+    NotManaged,
+    /// Everything it had was removed.
+    Removed,
+    /// Plan mode: these changes would be made.
+    Planned,
+    /// Needs a person: bad tags or a conflict. Nothing was changed.
+    Error,
+    /// A transient failure; the next run retries.
+    Pending,
+}
+
+/// The outcome of reconciling one service.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    /// The service.
+    pub service: ServiceId,
+    /// Where it ended up.
+    pub state: State,
+    /// The tunnel, when one exists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tunnel_id: Option<String>,
+    /// Changes made (apply) or planned (plan).
+    pub changes: Vec<Change>,
+    /// Kinds of the changes made.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub applied: Vec<&'static str>,
+    /// What went wrong, in words a person can act on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Error kind (invalid, conflict, cloudflare, aws, setup).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<&'static str>,
+}
+
+impl Outcome {
+    fn new(service: &ServiceId, state: State) -> Self {
+        Outcome { service: service.clone(), state, tunnel_id: None, changes: vec![], applied: vec![], error: None, error_kind: None }
+    }
+
+    /// True for outcomes that a retry of the same event may fix.
+    pub fn is_transient(&self) -> bool {
+        self.state == State::Pending
+    }
+}
+
+enum Intent {
+    Expose(spec::Spec),
+    Remove,
+}
+
+/// Reconciles one service. `account_hint` (from an event or ARN) builds the default owner
+/// id when the service itself cannot be read.
+pub async fn reconcile_service(deps: &Deps, svc: &ServiceId, mode: Mode, account_hint: Option<&str>) -> Outcome {
+    let info = match deps.ecs.describe_service(&svc.cluster, &svc.service).await {
+        Ok(i) => i,
+        Err(e) => return failed(svc, &ReconcileError::Aws(e)),
+    };
+    let active = info.as_ref().filter(|i| i.is_active());
+    let account = info.as_ref().and_then(|i| i.account_region()).map(|(a, _)| a);
+    let owner = match deps.owner(account.as_deref().or(account_hint)) {
+        Ok(o) => o,
+        Err(e) => return failed(svc, &ReconcileError::Setup(e)),
+    };
+    let intent = match active {
+        Some(i) if !i.tags.contains_key(TAG_HOSTNAME) => {
+            if !i.tags.contains_key(TAG_STATUS) {
+                return Outcome::new(svc, State::NotManaged);
+            }
+            Intent::Remove
+        }
+        Some(i) => {
+            let origin = if i.tags.contains_key(TAG_ORIGIN) {
+                None
+            } else {
+                match i.task_definition.as_deref() {
+                    Some(td) => match deps.ecs.default_origin(td).await {
+                        Ok(o) => o,
+                        Err(e) => return failed(svc, &ReconcileError::Aws(e)),
+                    },
+                    None => None,
+                }
+            };
+            match spec::from_tags(&i.tags, &Defaults { origin, rotate_every: deps.config.rotate_every }) {
+                Desired::Managed(s) => Intent::Expose(s),
+                Desired::Invalid(errors) => return finish(deps, active, mode, failed(svc, &ReconcileError::Invalid(errors))).await,
+                Desired::NotManaged => return Outcome::new(svc, State::NotManaged),
+            }
+        }
+        None => {
+            // Gone or being deleted. A service that was never ours costs a few reads.
+            if info.as_ref().is_some_and(|i| !i.tags.is_empty() && !i.tags.contains_key(TAG_HOSTNAME) && !i.tags.contains_key(TAG_STATUS)) {
+                return Outcome::new(svc, State::NotManaged);
+            }
+            Intent::Remove
+        }
+    };
+    let outcome = match converge(deps, svc, owner, &intent, mode).await {
+        Ok(o) => o,
+        Err(e) => failed(svc, &e),
+    };
+    finish(deps, active, mode, outcome).await
+}
+
+async fn converge(deps: &Deps, svc: &ServiceId, owner: crate::ownership::Owner, intent: &Intent, mode: Mode) -> Result<Outcome, ReconcileError> {
+    let target = match intent {
+        Intent::Expose(spec) => Some(resolve_target(deps, spec).await?),
+        Intent::Remove => None,
+    };
+    let team_name = match target.as_ref().and_then(|t| t.access.as_ref()) {
+        Some(_) => deps.team_name().await?,
+        None => String::new(),
+    };
+    let ctx = PlanContext { svc: svc.clone(), owner, account_id: deps.cf.account_id().to_string(), team_name };
+    let mut out = Outcome::new(svc, if target.is_some() { State::Ready } else { State::Removed });
+    for pass in 0..MAX_PASSES {
+        let observed = observe(deps, &ctx, target.as_ref(), pass > 0).await?;
+        let plan: Plan = diff(&ctx, target.as_ref(), &observed);
+        out.tunnel_id = observed.tunnel.as_ref().map(|t| t.id.clone());
+        if !plan.conflicts.is_empty() {
+            return Err(ReconcileError::Conflict(plan.conflicts));
+        }
+        if mode == Mode::Plan {
+            out.state = if plan.changes.is_empty() { out.state } else { State::Planned };
+            out.changes = plan.changes;
+            return Ok(out);
+        }
+        if plan.changes.is_empty() {
+            return Ok(out);
+        }
+        let applied = apply(deps, &ctx, target.as_ref(), &observed, &plan).await?;
+        out.applied.extend(applied.changes);
+        out.changes.extend(plan.changes);
+        out.tunnel_id = applied.tunnel_id;
+    }
+    Err(ReconcileError::Setup(format!("did not converge after {MAX_PASSES} passes; the next run continues")))
+}
+
+fn failed(svc: &ServiceId, e: &ReconcileError) -> Outcome {
+    let mut o = Outcome::new(svc, if e.is_transient() { State::Pending } else { State::Error });
+    o.error = Some(e.to_string());
+    o.error_kind = Some(e.kind());
+    o
+}
+
+/// Publishes the status tag (only when it changes) and logs the outcome.
+async fn finish(deps: &Deps, active: Option<&crate::aws::ecs::ServiceInfo>, mode: Mode, mut outcome: Outcome) -> Outcome {
+    if mode == Mode::Plan {
+        return outcome;
+    }
+    if let Some(info) = active {
+        let current = info.tags.get(TAG_STATUS);
+        let wanted = match outcome.state {
+            State::Ready => outcome.tunnel_id.as_deref().map(status::ready),
+            State::Error => Some(status::error(outcome.error.as_deref().unwrap_or("unknown"))),
+            State::Pending => Some(status::pending(outcome.error.as_deref().unwrap_or("retrying"))),
+            State::Removed | State::NotManaged | State::Planned => None,
+        };
+        let result = match (&wanted, current) {
+            (Some(w), c) if c != Some(w) => deps.ecs.tag(&info.arn, TAG_STATUS, w).await,
+            (None, Some(_)) => deps.ecs.untag(&info.arn, TAG_STATUS).await,
+            _ => Ok(()),
+        };
+        if let Err(e) = result {
+            warn!(service = %outcome.service, error = %e, "could not update the status tag");
+            if outcome.error.is_none() {
+                outcome.state = State::Pending;
+                outcome.error = Some(e.to_string());
+                outcome.error_kind = Some("aws");
+            }
+        }
+    }
+    match (&outcome.error, outcome.applied.is_empty()) {
+        (Some(e), _) => warn!(service = %outcome.service, state = ?outcome.state, error_kind = outcome.error_kind.unwrap_or(""), error = %e, "service not converged"),
+        (None, false) => info!(service = %outcome.service, state = ?outcome.state, changes = outcome.applied.len(), tunnel_id = outcome.tunnel_id.as_deref().unwrap_or(""), "service reconciled"),
+        (None, true) => {}
+    }
+    outcome
+}
