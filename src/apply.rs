@@ -42,7 +42,13 @@ fn log_change(ctx: &PlanContext, change: &Change) {
 }
 
 /// Applies `plan` for one service.
-pub async fn apply(deps: &Deps, ctx: &PlanContext, target: Option<&Target>, observed: &Observed, plan: &Plan) -> Result<Applied, ReconcileError> {
+pub async fn apply(
+    deps: &Deps,
+    ctx: &PlanContext,
+    target: Option<&Target>,
+    observed: &Observed,
+    plan: &Plan,
+) -> Result<Applied, ReconcileError> {
     let mut done: Vec<&'static str> = Vec::new();
     let mut p = Progress {
         tunnel_id: observed.tunnel.as_ref().map(|t| t.id.clone()),
@@ -51,7 +57,10 @@ pub async fn apply(deps: &Deps, ctx: &PlanContext, target: Option<&Target>, obse
         policy_id: None,
     };
     let own_policy_linked = observed.app.as_ref().and_then(|a| {
-        a.policies.iter().find(|lp| observed.policies.iter().any(|op| op.id == lp.id)).map(|lp| lp.id.clone())
+        a.policies
+            .iter()
+            .find(|lp| observed.policies.iter().any(|op| op.id == lp.id))
+            .map(|lp| lp.id.clone())
     });
     p.policy_id = own_policy_linked.or_else(|| observed.policies.first().map(|x| x.id.clone()));
     let changes = &plan.changes;
@@ -70,9 +79,15 @@ pub async fn apply(deps: &Deps, ctx: &PlanContext, target: Option<&Target>, obse
     done.extend(dns_deletes.iter().map(|c| c.kind()));
 
     // 2. Tunnel ∥ Access.
-    let create_tunnel = changes.iter().find(|c| matches!(c, Change::CreateTunnel { .. }));
-    let policy_change = changes.iter().find(|c| matches!(c, Change::CreatePolicy { .. } | Change::UpdatePolicy { .. }));
-    let app_change = changes.iter().find(|c| matches!(c, Change::CreateApp { .. } | Change::UpdateApp { .. }));
+    let create_tunnel = changes
+        .iter()
+        .find(|c| matches!(c, Change::CreateTunnel { .. }));
+    let policy_change = changes
+        .iter()
+        .find(|c| matches!(c, Change::CreatePolicy { .. } | Change::UpdatePolicy { .. }));
+    let app_change = changes
+        .iter()
+        .find(|c| matches!(c, Change::CreateApp { .. } | Change::UpdateApp { .. }));
     let tunnel_fut = async {
         match create_tunnel {
             Some(c @ Change::CreateTunnel { name }) => {
@@ -126,8 +141,12 @@ pub async fn apply(deps: &Deps, ctx: &PlanContext, target: Option<&Target>, obse
     }
 
     // 3. Config ∥ token.
-    let put_config = changes.iter().find(|c| matches!(c, Change::PutConfig { .. }));
-    let write_token = changes.iter().find(|c| matches!(c, Change::WriteToken { .. }));
+    let put_config = changes
+        .iter()
+        .find(|c| matches!(c, Change::PutConfig { .. }));
+    let write_token = changes
+        .iter()
+        .find(|c| matches!(c, Change::WriteToken { .. }));
     let config_fut = async {
         if let (Some(c), Some(t), Some(tid)) = (put_config, target, p.tunnel_id.as_deref()) {
             let config = render_config(t, &ctx.team_name, p.aud.as_deref());
@@ -137,7 +156,9 @@ pub async fn apply(deps: &Deps, ctx: &PlanContext, target: Option<&Target>, obse
         Ok::<_, ReconcileError>(())
     };
     let token_fut = async {
-        if let (Some(c @ Change::WriteToken { overwrite }), Some(tid)) = (write_token, p.tunnel_id.as_deref()) {
+        if let (Some(c @ Change::WriteToken { overwrite }), Some(tid)) =
+            (write_token, p.tunnel_id.as_deref())
+        {
             let token = match &p.token {
                 Some(t) => t.clone(),
                 None => deps.cf.tunnel_token(tid).await?,
@@ -156,9 +177,13 @@ pub async fn apply(deps: &Deps, ctx: &PlanContext, target: Option<&Target>, obse
     if let Some(tid) = p.tunnel_id.as_deref() {
         try_join_all(dns_writes.iter().map(|c| async move {
             match c {
-                Change::CreateDns { zone_id, name } => ensure_record(deps, ctx, zone_id, name, tid).await?,
+                Change::CreateDns { zone_id, name } => {
+                    ensure_record(deps, ctx, zone_id, name, tid).await?
+                }
                 Change::UpdateDns { zone_id, id, name } => {
-                    deps.cf.update_dns_record(zone_id, id, &desired_record(ctx, name, tid)).await?;
+                    deps.cf
+                        .update_dns_record(zone_id, id, &desired_record(ctx, name, tid))
+                        .await?;
                 }
                 _ => {}
             }
@@ -170,7 +195,10 @@ pub async fn apply(deps: &Deps, ctx: &PlanContext, target: Option<&Target>, obse
     }
 
     // 5. Access deletions: the app before the policies it links.
-    for c in changes.iter().filter(|c| matches!(c, Change::DeleteApp { .. })) {
+    for c in changes
+        .iter()
+        .filter(|c| matches!(c, Change::DeleteApp { .. }))
+    {
         if let Change::DeleteApp { id } = c {
             deps.cf.delete_access_app(id).await?;
             log_change(ctx, c);
@@ -189,7 +217,10 @@ pub async fn apply(deps: &Deps, ctx: &PlanContext, target: Option<&Target>, obse
     done.extend(policy_deletes.iter().map(|c| c.kind()));
 
     // 6. Tunnel, then token.
-    for c in changes.iter().filter(|c| matches!(c, Change::DeleteTunnel { .. })) {
+    for c in changes
+        .iter()
+        .filter(|c| matches!(c, Change::DeleteTunnel { .. }))
+    {
         if let Change::DeleteTunnel { id } = c {
             delete_tunnel(deps, id).await?;
             log_change(ctx, c);
@@ -205,8 +236,12 @@ pub async fn apply(deps: &Deps, ctx: &PlanContext, target: Option<&Target>, obse
 
     // 7. Redeploy, then clear the marker that says one is owed.
     if let Some(c) = changes.iter().find(|c| matches!(c, Change::Redeploy)) {
-        deps.ecs.redeploy(&ctx.svc.cluster, &ctx.svc.service).await?;
-        deps.tokens.remove_tag(&ctx.svc, crate::aws::ssm::REDEPLOY_TAG).await?;
+        deps.ecs
+            .redeploy(&ctx.svc.cluster, &ctx.svc.service)
+            .await?;
+        deps.tokens
+            .remove_tag(&ctx.svc, crate::aws::ssm::REDEPLOY_TAG)
+            .await?;
         log_change(ctx, c);
         done.push(c.kind());
     }
@@ -216,36 +251,63 @@ pub async fn apply(deps: &Deps, ctx: &PlanContext, target: Option<&Target>, obse
     })
 }
 
-fn link_own_policy(body: &AccessAppBody, own: Option<&str>, target: Option<&Target>) -> AccessAppBody {
+fn link_own_policy(
+    body: &AccessAppBody,
+    own: Option<&str>,
+    target: Option<&Target>,
+) -> AccessAppBody {
     let mut body = body.clone();
-    let wants_own = target.and_then(|t| t.access.as_ref()).is_some_and(|a| !a.own_rules.is_empty());
+    let wants_own = target
+        .and_then(|t| t.access.as_ref())
+        .is_some_and(|a| !a.own_rules.is_empty());
     let extras: Vec<String> = target
         .and_then(|t| t.access.as_ref())
         .map(|a| a.extra_policy_ids.clone())
         .unwrap_or_default();
-    let ids: Vec<String> = own.filter(|_| wants_own).map(str::to_string).into_iter().chain(extras).collect();
+    let ids: Vec<String> = own
+        .filter(|_| wants_own)
+        .map(str::to_string)
+        .into_iter()
+        .chain(extras)
+        .collect();
     body.policies = ids
         .into_iter()
         .enumerate()
-        .map(|(i, id)| PolicyLink { id, precedence: i as i64 + 1 })
+        .map(|(i, id)| PolicyLink {
+            id,
+            precedence: i as i64 + 1,
+        })
         .collect();
     body
 }
 
 /// Creates the tunnel, or adopts ours if a concurrent run created it first.
 /// Returns its id and, when we chose the secret, its token.
-async fn ensure_tunnel(deps: &Deps, name: &str) -> Result<(String, Option<Secret>), ReconcileError> {
+async fn ensure_tunnel(
+    deps: &Deps,
+    name: &str,
+) -> Result<(String, Option<Secret>), ReconcileError> {
     let secret = crate::token::new_tunnel_secret();
     match deps.cf.create_tunnel(name, &secret).await {
         Ok(t) => {
-            let token = t.token.clone().unwrap_or_else(|| crate::token::encode_token(deps.cf.account_id(), &t.id, &secret));
+            let token = t.token.clone().unwrap_or_else(|| {
+                crate::token::encode_token(deps.cf.account_id(), &t.id, &secret)
+            });
             Ok((t.id, Some(token)))
         }
         Err(CfError::TunnelNameTaken { .. }) => {
-            let found = deps.cf.list_tunnels(&TunnelQuery { name: Some(name.to_string()), ..Default::default() }).await?;
+            let found = deps
+                .cf
+                .list_tunnels(&TunnelQuery {
+                    name: Some(name.to_string()),
+                    ..Default::default()
+                })
+                .await?;
             match found.into_iter().find(|t| t.name == name) {
                 Some(t) => Ok((t.id, None)),
-                None => Err(ReconcileError::Cloudflare(CfError::TunnelNameTaken { name: name.to_string() })),
+                None => Err(ReconcileError::Cloudflare(CfError::TunnelNameTaken {
+                    name: name.to_string(),
+                })),
             }
         }
         Err(e) => Err(e.into()),
@@ -253,14 +315,25 @@ async fn ensure_tunnel(deps: &Deps, name: &str) -> Result<(String, Option<Secret
 }
 
 /// Creates or updates our Access application; adopts ours on a duplicate. Returns its AUD.
-async fn ensure_app(deps: &Deps, ctx: &PlanContext, id: Option<String>, body: &AccessAppBody) -> Result<String, ReconcileError> {
+async fn ensure_app(
+    deps: &Deps,
+    ctx: &PlanContext,
+    id: Option<String>,
+    body: &AccessAppBody,
+) -> Result<String, ReconcileError> {
     if let Some(id) = id {
         return Ok(deps.cf.update_access_app(&id, body).await?.aud);
     }
     match deps.cf.create_access_app(body).await {
         Ok(app) => Ok(app.aud),
-        Err(CfError::AccessAppExists { .. }) => {
-            let found = deps.cf.list_access_apps(&AppQuery { name: Some(body.name.clone()), ..Default::default() }).await?;
+        Err(CfError::AccessAppExists) => {
+            let found = deps
+                .cf
+                .list_access_apps(&AppQuery {
+                    name: Some(body.name.clone()),
+                    ..Default::default()
+                })
+                .await?;
             match found.into_iter().find(|a| ctx.owner.owns_access_app(&a.name, &a.tags)) {
                 Some(app) => Ok(deps.cf.update_access_app(&app.id, body).await?.aud),
                 None => Err(ReconcileError::Conflict(vec![format!(
@@ -274,12 +347,27 @@ async fn ensure_app(deps: &Deps, ctx: &PlanContext, id: Option<String>, body: &A
 }
 
 /// Creates our CNAME, or adopts a record carrying our marker on a clash.
-async fn ensure_record(deps: &Deps, ctx: &PlanContext, zone_id: &str, name: &str, tunnel_id: &str) -> Result<(), ReconcileError> {
+async fn ensure_record(
+    deps: &Deps,
+    ctx: &PlanContext,
+    zone_id: &str,
+    name: &str,
+    tunnel_id: &str,
+) -> Result<(), ReconcileError> {
     let body = desired_record(ctx, name, tunnel_id);
     match deps.cf.create_dns_record(zone_id, &body).await {
         Ok(_) => Ok(()),
         Err(CfError::DnsNameTaken { .. } | CfError::DnsRecordExists { .. }) => {
-            let found = deps.cf.list_dns_records(zone_id, &DnsQuery { name: Some(name.to_string()), ..Default::default() }).await?;
+            let found = deps
+                .cf
+                .list_dns_records(
+                    zone_id,
+                    &DnsQuery {
+                        name: Some(name.to_string()),
+                        ..Default::default()
+                    },
+                )
+                .await?;
             match found.iter().find(|r| r.comment == body.comment) {
                 Some(r) if r.content == body.content && r.proxied => Ok(()),
                 Some(r) => Ok(deps.cf.update_dns_record(zone_id, &r.id, &body).await.map(|_| ())?),
@@ -295,8 +383,17 @@ async fn ensure_record(deps: &Deps, ctx: &PlanContext, zone_id: &str, name: &str
 /// Writes the token: creates the parameter with our tags, or overwrites it. Either way
 /// the parameter is first marked as owing a redeploy, so a crash before the redeploy is
 /// finished by the next run.
-async fn write_token_to_store(deps: &Deps, ctx: &PlanContext, tunnel_id: &str, token: &Secret, overwrite: bool) -> Result<(), ReconcileError> {
-    let pending = (crate::aws::ssm::REDEPLOY_TAG.to_string(), "pending".to_string());
+async fn write_token_to_store(
+    deps: &Deps,
+    ctx: &PlanContext,
+    tunnel_id: &str,
+    token: &Secret,
+    overwrite: bool,
+) -> Result<(), ReconcileError> {
+    let pending = (
+        crate::aws::ssm::REDEPLOY_TAG.to_string(),
+        "pending".to_string(),
+    );
     if overwrite {
         deps.tokens.add_tags(&ctx.svc, &[pending]).await?;
         deps.tokens.overwrite(&ctx.svc, token).await?;
@@ -307,10 +404,18 @@ async fn write_token_to_store(deps: &Deps, ctx: &PlanContext, tunnel_id: &str, t
     if !deps.tokens.create(&ctx.svc, token, &tags).await? {
         // A concurrent run created it: keep theirs if it is for the same tunnel.
         let existing = deps.tokens.get(&ctx.svc).await?;
-        let same = existing.as_ref().and_then(|p| crate::token::token_identity(&p.value)).is_some_and(|(_, t)| t == tunnel_id);
+        let same = existing
+            .as_ref()
+            .and_then(|p| crate::token::token_identity(&p.value))
+            .is_some_and(|(_, t)| t == tunnel_id);
         if !same {
-            if !existing.as_ref().is_some_and(|p| ctx.owner.owns_ssm(&p.tags)) {
-                return Err(ReconcileError::Conflict(vec!["the token parameter exists and is not managed by ecs-tunnels".into()]));
+            if !existing
+                .as_ref()
+                .is_some_and(|p| ctx.owner.owns_ssm(&p.tags))
+            {
+                return Err(ReconcileError::Conflict(vec![
+                    "the token parameter exists and is not managed by ecs-tunnels".into(),
+                ]));
             }
             deps.tokens.add_tags(&ctx.svc, &[pending]).await?;
             deps.tokens.overwrite(&ctx.svc, token).await?;
@@ -322,7 +427,11 @@ async fn write_token_to_store(deps: &Deps, ctx: &PlanContext, tunnel_id: &str, t
 /// Revokes the secret (so running connectors cannot reconnect), drops connections and
 /// deletes the tunnel; retries a few times while connectors linger (1022).
 async fn delete_tunnel(deps: &Deps, id: &str) -> Result<(), ReconcileError> {
-    match deps.cf.rotate_tunnel_secret(id, &crate::token::new_tunnel_secret()).await {
+    match deps
+        .cf
+        .rotate_tunnel_secret(id, &crate::token::new_tunnel_secret())
+        .await
+    {
         Ok(_) | Err(CfError::NotFound { .. }) => {}
         Err(e) => return Err(e.into()),
     }

@@ -101,7 +101,13 @@ pub async fn run(cli: Cli) -> ExitCode {
     let outcomes = reconcile_many(&deps, work, mode).await;
     if json {
         let stats = deps.cf.stats();
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"outcomes": outcomes, "cloudflare_calls": stats})).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"outcomes": outcomes, "cloudflare_calls": stats})
+            )
+            .unwrap_or_default()
+        );
     } else {
         for o in &outcomes {
             println!("{}", describe(o));
@@ -114,15 +120,29 @@ async fn select(deps: &Deps, t: &Target) -> Result<Vec<Work>, String> {
     if t.all {
         return managed_services(deps).await.map_err(|e| e.to_string());
     }
-    let service = t.service.as_deref().ok_or("give --cluster C --service S, or --all")?;
+    let service = t
+        .service
+        .as_deref()
+        .ok_or("give --cluster C --service S, or --all")?;
     let id = ServiceId::from_arn(service)
-        .or_else(|| t.cluster.as_deref().map(|c| ServiceId::new(crate::ownership::cluster_name(c), service)))
+        .or_else(|| {
+            t.cluster
+                .as_deref()
+                .map(|c| ServiceId::new(crate::ownership::cluster_name(c), service))
+        })
         .ok_or("give --cluster with a service name (or the service's full ARN)")?;
     Ok(vec![(id, None)])
 }
 
 fn describe(o: &Outcome) -> String {
-    let mut line = format!("{}: {}", o.service, serde_json::to_value(o.state).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default());
+    let mut line = format!(
+        "{}: {}",
+        o.service,
+        serde_json::to_value(o.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    );
     if let Some(t) = &o.tunnel_id {
         line.push_str(&format!(" (tunnel {t})"));
     }
@@ -136,7 +156,11 @@ fn describe(o: &Outcome) -> String {
             }
             v.to_string()
         });
-        line.push_str(&format!("\n  {} {}", c.kind(), detail.filter(|d| d != "{}").unwrap_or_default()));
+        line.push_str(&format!(
+            "\n  {} {}",
+            c.kind(),
+            detail.filter(|d| d != "{}").unwrap_or_default()
+        ));
     }
     line
 }

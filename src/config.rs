@@ -82,9 +82,18 @@ impl Config {
             0 => return Err("no Cloudflare API token: set exactly one of CLOUDFLARE_API_TOKEN, CLOUDFLARE_API_TOKEN_PARAMETER (an SSM SecureString name) or CLOUDFLARE_API_TOKEN_SECRET_ARN".into()),
             _ => return Err("more than one of CLOUDFLARE_API_TOKEN, CLOUDFLARE_API_TOKEN_PARAMETER and CLOUDFLARE_API_TOKEN_SECRET_ARN is set: keep exactly one".into()),
         };
-        let owner = get("ECS_TUNNELS_OWNER").map(|o| Owner::parse(o.trim())).transpose()?;
-        let list = |k: &str| get(k).map(|v| v.split_whitespace().map(|s| s.trim_end_matches('.').to_ascii_lowercase()).collect::<Vec<_>>());
-        let parameter_prefix = get("ECS_TUNNELS_PARAMETER_PREFIX").unwrap_or_else(|| DEFAULT_PREFIX.to_string());
+        let owner = get("ECS_TUNNELS_OWNER")
+            .map(|o| Owner::parse(o.trim()))
+            .transpose()?;
+        let list = |k: &str| {
+            get(k).map(|v| {
+                v.split_whitespace()
+                    .map(|s| s.trim_end_matches('.').to_ascii_lowercase())
+                    .collect::<Vec<_>>()
+            })
+        };
+        let parameter_prefix =
+            get("ECS_TUNNELS_PARAMETER_PREFIX").unwrap_or_else(|| DEFAULT_PREFIX.to_string());
         let parameter_prefix = parameter_prefix.trim_end_matches('/').to_string();
         if !parameter_prefix.starts_with('/') || parameter_prefix.len() < 2 {
             return Err(format!("ECS_TUNNELS_PARAMETER_PREFIX {parameter_prefix:?} must be an SSM path such as /ecs-tunnels"));
@@ -92,15 +101,22 @@ impl Config {
         let token_store = match get("ECS_TUNNELS_TOKEN_STORE").as_deref() {
             None | Some("ssm") => TokenStoreKind::Ssm,
             Some("secretsmanager") => TokenStoreKind::SecretsManager,
-            Some(o) => return Err(format!("ECS_TUNNELS_TOKEN_STORE {o:?} is not a token store: use ssm or secretsmanager")),
+            Some(o) => {
+                return Err(format!(
+                    "ECS_TUNNELS_TOKEN_STORE {o:?} is not a token store: use ssm or secretsmanager"
+                ))
+            }
         };
         let rotate_every = match get("ECS_TUNNELS_ROTATE_EVERY") {
             None => DEFAULT_ROTATE_EVERY,
-            Some(v) => crate::spec::parse_rotation_period(&v).map_err(|m| format!("ECS_TUNNELS_ROTATE_EVERY {v:?} {m}"))?,
+            Some(v) => crate::spec::parse_rotation_period(&v)
+                .map_err(|m| format!("ECS_TUNNELS_ROTATE_EVERY {v:?} {m}"))?,
         };
         let retry_base = match get("ECS_TUNNELS_RETRY_BASE_MS") {
             None => Duration::from_millis(250),
-            Some(v) => Duration::from_millis(v.parse().map_err(|_| format!("ECS_TUNNELS_RETRY_BASE_MS {v:?} is not a number of milliseconds"))?),
+            Some(v) => Duration::from_millis(v.parse().map_err(|_| {
+                format!("ECS_TUNNELS_RETRY_BASE_MS {v:?} is not a number of milliseconds")
+            })?),
         };
         Ok(Config {
             account_id: account_id.to_ascii_lowercase(),
@@ -110,7 +126,8 @@ impl Config {
             allowed_zones: list("ECS_TUNNELS_ALLOWED_ZONES"),
             parameter_prefix,
             token_store,
-            clusters: get("ECS_TUNNELS_CLUSTERS").map(|v| v.split_whitespace().map(str::to_string).collect()),
+            clusters: get("ECS_TUNNELS_CLUSTERS")
+                .map(|v| v.split_whitespace().map(str::to_string).collect()),
             rotate_every,
             retry_base,
         })
@@ -123,7 +140,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn cfg(pairs: &[(&str, &str)]) -> Result<Config, String> {
-        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_lookup(|k| m.get(k).cloned())
     }
 
@@ -131,7 +151,11 @@ mod tests {
 
     #[test]
     fn minimal_config_and_defaults() {
-        let c = cfg(&[("CLOUDFLARE_ACCOUNT_ID", ACCT), ("CLOUDFLARE_API_TOKEN_PARAMETER", "/cf/token")]).unwrap();
+        let c = cfg(&[
+            ("CLOUDFLARE_ACCOUNT_ID", ACCT),
+            ("CLOUDFLARE_API_TOKEN_PARAMETER", "/cf/token"),
+        ])
+        .unwrap();
         assert_eq!(c.api_token, ApiTokenSource::Parameter("/cf/token".into()));
         assert_eq!(c.parameter_prefix, "/ecs-tunnels");
         assert_eq!(c.api_url, DEFAULT_API_URL);
@@ -145,11 +169,26 @@ mod tests {
         assert!(e.contains("CLOUDFLARE_ACCOUNT_ID"));
         let e = cfg(&[("CLOUDFLARE_ACCOUNT_ID", ACCT)]).unwrap_err();
         assert!(e.contains("exactly one"));
-        let e = cfg(&[("CLOUDFLARE_ACCOUNT_ID", ACCT), ("CLOUDFLARE_API_TOKEN", "sekrit"), ("CLOUDFLARE_API_TOKEN_PARAMETER", "/x")]).unwrap_err();
+        let e = cfg(&[
+            ("CLOUDFLARE_ACCOUNT_ID", ACCT),
+            ("CLOUDFLARE_API_TOKEN", "sekrit"),
+            ("CLOUDFLARE_API_TOKEN_PARAMETER", "/x"),
+        ])
+        .unwrap_err();
         assert!(e.contains("more than one") && !e.contains("sekrit"));
-        let e = cfg(&[("CLOUDFLARE_ACCOUNT_ID", ACCT), ("CLOUDFLARE_API_TOKEN", "t"), ("ECS_TUNNELS_TOKEN_STORE", "vault")]).unwrap_err();
+        let e = cfg(&[
+            ("CLOUDFLARE_ACCOUNT_ID", ACCT),
+            ("CLOUDFLARE_API_TOKEN", "t"),
+            ("ECS_TUNNELS_TOKEN_STORE", "vault"),
+        ])
+        .unwrap_err();
         assert!(e.contains("ECS_TUNNELS_TOKEN_STORE"));
-        let e = cfg(&[("CLOUDFLARE_ACCOUNT_ID", ACCT), ("CLOUDFLARE_API_TOKEN", "t"), ("ECS_TUNNELS_OWNER", "a b")]).unwrap_err();
+        let e = cfg(&[
+            ("CLOUDFLARE_ACCOUNT_ID", ACCT),
+            ("CLOUDFLARE_API_TOKEN", "t"),
+            ("ECS_TUNNELS_OWNER", "a b"),
+        ])
+        .unwrap_err();
         assert!(e.contains("ECS_TUNNELS_OWNER"));
     }
 }

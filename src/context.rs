@@ -41,12 +41,14 @@ impl Deps {
         let sdk = crate::aws::load_sdk_config().await;
         let token = match &config.api_token {
             ApiTokenSource::Value(s) => s.clone(),
-            ApiTokenSource::Parameter(name) => read_secure_string(&sdk, name)
-                .await
-                .map_err(|e| format!("cannot read the Cloudflare API token from SSM parameter {name}: {e}"))?,
-            ApiTokenSource::SecretArn(arn) => read_secret_string(&sdk, arn)
-                .await
-                .map_err(|e| format!("cannot read the Cloudflare API token from secret {arn}: {e}"))?,
+            ApiTokenSource::Parameter(name) => {
+                read_secure_string(&sdk, name).await.map_err(|e| {
+                    format!("cannot read the Cloudflare API token from SSM parameter {name}: {e}")
+                })?
+            }
+            ApiTokenSource::SecretArn(arn) => read_secret_string(&sdk, arn).await.map_err(|e| {
+                format!("cannot read the Cloudflare API token from secret {arn}: {e}")
+            })?,
         };
         if token.is_empty() {
             return Err("the Cloudflare API token is empty".into());
@@ -57,7 +59,10 @@ impl Deps {
             cf: CloudflareClient::new(opts),
             ecs: Ecs::new(&sdk),
             tokens: TokenStore::new(&sdk, &config.parameter_prefix),
-            region: sdk.region().map(|r| r.to_string()).unwrap_or_else(|| "us-east-1".into()),
+            region: sdk
+                .region()
+                .map(|r| r.to_string())
+                .unwrap_or_else(|| "us-east-1".into()),
             config,
             cache: Mutex::new(Cache::default()),
         })
@@ -70,7 +75,10 @@ impl Deps {
         }
         match account {
             Some(a) if !a.is_empty() => Ok(Owner::default_for(a, &self.region)),
-            _ => Err("cannot tell the AWS account to build the default owner id: set ECS_TUNNELS_OWNER".into()),
+            _ => Err(
+                "cannot tell the AWS account to build the default owner id: set ECS_TUNNELS_OWNER"
+                    .into(),
+            ),
         }
     }
 

@@ -2,7 +2,9 @@
 //! agree. No I/O, deterministic. Objects that are not ours are never planned for: they
 //! become conflicts, and a plan with conflicts changes nothing.
 
-use crate::cloudflare::{AccessApp, AccessAppBody, AccessPolicyBody, Destination, DnsRecordBody, PolicyLink};
+use crate::cloudflare::{
+    AccessApp, AccessAppBody, AccessPolicyBody, Destination, DnsRecordBody, PolicyLink,
+};
 use crate::model::{render_config, tunnel_cname, Observed, PlanContext, Target};
 use serde::Serialize;
 
@@ -144,14 +146,22 @@ impl Plan {
 }
 
 /// The app body a target asks for, with `own_policy` linked first when present.
-pub fn desired_app_body(ctx: &PlanContext, target: &Target, own_policy: Option<&str>) -> Option<AccessAppBody> {
+pub fn desired_app_body(
+    ctx: &PlanContext,
+    target: &Target,
+    own_policy: Option<&str>,
+) -> Option<AccessAppBody> {
     let access = target.access.as_ref()?;
     let mut ids: Vec<&str> = own_policy.into_iter().collect();
     ids.extend(access.extra_policy_ids.iter().map(String::as_str));
     Some(AccessAppBody {
         name: ctx.owner.access_app_name(&ctx.svc),
         app_type: "self_hosted".to_string(),
-        domain: target.hosts.first().map(|h| h.name.clone()).unwrap_or_default(),
+        domain: target
+            .hosts
+            .first()
+            .map(|h| h.name.clone())
+            .unwrap_or_default(),
         destinations: target
             .hosts
             .iter()
@@ -210,7 +220,11 @@ fn app_matches(app: &AccessApp, body: &AccessAppBody) -> bool {
     linked.sort();
     let linked: Vec<&str> = linked.into_iter().map(|(_, id)| id).collect();
     let wanted: Vec<&str> = body.policies.iter().map(|p| p.id.as_str()).collect();
-    let uris = |d: &[Destination]| d.iter().map(|x| x.uri.to_ascii_lowercase()).collect::<Vec<_>>();
+    let uris = |d: &[Destination]| {
+        d.iter()
+            .map(|x| x.uri.to_ascii_lowercase())
+            .collect::<Vec<_>>()
+    };
     let mut idps_have = app.allowed_idps.clone();
     idps_have.sort();
     let mut idps_want = body.allowed_idps.clone();
@@ -240,7 +254,10 @@ pub fn diff(ctx: &PlanContext, target: Option<&Target>, observed: &Observed) -> 
     }
 }
 
-fn our_records<'a>(ctx: &PlanContext, observed: &'a Observed) -> impl Iterator<Item = &'a crate::model::ObservedRecord> {
+fn our_records<'a>(
+    ctx: &PlanContext,
+    observed: &'a Observed,
+) -> impl Iterator<Item = &'a crate::model::ObservedRecord> {
     let marker = ctx.owner.dns_comment(&ctx.svc);
     observed
         .records
@@ -257,7 +274,11 @@ fn plan_absent(ctx: &PlanContext, observed: &Observed) -> Plan {
             name: r.record.name.clone(),
         });
     }
-    if let Some(app) = observed.app.as_ref().filter(|a| ctx.owner.owns_access_app(&a.name, &a.tags)) {
+    if let Some(app) = observed
+        .app
+        .as_ref()
+        .filter(|a| ctx.owner.owns_access_app(&a.name, &a.tags))
+    {
         changes.push(Change::DeleteApp { id: app.id.clone() });
     }
     for p in &observed.policies {
@@ -283,7 +304,11 @@ fn plan_present(ctx: &PlanContext, target: &Target, observed: &Observed) -> Plan
 
     // DNS records: ours that no longer belong go first (cutting routes is always safe).
     for r in our_records(ctx, observed) {
-        if !target.hosts.iter().any(|h| h.name.eq_ignore_ascii_case(&r.record.name)) {
+        if !target
+            .hosts
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case(&r.record.name))
+        {
             changes.push(Change::DeleteDns {
                 zone_id: r.zone_id.clone(),
                 id: r.record.id.clone(),
@@ -367,7 +392,10 @@ fn plan_present(ctx: &PlanContext, target: &Target, observed: &Observed) -> Plan
     }
 
     // Access application.
-    let aud = match (desired_app_body(ctx, target, keep.map(|p| p.id.as_str())), our_app) {
+    let aud = match (
+        desired_app_body(ctx, target, keep.map(|p| p.id.as_str())),
+        our_app,
+    ) {
         (Some(body), None) => {
             changes.push(Change::CreateApp {
                 name: body.name.clone(),
@@ -404,7 +432,10 @@ fn plan_present(ctx: &PlanContext, target: &Target, observed: &Observed) -> Plan
 
     // Token.
     let token_ok = match (&observed.token, tunnel_id) {
-        (Some(t), Some(id)) => t.tunnel_id.as_deref() == Some(id) && t.account.as_deref() == Some(ctx.account_id.as_str()),
+        (Some(t), Some(id)) => {
+            t.tunnel_id.as_deref() == Some(id)
+                && t.account.as_deref() == Some(ctx.account_id.as_str())
+        }
         _ => false,
     };
     match &observed.token {
@@ -427,11 +458,18 @@ fn plan_present(ctx: &PlanContext, target: &Target, observed: &Observed) -> Plan
             .filter(|r| r.zone_id == h.zone_id && r.record.name.eq_ignore_ascii_case(&h.name))
             .filter(|r| matches!(r.record.record_type.as_str(), "CNAME" | "A" | "AAAA"))
             .collect();
-        let ours = at_name.iter().find(|r| r.record.comment.as_deref() == Some(marker.as_str()));
-        let foreign = at_name.iter().find(|r| r.record.comment.as_deref() != Some(marker.as_str()));
+        let ours = at_name
+            .iter()
+            .find(|r| r.record.comment.as_deref() == Some(marker.as_str()));
+        let foreign = at_name
+            .iter()
+            .find(|r| r.record.comment.as_deref() != Some(marker.as_str()));
         if let Some(f) = foreign {
             let whose = if ctx.owner.owns_dns_comment(f.record.comment.as_deref()) {
-                format!("another service managed by ecs-tunnels ({})", f.record.comment.as_deref().unwrap_or(""))
+                format!(
+                    "another service managed by ecs-tunnels ({})",
+                    f.record.comment.as_deref().unwrap_or("")
+                )
             } else {
                 "a record ecs-tunnels does not own".to_string()
             };
@@ -449,7 +487,8 @@ fn plan_present(ctx: &PlanContext, target: &Target, observed: &Observed) -> Plan
             Some(r) => {
                 let good = r.record.record_type == "CNAME"
                     && r.record.proxied
-                    && tunnel_id.is_some_and(|id| r.record.content.eq_ignore_ascii_case(&tunnel_cname(id)));
+                    && tunnel_id
+                        .is_some_and(|id| r.record.content.eq_ignore_ascii_case(&tunnel_cname(id)));
                 if !good {
                     changes.push(Change::UpdateDns {
                         zone_id: h.zone_id.clone(),
@@ -462,15 +501,14 @@ fn plan_present(ctx: &PlanContext, target: &Target, observed: &Observed) -> Plan
     }
 
     changes.extend(late_deletes);
-    let token_written = changes.iter().any(|c| matches!(c, Change::WriteToken { .. }));
+    let token_written = changes
+        .iter()
+        .any(|c| matches!(c, Change::WriteToken { .. }));
     if token_written || observed.token.as_ref().is_some_and(|t| t.redeploy_pending) {
         changes.push(Change::Redeploy);
     }
     if conflicts.is_empty() {
-        Plan {
-            changes,
-            conflicts,
-        }
+        Plan { changes, conflicts }
     } else {
         Plan {
             changes: vec![],

@@ -25,7 +25,11 @@ pub enum ReconcileError {
 }
 
 fn join(errors: &[SpecError]) -> String {
-    errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
+    errors
+        .iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 impl ReconcileError {

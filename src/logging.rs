@@ -20,7 +20,8 @@ pub fn init_json() {
 
 /// Human-readable logs on stderr for the CLI.
 pub fn init_cli(verbose: bool) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(if verbose { "info" } else { "warn" }));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(if verbose { "info" } else { "warn" }));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)

@@ -6,14 +6,19 @@ use ecs_tunnels::{cli, config::Config, context::Deps, doors::lambda, logging};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
             return ExitCode::from(cli::EXIT_RETRY);
         }
     };
-    let lambda_mode = std::env::args_os().len() == 1 && std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
+    let lambda_mode =
+        std::env::args_os().len() == 1 && std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
     if lambda_mode {
         logging::init_json();
         runtime.block_on(async {

@@ -1,7 +1,10 @@
 //! The planner's view of one service: what should exist ([`Target`]) and what does
 //! ([`Observed`]). Built by `observe`, read by `diff`; no I/O here.
 
-use crate::cloudflare::{AccessApp, AccessPolicy, DnsRecord, IngressRule, OriginAccess, OriginRequest, Tunnel, TunnelConfig};
+use crate::cloudflare::{
+    AccessApp, AccessPolicy, DnsRecord, IngressRule, OriginAccess, OriginRequest, Tunnel,
+    TunnelConfig,
+};
 use crate::ownership::{Owner, ServiceId};
 use serde_json::{json, Value};
 
@@ -139,7 +142,11 @@ pub fn render_config(target: &Target, team_name: &str, aud: Option<&str>) -> Tun
 pub fn own_policy_rules(emails: &[String], domains: &[String], group_ids: &[String]) -> Vec<Value> {
     let mut rules = Vec::new();
     rules.extend(emails.iter().map(|e| json!({"email": {"email": e}})));
-    rules.extend(domains.iter().map(|d| json!({"email_domain": {"domain": d}})));
+    rules.extend(
+        domains
+            .iter()
+            .map(|d| json!({"email_domain": {"domain": d}})),
+    );
     rules.extend(group_ids.iter().map(|g| json!({"group": {"id": g}})));
     rules
 }

@@ -5,8 +5,13 @@
 use crate::cloudflare::{AppQuery, DnsQuery, TunnelQuery, Zone};
 use crate::context::Deps;
 use crate::error::ReconcileError;
-use crate::model::{own_policy_rules, Observed, ObservedRecord, PlanContext, StoredToken, Target, TargetAccess, TargetHost};
-use crate::spec::{AccessSpec, Spec, SpecError, TAG_ALLOW_GROUPS, TAG_HOSTNAME, TAG_IDPS, TAG_POLICIES};
+use crate::model::{
+    own_policy_rules, Observed, ObservedRecord, PlanContext, StoredToken, Target, TargetAccess,
+    TargetHost,
+};
+use crate::spec::{
+    AccessSpec, Spec, SpecError, TAG_ALLOW_GROUPS, TAG_HOSTNAME, TAG_IDPS, TAG_POLICIES,
+};
 use futures::future::try_join_all;
 use std::collections::BTreeSet;
 
@@ -43,13 +48,58 @@ pub async fn resolve_target(deps: &Deps, spec: &Spec) -> Result<Target, Reconcil
         AccessSpec::Public => None,
         AccessSpec::Required(rules) => {
             let (groups, policies, idps) = futures::try_join!(
-                async { if rules.groups.is_empty() { Ok(vec![]) } else { deps.cf.list_access_groups().await.map(|g| g.into_iter().map(|x| (x.id, x.name)).collect()) } },
-                async { if rules.policies.is_empty() { Ok(vec![]) } else { deps.cf.list_reusable_policies().await.map(|p| p.into_iter().map(|x| (x.id, x.name)).collect()) } },
-                async { if rules.idps.is_empty() { Ok(vec![]) } else { deps.cf.list_identity_providers().await.map(|p| p.into_iter().map(|x| (x.id, x.name)).collect()) } },
+                async {
+                    if rules.groups.is_empty() {
+                        Ok(vec![])
+                    } else {
+                        deps.cf
+                            .list_access_groups()
+                            .await
+                            .map(|g| g.into_iter().map(|x| (x.id, x.name)).collect())
+                    }
+                },
+                async {
+                    if rules.policies.is_empty() {
+                        Ok(vec![])
+                    } else {
+                        deps.cf
+                            .list_reusable_policies()
+                            .await
+                            .map(|p| p.into_iter().map(|x| (x.id, x.name)).collect())
+                    }
+                },
+                async {
+                    if rules.idps.is_empty() {
+                        Ok(vec![])
+                    } else {
+                        deps.cf
+                            .list_identity_providers()
+                            .await
+                            .map(|p| p.into_iter().map(|x| (x.id, x.name)).collect())
+                    }
+                },
             )?;
-            let group_ids = resolve_refs(&rules.groups, &groups, TAG_ALLOW_GROUPS, "Access group", &mut errors);
-            let extra_policy_ids = resolve_refs(&rules.policies, &policies, TAG_POLICIES, "reusable Access policy", &mut errors);
-            let idp_ids = resolve_refs(&rules.idps, &idps, TAG_IDPS, "identity provider", &mut errors);
+            let group_ids = resolve_refs(
+                &rules.groups,
+                &groups,
+                TAG_ALLOW_GROUPS,
+                "Access group",
+                &mut errors,
+            );
+            let extra_policy_ids = resolve_refs(
+                &rules.policies,
+                &policies,
+                TAG_POLICIES,
+                "reusable Access policy",
+                &mut errors,
+            );
+            let idp_ids = resolve_refs(
+                &rules.idps,
+                &idps,
+                TAG_IDPS,
+                "identity provider",
+                &mut errors,
+            );
             Some(TargetAccess {
                 own_rules: own_policy_rules(&rules.emails, &rules.email_domains, &group_ids),
                 extra_policy_ids,
@@ -59,21 +109,39 @@ pub async fn resolve_target(deps: &Deps, spec: &Spec) -> Result<Target, Reconcil
         }
     };
     if errors.is_empty() {
-        Ok(Target { hosts, origin: spec.origin.clone(), access })
+        Ok(Target {
+            hosts,
+            origin: spec.origin.clone(),
+            access,
+        })
     } else {
         Err(ReconcileError::Invalid(errors))
     }
 }
 
-fn resolve_refs(wanted: &[String], known: &[(String, String)], key: &str, what: &str, errors: &mut Vec<SpecError>) -> Vec<String> {
+fn resolve_refs(
+    wanted: &[String],
+    known: &[(String, String)],
+    key: &str,
+    what: &str,
+    errors: &mut Vec<SpecError>,
+) -> Vec<String> {
     let mut ids = Vec::new();
     for w in wanted {
         let by_id = known.iter().find(|(id, _)| id == w);
         let by_name: Vec<_> = known.iter().filter(|(_, name)| name == w).collect();
         match (by_id, by_name.as_slice()) {
             (Some((id, _)), _) | (None, [(id, _)]) => ids.push(id.clone()),
-            (None, []) => errors.push(SpecError { key: key.into(), message: format!("{w} is not the id or name of any {what} in the Cloudflare account") }),
-            (None, _) => errors.push(SpecError { key: key.into(), message: format!("{w} names more than one {what}: use its id instead") }),
+            (None, []) => errors.push(SpecError {
+                key: key.into(),
+                message: format!(
+                    "{w} is not the id or name of any {what} in the Cloudflare account"
+                ),
+            }),
+            (None, _) => errors.push(SpecError {
+                key: key.into(),
+                message: format!("{w} names more than one {what}: use its id instead"),
+            }),
         }
     }
     ids
@@ -81,16 +149,42 @@ fn resolve_refs(wanted: &[String], known: &[(String, String)], key: &str, what: 
 
 /// Reads everything that exists for the service. `thorough` also lists all reusable
 /// policies, to find leftovers of a crash or a race (used after any write).
-pub async fn observe(deps: &Deps, ctx: &PlanContext, target: Option<&Target>, thorough: bool) -> Result<Observed, ReconcileError> {
+pub async fn observe(
+    deps: &Deps,
+    ctx: &PlanContext,
+    target: Option<&Target>,
+    thorough: bool,
+) -> Result<Observed, ReconcileError> {
     let cf = &deps.cf;
     let tunnel_name = ctx.owner.tunnel_name(&ctx.svc);
     let app_name = ctx.owner.access_app_name(&ctx.svc);
     let (tunnels, apps, stored) = futures::try_join!(
-        async { cf.list_tunnels(&TunnelQuery { name: Some(tunnel_name.clone()), ..Default::default() }).await.map_err(ReconcileError::from) },
-        async { cf.list_access_apps(&AppQuery { name: Some(app_name.clone()), ..Default::default() }).await.map_err(ReconcileError::from) },
-        async { deps.tokens.get(&ctx.svc).await.map_err(ReconcileError::from) },
+        async {
+            cf.list_tunnels(&TunnelQuery {
+                name: Some(tunnel_name.clone()),
+                ..Default::default()
+            })
+            .await
+            .map_err(ReconcileError::from)
+        },
+        async {
+            cf.list_access_apps(&AppQuery {
+                name: Some(app_name.clone()),
+                ..Default::default()
+            })
+            .await
+            .map_err(ReconcileError::from)
+        },
+        async {
+            deps.tokens
+                .get(&ctx.svc)
+                .await
+                .map_err(ReconcileError::from)
+        },
     )?;
-    let tunnel = tunnels.into_iter().find(|t| t.name == tunnel_name && t.deleted_at.is_none());
+    let tunnel = tunnels
+        .into_iter()
+        .find(|t| t.name == tunnel_name && t.deleted_at.is_none());
     let app = apps.into_iter().find(|a| a.name == app_name);
 
     let token = stored.map(|p| {
@@ -106,15 +200,24 @@ pub async fn observe(deps: &Deps, ctx: &PlanContext, target: Option<&Target>, th
     let policy_name = ctx.owner.policy_name(&ctx.svc);
     let config_fut = async {
         match &tunnel {
-            Some(t) => cf.get_tunnel_config(&t.id).await.map_err(ReconcileError::from),
+            Some(t) => cf
+                .get_tunnel_config(&t.id)
+                .await
+                .map_err(ReconcileError::from),
             None => Ok(None),
         }
     };
     let policies_fut = async {
-        let app_linked: Vec<_> = app.iter().flat_map(|a| a.policies.iter()).filter(|p| p.name.as_deref() == Some(policy_name.as_str())).collect();
+        let app_linked: Vec<_> = app
+            .iter()
+            .flat_map(|a| a.policies.iter())
+            .filter(|p| p.name.as_deref() == Some(policy_name.as_str()))
+            .collect();
         if thorough || app.is_none() {
             let all = cf.list_reusable_policies().await?;
-            return Ok::<_, ReconcileError>(all.into_iter().filter(|p| p.name == policy_name).collect());
+            return Ok::<_, ReconcileError>(
+                all.into_iter().filter(|p| p.name == policy_name).collect(),
+            );
         }
         let mut out = Vec::new();
         for p in app_linked {
@@ -129,9 +232,16 @@ pub async fn observe(deps: &Deps, ctx: &PlanContext, target: Option<&Target>, th
     // DNS: our records in every zone this service touches, and whatever sits at a target
     // hostname we do not yet have a record for.
     let zones = deps.zones().await?;
-    let mut zone_ids: BTreeSet<String> = target.iter().flat_map(|t| t.hosts.iter().map(|h| h.zone_id.clone())).collect();
-    let seen_hosts = config.iter().flat_map(|c| c.ingress.iter().filter_map(|r| r.hostname.clone()))
-        .chain(app.iter().flat_map(|a| std::iter::once(a.domain.clone()).chain(a.destinations.iter().map(|d| d.uri.clone()))));
+    let mut zone_ids: BTreeSet<String> = target
+        .iter()
+        .flat_map(|t| t.hosts.iter().map(|h| h.zone_id.clone()))
+        .collect();
+    let seen_hosts = config
+        .iter()
+        .flat_map(|c| c.ingress.iter().filter_map(|r| r.hostname.clone()))
+        .chain(app.iter().flat_map(|a| {
+            std::iter::once(a.domain.clone()).chain(a.destinations.iter().map(|d| d.uri.clone()))
+        }));
     for h in seen_hosts {
         if let Some(z) = zone_for(&h.to_ascii_lowercase(), &zones) {
             zone_ids.insert(z.id.clone());
@@ -139,19 +249,51 @@ pub async fn observe(deps: &Deps, ctx: &PlanContext, target: Option<&Target>, th
     }
     let marker = ctx.owner.dns_comment(&ctx.svc);
     let ours = try_join_all(zone_ids.iter().map(|z| {
-        let q = DnsQuery { comment_startswith: Some(marker.clone()), ..Default::default() };
-        async move { cf.list_dns_records(z, &q).await.map(|rs| rs.into_iter().map(|record| ObservedRecord { zone_id: z.clone(), record }).collect::<Vec<_>>()) }
+        let q = DnsQuery {
+            comment_startswith: Some(marker.clone()),
+            ..Default::default()
+        };
+        async move {
+            cf.list_dns_records(z, &q).await.map(|rs| {
+                rs.into_iter()
+                    .map(|record| ObservedRecord {
+                        zone_id: z.clone(),
+                        record,
+                    })
+                    .collect::<Vec<_>>()
+            })
+        }
     }))
     .await?;
-    let mut records: Vec<ObservedRecord> = ours.into_iter().flatten().filter(|r| r.record.comment.as_deref() == Some(marker.as_str())).collect();
+    let mut records: Vec<ObservedRecord> = ours
+        .into_iter()
+        .flatten()
+        .filter(|r| r.record.comment.as_deref() == Some(marker.as_str()))
+        .collect();
     let missing: Vec<_> = target
         .iter()
         .flat_map(|t| t.hosts.iter())
-        .filter(|h| !records.iter().any(|r| r.record.name.eq_ignore_ascii_case(&h.name)))
+        .filter(|h| {
+            !records
+                .iter()
+                .any(|r| r.record.name.eq_ignore_ascii_case(&h.name))
+        })
         .collect();
     let at_hosts = try_join_all(missing.iter().map(|h| {
-        let q = DnsQuery { name: Some(h.name.clone()), ..Default::default() };
-        async move { cf.list_dns_records(&h.zone_id, &q).await.map(|rs| rs.into_iter().map(|record| ObservedRecord { zone_id: h.zone_id.clone(), record }).collect::<Vec<_>>()) }
+        let q = DnsQuery {
+            name: Some(h.name.clone()),
+            ..Default::default()
+        };
+        async move {
+            cf.list_dns_records(&h.zone_id, &q).await.map(|rs| {
+                rs.into_iter()
+                    .map(|record| ObservedRecord {
+                        zone_id: h.zone_id.clone(),
+                        record,
+                    })
+                    .collect::<Vec<_>>()
+            })
+        }
     }))
     .await?;
     records.extend(at_hosts.into_iter().flatten());
@@ -161,10 +303,21 @@ pub async fn observe(deps: &Deps, ctx: &PlanContext, target: Option<&Target>, th
         .filter(|t| t.access.is_some())
         .iter()
         .flat_map(|t| t.hosts.iter())
-        .filter(|h| !app.as_ref().is_some_and(|a| a.domain.eq_ignore_ascii_case(&h.name) || a.destinations.iter().any(|d| d.uri.eq_ignore_ascii_case(&h.name))))
+        .filter(|h| {
+            !app.as_ref().is_some_and(|a| {
+                a.domain.eq_ignore_ascii_case(&h.name)
+                    || a.destinations
+                        .iter()
+                        .any(|d| d.uri.eq_ignore_ascii_case(&h.name))
+            })
+        })
         .collect();
     let apps_at_hosts = try_join_all(needs_app_check.iter().map(|h| async move {
-        cf.list_access_apps(&AppQuery { domain: Some(h.name.clone()), ..Default::default() }).await
+        cf.list_access_apps(&AppQuery {
+            domain: Some(h.name.clone()),
+            ..Default::default()
+        })
+        .await
     }))
     .await?;
 

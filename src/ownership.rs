@@ -211,7 +211,8 @@ mod tests {
 
     #[test]
     fn parses_service_arns() {
-        let id = ServiceId::from_arn("arn:aws:ecs:us-east-1:123456789012:service/prod/web").unwrap();
+        let id =
+            ServiceId::from_arn("arn:aws:ecs:us-east-1:123456789012:service/prod/web").unwrap();
         assert_eq!(id, ServiceId::new("prod", "web"));
         assert!(ServiceId::from_arn("arn:aws:ecs:us-east-1:123456789012:service/web").is_none());
         assert!(ServiceId::from_arn("arn:aws:ecs:us-east-1:1:task-definition/web:1").is_none());

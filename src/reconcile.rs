@@ -69,7 +69,15 @@ pub struct Outcome {
 
 impl Outcome {
     fn new(service: &ServiceId, state: State) -> Self {
-        Outcome { service: service.clone(), state, tunnel_id: None, changes: vec![], applied: vec![], error: None, error_kind: None }
+        Outcome {
+            service: service.clone(),
+            state,
+            tunnel_id: None,
+            changes: vec![],
+            applied: vec![],
+            error: None,
+            error_kind: None,
+        }
     }
 
     /// True for outcomes that a retry of the same event may fix.
@@ -79,19 +87,27 @@ impl Outcome {
 }
 
 enum Intent {
-    Expose(spec::Spec),
+    Expose(Box<spec::Spec>),
     Remove,
 }
 
 /// Reconciles one service. `account_hint` (from an event or ARN) builds the default owner
 /// id when the service itself cannot be read.
-pub async fn reconcile_service(deps: &Deps, svc: &ServiceId, mode: Mode, account_hint: Option<&str>) -> Outcome {
+pub async fn reconcile_service(
+    deps: &Deps,
+    svc: &ServiceId,
+    mode: Mode,
+    account_hint: Option<&str>,
+) -> Outcome {
     let info = match deps.ecs.describe_service(&svc.cluster, &svc.service).await {
         Ok(i) => i,
         Err(e) => return failed(svc, &ReconcileError::Aws(e)),
     };
     let active = info.as_ref().filter(|i| i.is_active());
-    let account = info.as_ref().and_then(|i| i.account_region()).map(|(a, _)| a);
+    let account = info
+        .as_ref()
+        .and_then(|i| i.account_region())
+        .map(|(a, _)| a);
     let owner = match deps.owner(account.as_deref().or(account_hint)) {
         Ok(o) => o,
         Err(e) => return failed(svc, &ReconcileError::Setup(e)),
@@ -115,15 +131,33 @@ pub async fn reconcile_service(deps: &Deps, svc: &ServiceId, mode: Mode, account
                     None => None,
                 }
             };
-            match spec::from_tags(&i.tags, &Defaults { origin, rotate_every: deps.config.rotate_every }) {
-                Desired::Managed(s) => Intent::Expose(s),
-                Desired::Invalid(errors) => return finish(deps, active, mode, failed(svc, &ReconcileError::Invalid(errors))).await,
+            match spec::from_tags(
+                &i.tags,
+                &Defaults {
+                    origin,
+                    rotate_every: deps.config.rotate_every,
+                },
+            ) {
+                Desired::Managed(s) => Intent::Expose(Box::new(s)),
+                Desired::Invalid(errors) => {
+                    return finish(
+                        deps,
+                        active,
+                        mode,
+                        failed(svc, &ReconcileError::Invalid(errors)),
+                    )
+                    .await
+                }
                 Desired::NotManaged => return Outcome::new(svc, State::NotManaged),
             }
         }
         None => {
             // Gone or being deleted. A service that was never ours costs a few reads.
-            if info.as_ref().is_some_and(|i| !i.tags.is_empty() && !i.tags.contains_key(TAG_HOSTNAME) && !i.tags.contains_key(TAG_STATUS)) {
+            if info.as_ref().is_some_and(|i| {
+                !i.tags.is_empty()
+                    && !i.tags.contains_key(TAG_HOSTNAME)
+                    && !i.tags.contains_key(TAG_STATUS)
+            }) {
                 return Outcome::new(svc, State::NotManaged);
             }
             Intent::Remove
@@ -136,7 +170,13 @@ pub async fn reconcile_service(deps: &Deps, svc: &ServiceId, mode: Mode, account
     finish(deps, active, mode, outcome).await
 }
 
-async fn converge(deps: &Deps, svc: &ServiceId, owner: crate::ownership::Owner, intent: &Intent, mode: Mode) -> Result<Outcome, ReconcileError> {
+async fn converge(
+    deps: &Deps,
+    svc: &ServiceId,
+    owner: crate::ownership::Owner,
+    intent: &Intent,
+    mode: Mode,
+) -> Result<Outcome, ReconcileError> {
     let target = match intent {
         Intent::Expose(spec) => Some(resolve_target(deps, spec).await?),
         Intent::Remove => None,
@@ -145,8 +185,20 @@ async fn converge(deps: &Deps, svc: &ServiceId, owner: crate::ownership::Owner, 
         Some(_) => deps.team_name().await?,
         None => String::new(),
     };
-    let ctx = PlanContext { svc: svc.clone(), owner, account_id: deps.cf.account_id().to_string(), team_name };
-    let mut out = Outcome::new(svc, if target.is_some() { State::Ready } else { State::Removed });
+    let ctx = PlanContext {
+        svc: svc.clone(),
+        owner,
+        account_id: deps.cf.account_id().to_string(),
+        team_name,
+    };
+    let mut out = Outcome::new(
+        svc,
+        if target.is_some() {
+            State::Ready
+        } else {
+            State::Removed
+        },
+    );
     for pass in 0..MAX_PASSES {
         let observed = observe(deps, &ctx, target.as_ref(), pass > 0).await?;
         let plan: Plan = diff(&ctx, target.as_ref(), &observed);
@@ -155,7 +207,11 @@ async fn converge(deps: &Deps, svc: &ServiceId, owner: crate::ownership::Owner, 
             return Err(ReconcileError::Conflict(plan.conflicts));
         }
         if mode == Mode::Plan {
-            out.state = if plan.changes.is_empty() { out.state } else { State::Planned };
+            out.state = if plan.changes.is_empty() {
+                out.state
+            } else {
+                State::Planned
+            };
             out.changes = plan.changes;
             return Ok(out);
         }
@@ -167,18 +223,32 @@ async fn converge(deps: &Deps, svc: &ServiceId, owner: crate::ownership::Owner, 
         out.changes.extend(plan.changes);
         out.tunnel_id = applied.tunnel_id;
     }
-    Err(ReconcileError::Setup(format!("did not converge after {MAX_PASSES} passes; the next run continues")))
+    Err(ReconcileError::Setup(format!(
+        "did not converge after {MAX_PASSES} passes; the next run continues"
+    )))
 }
 
 fn failed(svc: &ServiceId, e: &ReconcileError) -> Outcome {
-    let mut o = Outcome::new(svc, if e.is_transient() { State::Pending } else { State::Error });
+    let mut o = Outcome::new(
+        svc,
+        if e.is_transient() {
+            State::Pending
+        } else {
+            State::Error
+        },
+    );
     o.error = Some(e.to_string());
     o.error_kind = Some(e.kind());
     o
 }
 
 /// Publishes the status tag (only when it changes) and logs the outcome.
-async fn finish(deps: &Deps, active: Option<&crate::aws::ecs::ServiceInfo>, mode: Mode, mut outcome: Outcome) -> Outcome {
+async fn finish(
+    deps: &Deps,
+    active: Option<&crate::aws::ecs::ServiceInfo>,
+    mode: Mode,
+    mut outcome: Outcome,
+) -> Outcome {
     if mode == Mode::Plan {
         return outcome;
     }
@@ -187,7 +257,9 @@ async fn finish(deps: &Deps, active: Option<&crate::aws::ecs::ServiceInfo>, mode
         let wanted = match outcome.state {
             State::Ready => outcome.tunnel_id.as_deref().map(status::ready),
             State::Error => Some(status::error(outcome.error.as_deref().unwrap_or("unknown"))),
-            State::Pending => Some(status::pending(outcome.error.as_deref().unwrap_or("retrying"))),
+            State::Pending => Some(status::pending(
+                outcome.error.as_deref().unwrap_or("retrying"),
+            )),
             State::Removed | State::NotManaged | State::Planned => None,
         };
         let result = match (&wanted, current) {
@@ -205,8 +277,12 @@ async fn finish(deps: &Deps, active: Option<&crate::aws::ecs::ServiceInfo>, mode
         }
     }
     match (&outcome.error, outcome.applied.is_empty()) {
-        (Some(e), _) => warn!(service = %outcome.service, state = ?outcome.state, error_kind = outcome.error_kind.unwrap_or(""), error = %e, "service not converged"),
-        (None, false) => info!(service = %outcome.service, state = ?outcome.state, changes = outcome.applied.len(), tunnel_id = outcome.tunnel_id.as_deref().unwrap_or(""), "service reconciled"),
+        (Some(e), _) => {
+            warn!(service = %outcome.service, state = ?outcome.state, error_kind = outcome.error_kind.unwrap_or(""), error = %e, "service not converged")
+        }
+        (None, false) => {
+            info!(service = %outcome.service, state = ?outcome.state, changes = outcome.applied.len(), tunnel_id = outcome.tunnel_id.as_deref().unwrap_or(""), "service reconciled")
+        }
         (None, true) => {}
     }
     outcome

@@ -183,11 +183,41 @@ pub fn from_tags(tags: &BTreeMap<String, String>, defaults: &Defaults) -> Desire
 
     let access_mode = tags.get(TAG_ACCESS).map(|v| v.trim()).unwrap_or("required");
     let rules = AccessRules {
-        emails: check_each(TAG_ALLOW_EMAILS, list(TAG_ALLOW_EMAILS), valid_email, "an email address like alice@example.com", &mut errors),
-        email_domains: check_each(TAG_ALLOW_EMAIL_DOMAINS, list(TAG_ALLOW_EMAIL_DOMAINS), |d| valid_hostname(d) , "a domain like example.com (no @)", &mut errors),
-        groups: check_each(TAG_ALLOW_GROUPS, list(TAG_ALLOW_GROUPS), valid_ref, "an Access group id or a name without spaces", &mut errors),
-        policies: check_each(TAG_POLICIES, list(TAG_POLICIES), valid_ref, "a reusable Access policy id or a name without spaces", &mut errors),
-        idps: check_each(TAG_IDPS, list(TAG_IDPS), valid_ref, "an identity provider id", &mut errors),
+        emails: check_each(
+            TAG_ALLOW_EMAILS,
+            list(TAG_ALLOW_EMAILS),
+            valid_email,
+            "an email address like alice@example.com",
+            &mut errors,
+        ),
+        email_domains: check_each(
+            TAG_ALLOW_EMAIL_DOMAINS,
+            list(TAG_ALLOW_EMAIL_DOMAINS),
+            valid_hostname,
+            "a domain like example.com (no @)",
+            &mut errors,
+        ),
+        groups: check_each(
+            TAG_ALLOW_GROUPS,
+            list(TAG_ALLOW_GROUPS),
+            valid_ref,
+            "an Access group id or a name without spaces",
+            &mut errors,
+        ),
+        policies: check_each(
+            TAG_POLICIES,
+            list(TAG_POLICIES),
+            valid_ref,
+            "a reusable Access policy id or a name without spaces",
+            &mut errors,
+        ),
+        idps: check_each(
+            TAG_IDPS,
+            list(TAG_IDPS),
+            valid_ref,
+            "an identity provider id",
+            &mut errors,
+        ),
         session_duration: match tags.get(TAG_SESSION_DURATION) {
             Some(v) if valid_go_duration(v.trim()) => v.trim().to_string(),
             Some(v) => {
@@ -268,8 +298,16 @@ fn unknown_key_message(key: &str) -> String {
     let best = KNOWN_KEYS
         .iter()
         .filter(|k| **k != TAG_STATUS)
-        .map(|k| (common_prefix(&k[TAG_PREFIX.len()..], suffix), *k))
-        .max_by_key(|(n, _)| *n);
+        .map(|k| {
+            let known = &k[TAG_PREFIX.len()..];
+            (
+                common_prefix(known, suffix),
+                std::cmp::Reverse(known.len().abs_diff(suffix.len())),
+                *k,
+            )
+        })
+        .max_by_key(|(n, closeness, _)| (*n, *closeness))
+        .map(|(n, _, k)| (n, k));
     match best {
         Some((n, k)) if n >= 3 => format!("is not a tag ecs-tunnels knows: did you mean {k}?"),
         _ => "is not a tag ecs-tunnels knows: see the README for the tag list".to_string(),
@@ -314,13 +352,17 @@ pub fn valid_hostname(h: &str) -> bool {
                 && !l.ends_with('-')
                 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         })
-        && labels.last().is_some_and(|tld| tld.chars().any(|c| c.is_ascii_alphabetic()))
+        && labels
+            .last()
+            .is_some_and(|tld| tld.chars().any(|c| c.is_ascii_alphabetic()))
 }
 
 fn valid_email(e: &str) -> bool {
     match e.split_once('@') {
         Some((local, domain)) => {
-            !local.is_empty() && !local.contains('@') && valid_hostname(&domain.to_ascii_lowercase())
+            !local.is_empty()
+                && !local.contains('@')
+                && valid_hostname(&domain.to_ascii_lowercase())
         }
         None => false,
     }
@@ -441,7 +483,10 @@ mod tests {
     fn full_spec_with_defaults() {
         let d = from_tags(
             &tags(&[
-                (TAG_HOSTNAME, "App.Example.com  b.example.net app.example.com"),
+                (
+                    TAG_HOSTNAME,
+                    "App.Example.com  b.example.net app.example.com",
+                ),
                 (TAG_ALLOW_EMAILS, "alice@example.com"),
                 (TAG_STATUS, "ready x"),
             ]),
@@ -463,7 +508,12 @@ mod tests {
     #[test]
     fn public_needs_no_rules() {
         let d = from_tags(
-            &tags(&[(TAG_HOSTNAME, "a.example.com"), (TAG_ACCESS, "public"), (TAG_ORIGIN, "https://localhost:8443"), (TAG_ROTATE_EVERY, "12h")]),
+            &tags(&[
+                (TAG_HOSTNAME, "a.example.com"),
+                (TAG_ACCESS, "public"),
+                (TAG_ORIGIN, "https://localhost:8443"),
+                (TAG_ROTATE_EVERY, "12h"),
+            ]),
             &defaults(),
         );
         let Desired::Managed(spec) = d else {
@@ -479,29 +529,91 @@ mod tests {
     fn bad_tag_corpus() {
         let h = (TAG_HOSTNAME, "a.example.com");
         let e = (TAG_ALLOW_EMAILS, "a@example.com");
-        let cases: Vec<(Vec<(&str, &str)>, &str, &str)> = vec![
+        type Case<'a> = (Vec<(&'a str, &'a str)>, &'a str, &'a str);
+        let cases: Vec<Case> = vec![
             (vec![(TAG_HOSTNAME, "")], TAG_HOSTNAME, "empty"),
-            (vec![(TAG_HOSTNAME, "https://a.example.com"), e], TAG_HOSTNAME, "not a hostname"),
-            (vec![(TAG_HOSTNAME, "localhost"), e], TAG_HOSTNAME, "not a hostname"),
-            (vec![(TAG_HOSTNAME, "a.example.com:8080"), e], TAG_HOSTNAME, "not a hostname"),
+            (
+                vec![(TAG_HOSTNAME, "https://a.example.com"), e],
+                TAG_HOSTNAME,
+                "not a hostname",
+            ),
+            (
+                vec![(TAG_HOSTNAME, "localhost"), e],
+                TAG_HOSTNAME,
+                "not a hostname",
+            ),
+            (
+                vec![(TAG_HOSTNAME, "a.example.com:8080"), e],
+                TAG_HOSTNAME,
+                "not a hostname",
+            ),
             (vec![h], TAG_ACCESS, "no allow rule"),
-            (vec![h, (TAG_ACCESS, "open"), e], TAG_ACCESS, "not an access mode"),
-            (vec![h, (TAG_ACCESS, "public"), e], TAG_ALLOW_EMAILS, "access is public"),
-            (vec![h, (TAG_ALLOW_EMAILS, "alice")], TAG_ALLOW_EMAILS, "not an email"),
-            (vec![h, (TAG_ALLOW_EMAIL_DOMAINS, "@example.com")], TAG_ALLOW_EMAIL_DOMAINS, "not a domain"),
-            (vec![h, e, (TAG_ORIGIN, "localhost:8080")], TAG_ORIGIN, "not an origin"),
-            (vec![h, e, (TAG_ORIGIN, "ftp://x")], TAG_ORIGIN, "not an origin"),
-            (vec![h, e, (TAG_SESSION_DURATION, "1 day")], TAG_SESSION_DURATION, "not a duration"),
-            (vec![h, e, (TAG_SESSION_DURATION, "24")], TAG_SESSION_DURATION, "not a duration"),
-            (vec![h, e, (TAG_ROTATE_EVERY, "soon")], TAG_ROTATE_EVERY, "not a duration"),
-            (vec![h, e, (TAG_ROTATE_EVERY, "5m")], TAG_ROTATE_EVERY, "too short"),
-            (vec![h, e, ("ecs-tunnels:allow-email", "a@b.co")], "ecs-tunnels:allow-email", "did you mean ecs-tunnels:allow-emails"),
-            (vec![h, e, ("ecs-tunnels:zzz", "1")], "ecs-tunnels:zzz", "not a tag"),
+            (
+                vec![h, (TAG_ACCESS, "open"), e],
+                TAG_ACCESS,
+                "not an access mode",
+            ),
+            (
+                vec![h, (TAG_ACCESS, "public"), e],
+                TAG_ALLOW_EMAILS,
+                "access is public",
+            ),
+            (
+                vec![h, (TAG_ALLOW_EMAILS, "alice")],
+                TAG_ALLOW_EMAILS,
+                "not an email",
+            ),
+            (
+                vec![h, (TAG_ALLOW_EMAIL_DOMAINS, "@example.com")],
+                TAG_ALLOW_EMAIL_DOMAINS,
+                "not a domain",
+            ),
+            (
+                vec![h, e, (TAG_ORIGIN, "localhost:8080")],
+                TAG_ORIGIN,
+                "not an origin",
+            ),
+            (
+                vec![h, e, (TAG_ORIGIN, "ftp://x")],
+                TAG_ORIGIN,
+                "not an origin",
+            ),
+            (
+                vec![h, e, (TAG_SESSION_DURATION, "1 day")],
+                TAG_SESSION_DURATION,
+                "not a duration",
+            ),
+            (
+                vec![h, e, (TAG_SESSION_DURATION, "24")],
+                TAG_SESSION_DURATION,
+                "not a duration",
+            ),
+            (
+                vec![h, e, (TAG_ROTATE_EVERY, "soon")],
+                TAG_ROTATE_EVERY,
+                "not a duration",
+            ),
+            (
+                vec![h, e, (TAG_ROTATE_EVERY, "5m")],
+                TAG_ROTATE_EVERY,
+                "too short",
+            ),
+            (
+                vec![h, e, ("ecs-tunnels:allow-email", "a@b.co")],
+                "ecs-tunnels:allow-email",
+                "did you mean ecs-tunnels:allow-emails",
+            ),
+            (
+                vec![h, e, ("ecs-tunnels:zzz", "1")],
+                "ecs-tunnels:zzz",
+                "not a tag",
+            ),
         ];
         for (pairs, key, needle) in cases {
             let errs = errors_of(&pairs);
             assert!(
-                errs.iter().any(|x| x.key == key && x.message.contains(needle)),
+                errs.iter()
+                    .any(|x| x.key == key && x.message.contains(needle)),
                 "{pairs:?}: wanted {key} / {needle}, got {errs:?}"
             );
         }

@@ -9,10 +9,21 @@ pub const MAX_TAG_VALUE: usize = 256;
 pub fn tag_safe(text: &str) -> String {
     let mapped: String = text
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || " +-=._:/@".contains(c) { c } else { ' ' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || " +-=._:/@".contains(c) {
+                c
+            } else {
+                ' '
+            }
+        })
         .collect();
     let collapsed = mapped.split_whitespace().collect::<Vec<_>>().join(" ");
-    collapsed.chars().take(MAX_TAG_VALUE).collect::<String>().trim_end().to_string()
+    collapsed
+        .chars()
+        .take(MAX_TAG_VALUE)
+        .collect::<String>()
+        .trim_end()
+        .to_string()
 }
 
 /// `ready <tunnel-id>`.
@@ -37,7 +48,10 @@ mod tests {
     #[test]
     fn status_values_are_valid_ecs_tag_values() {
         let s = error("ecs-tunnels:allow-emails: \"alice\" is not an email (see README, \"tags\")");
-        assert_eq!(s, "error ecs-tunnels:allow-emails: alice is not an email see README tags");
+        assert_eq!(
+            s,
+            "error ecs-tunnels:allow-emails: alice is not an email see README tags"
+        );
         let long = error(&"x".repeat(400));
         assert_eq!(long.len(), MAX_TAG_VALUE);
         assert_eq!(ready("abc-123"), "ready abc-123");

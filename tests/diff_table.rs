@@ -2,7 +2,10 @@
 
 use ecs_tunnels::cloudflare::{AccessApp, AccessPolicy, Tunnel};
 use ecs_tunnels::diff::{diff, Change, Plan};
-use ecs_tunnels::model::{own_policy_rules, render_config, Observed, ObservedRecord, PlanContext, StoredToken, Target, TargetAccess, TargetHost};
+use ecs_tunnels::model::{
+    own_policy_rules, render_config, Observed, ObservedRecord, PlanContext, StoredToken, Target,
+    TargetAccess, TargetHost,
+};
 use ecs_tunnels::ownership::{Owner, ServiceId};
 use serde_json::{from_value, json};
 
@@ -11,12 +14,20 @@ const TID: &str = "11111111-2222-3333-4444-555555555555";
 const ZONE: &str = "zone-example-com";
 
 fn ctx() -> PlanContext {
-    PlanContext { svc: ServiceId::new("prod", "web"), owner: Owner::parse("123456789012-us-east-1").unwrap(), account_id: ACCOUNT.into(), team_name: "team".into() }
+    PlanContext {
+        svc: ServiceId::new("prod", "web"),
+        owner: Owner::parse("123456789012-us-east-1").unwrap(),
+        account_id: ACCOUNT.into(),
+        team_name: "team".into(),
+    }
 }
 
 fn target(access: bool) -> Target {
     Target {
-        hosts: vec![TargetHost { name: "app.example.com".into(), zone_id: ZONE.into() }],
+        hosts: vec![TargetHost {
+            name: "app.example.com".into(),
+            zone_id: ZONE.into(),
+        }],
         origin: "http://localhost:8080".into(),
         access: access.then(|| TargetAccess {
             own_rules: own_policy_rules(&["a@example.com".into()], &[], &[]),
@@ -36,7 +47,10 @@ fn policy(id: &str) -> AccessPolicy {
 }
 
 fn app(policy_id: Option<&str>) -> AccessApp {
-    let policies: Vec<_> = policy_id.into_iter().map(|id| json!({"id": id, "precedence": 1, "name": ctx().owner.policy_name(&ctx().svc)})).collect();
+    let policies: Vec<_> = policy_id
+        .into_iter()
+        .map(|id| json!({"id": id, "precedence": 1, "name": ctx().owner.policy_name(&ctx().svc)}))
+        .collect();
     from_value(json!({
         "id": "app-1", "aud": "aud-1", "name": ctx().owner.access_app_name(&ctx().svc), "domain": "app.example.com", "type": "self_hosted",
         "destinations": [{"type": "public", "uri": "app.example.com"}], "session_duration": "24h", "allowed_idps": [],
@@ -50,11 +64,20 @@ fn record(name: &str, content: &str, comment: Option<&str>) -> ObservedRecord {
 }
 
 fn ours(name: &str) -> ObservedRecord {
-    record(name, &format!("{TID}.cfargotunnel.com"), Some(&ctx().owner.dns_comment(&ctx().svc)))
+    record(
+        name,
+        &format!("{TID}.cfargotunnel.com"),
+        Some(&ctx().owner.dns_comment(&ctx().svc)),
+    )
 }
 
 fn token() -> StoredToken {
-    StoredToken { tunnel_id: Some(TID.into()), account: Some(ACCOUNT.into()), owned: true, redeploy_pending: false }
+    StoredToken {
+        tunnel_id: Some(TID.into()),
+        account: Some(ACCOUNT.into()),
+        owned: true,
+        redeploy_pending: false,
+    }
 }
 
 /// Everything in place for `target(true)`.
@@ -79,77 +102,198 @@ fn kinds(plan: &Plan) -> Vec<&'static str> {
 fn table() {
     type Case = (&'static str, Option<Target>, Observed, Vec<&'static str>);
     let mut cases: Vec<Case> = vec![
-        ("converged: nothing to do", Some(target(true)), converged(), vec![]),
+        (
+            "converged: nothing to do",
+            Some(target(true)),
+            converged(),
+            vec![],
+        ),
         (
             "fresh service: everything, Access before DNS",
             Some(target(true)),
             Observed::default(),
-            vec!["create_tunnel", "create_policy", "create_app", "put_config", "write_token", "create_dns", "redeploy"],
+            vec![
+                "create_tunnel",
+                "create_policy",
+                "create_app",
+                "put_config",
+                "write_token",
+                "create_dns",
+                "redeploy",
+            ],
         ),
-        ("public fresh: no Access", Some(target(false)), Observed::default(), vec!["create_tunnel", "put_config", "write_token", "create_dns", "redeploy"]),
-        ("teardown", None, converged(), vec!["delete_dns", "delete_app", "delete_policy", "delete_tunnel", "delete_token"]),
+        (
+            "public fresh: no Access",
+            Some(target(false)),
+            Observed::default(),
+            vec![
+                "create_tunnel",
+                "put_config",
+                "write_token",
+                "create_dns",
+                "redeploy",
+            ],
+        ),
+        (
+            "teardown",
+            None,
+            converged(),
+            vec![
+                "delete_dns",
+                "delete_app",
+                "delete_policy",
+                "delete_tunnel",
+                "delete_token",
+            ],
+        ),
         ("teardown of nothing", None, Observed::default(), vec![]),
     ];
 
     let mut o = converged();
     o.config = None;
-    cases.push(("fresh tunnel config is null", Some(target(true)), o, vec!["put_config"]));
+    cases.push((
+        "fresh tunnel config is null",
+        Some(target(true)),
+        o,
+        vec!["put_config"],
+    ));
 
     let mut o = converged();
     o.config = Some(render_config(&target(true), "team", Some("other-aud")));
-    cases.push(("config edited by hand", Some(target(true)), o, vec!["put_config"]));
+    cases.push((
+        "config edited by hand",
+        Some(target(true)),
+        o,
+        vec!["put_config"],
+    ));
 
     let mut o = converged();
     o.token = None;
-    cases.push(("token lost", Some(target(true)), o, vec!["write_token", "redeploy"]));
+    cases.push((
+        "token lost",
+        Some(target(true)),
+        o,
+        vec!["write_token", "redeploy"],
+    ));
 
     let mut o = converged();
-    o.token = Some(StoredToken { tunnel_id: Some("old".into()), ..token() });
-    cases.push(("token for another tunnel", Some(target(true)), o, vec!["write_token", "redeploy"]));
+    o.token = Some(StoredToken {
+        tunnel_id: Some("old".into()),
+        ..token()
+    });
+    cases.push((
+        "token for another tunnel",
+        Some(target(true)),
+        o,
+        vec!["write_token", "redeploy"],
+    ));
 
     let mut o = converged();
-    o.token = Some(StoredToken { redeploy_pending: true, ..token() });
-    cases.push(("crash after token write, before redeploy", Some(target(true)), o, vec!["redeploy"]));
+    o.token = Some(StoredToken {
+        redeploy_pending: true,
+        ..token()
+    });
+    cases.push((
+        "crash after token write, before redeploy",
+        Some(target(true)),
+        o,
+        vec!["redeploy"],
+    ));
 
     let mut o = converged();
-    o.records = vec![record("app.example.com", "elsewhere.example.net", Some(&ctx().owner.dns_comment(&ctx().svc)))];
-    cases.push(("our record repointed", Some(target(true)), o, vec!["update_dns"]));
+    o.records = vec![record(
+        "app.example.com",
+        "elsewhere.example.net",
+        Some(&ctx().owner.dns_comment(&ctx().svc)),
+    )];
+    cases.push((
+        "our record repointed",
+        Some(target(true)),
+        o,
+        vec!["update_dns"],
+    ));
 
     let mut o = converged();
     o.records.push(ours("old.example.com"));
-    cases.push(("hostname removed from tags", Some(target(true)), o, vec!["delete_dns"]));
+    cases.push((
+        "hostname removed from tags",
+        Some(target(true)),
+        o,
+        vec!["delete_dns"],
+    ));
 
     let mut o = converged();
     o.policies = vec![policy("pol-1"), policy("pol-2")];
-    cases.push(("duplicate own policy from a race", Some(target(true)), o, vec!["delete_policy"]));
+    cases.push((
+        "duplicate own policy from a race",
+        Some(target(true)),
+        o,
+        vec!["delete_policy"],
+    ));
 
     let mut o = converged();
     let mut p = policy("pol-1");
-    p.include.push(json!({"email": {"email": "mallory@example.com"}}));
+    p.include
+        .push(json!({"email": {"email": "mallory@example.com"}}));
     o.policies = vec![p];
-    cases.push(("allow rule added by hand", Some(target(true)), o, vec!["update_policy"]));
+    cases.push((
+        "allow rule added by hand",
+        Some(target(true)),
+        o,
+        vec!["update_policy"],
+    ));
 
     let mut o = converged();
     o.app.as_mut().unwrap().session_duration = Some("720h".into());
-    cases.push(("session length changed by hand", Some(target(true)), o, vec!["update_app"]));
+    cases.push((
+        "session length changed by hand",
+        Some(target(true)),
+        o,
+        vec!["update_app"],
+    ));
 
     let mut o = converged();
     o.app = None;
-    cases.push(("app deleted by hand", Some(target(true)), o, vec!["create_app", "put_config"]));
+    cases.push((
+        "app deleted by hand",
+        Some(target(true)),
+        o,
+        vec!["create_app", "put_config"],
+    ));
 
     let mut o = converged();
     o.tunnel = None;
     o.config = None;
-    cases.push(("tunnel deleted by hand", Some(target(true)), o, vec!["create_tunnel", "put_config", "write_token", "update_dns", "redeploy"]));
+    cases.push((
+        "tunnel deleted by hand",
+        Some(target(true)),
+        o,
+        vec![
+            "create_tunnel",
+            "put_config",
+            "write_token",
+            "update_dns",
+            "redeploy",
+        ],
+    ));
 
     let mut o = converged();
     o.config = Some(render_config(&target(false), "team", None));
     o.app = Some(app(Some("pol-1")));
-    cases.push(("required → public", Some(target(false)), o, vec!["delete_app", "delete_policy"]));
+    cases.push((
+        "required → public",
+        Some(target(false)),
+        o,
+        vec!["delete_app", "delete_policy"],
+    ));
 
     for (name, t, observed, want) in cases {
         let plan = diff(&ctx(), t.as_ref(), &observed);
-        assert!(plan.conflicts.is_empty(), "{name}: unexpected conflicts {:?}", plan.conflicts);
+        assert!(
+            plan.conflicts.is_empty(),
+            "{name}: unexpected conflicts {:?}",
+            plan.conflicts
+        );
         assert_eq!(kinds(&plan), want, "{name}");
     }
 }
@@ -189,21 +333,42 @@ fn conflicts_change_nothing() {
     ];
     for (name, observed, needle) in cases {
         let plan = diff(&ctx(), Some(&target(true)), &observed);
-        assert!(plan.changes.is_empty(), "{name}: a plan with conflicts must change nothing, got {:?}", kinds(&plan));
-        assert!(plan.conflicts.iter().any(|c| c.contains(needle)), "{name}: {:?}", plan.conflicts);
+        assert!(
+            plan.changes.is_empty(),
+            "{name}: a plan with conflicts must change nothing, got {:?}",
+            kinds(&plan)
+        );
+        assert!(
+            plan.conflicts.iter().any(|c| c.contains(needle)),
+            "{name}: {:?}",
+            plan.conflicts
+        );
     }
 }
 
 #[test]
 fn teardown_never_touches_what_is_not_ours() {
     let mut o = converged();
-    o.records.push(record("app.example.com", "legacy.example.net", None));
-    o.records.push(record("other.example.com", "x", Some("ecs-tunnels:other-owner:prod/web")));
+    o.records
+        .push(record("app.example.com", "legacy.example.net", None));
+    o.records.push(record(
+        "other.example.com",
+        "x",
+        Some("ecs-tunnels:other-owner:prod/web"),
+    ));
     o.app.as_mut().unwrap().tags.clear();
-    o.token = Some(StoredToken { owned: false, ..token() });
+    o.token = Some(StoredToken {
+        owned: false,
+        ..token()
+    });
     let plan = diff(&ctx(), None, &o);
-    assert_eq!(kinds(&plan), vec!["delete_dns", "delete_policy", "delete_tunnel"]);
-    assert!(matches!(&plan.changes[0], Change::DeleteDns { id, .. } if *id == format!("rec-app.example.com-{}", format!("{TID}.cfargotunnel.com").len())));
+    assert_eq!(
+        kinds(&plan),
+        vec!["delete_dns", "delete_policy", "delete_tunnel"]
+    );
+    assert!(
+        matches!(&plan.changes[0], Change::DeleteDns { id, .. } if *id == format!("rec-app.example.com-{}", format!("{TID}.cfargotunnel.com").len()))
+    );
 }
 
 #[test]

@@ -50,7 +50,12 @@ fn to_info(s: &aws_sdk_ecs::types::Service) -> ServiceInfo {
         tags: s
             .tags()
             .iter()
-            .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string())))
+            .filter_map(|t| {
+                Some((
+                    t.key()?.to_string(),
+                    t.value().unwrap_or_default().to_string(),
+                ))
+            })
             .collect(),
         task_definition: s.task_definition().map(str::to_string),
     }
@@ -65,7 +70,11 @@ impl Ecs {
     }
 
     /// Describes up to 10 services of one cluster (with tags). Missing ones are left out.
-    pub async fn describe_services(&self, cluster: &str, names: &[String]) -> Result<Vec<ServiceInfo>, AwsError> {
+    pub async fn describe_services(
+        &self,
+        cluster: &str,
+        names: &[String],
+    ) -> Result<Vec<ServiceInfo>, AwsError> {
         if names.is_empty() {
             return Ok(vec![]);
         }
@@ -82,7 +91,11 @@ impl Ecs {
     }
 
     /// Describes one service; `None` if ECS does not know it.
-    pub async fn describe_service(&self, cluster: &str, name: &str) -> Result<Option<ServiceInfo>, AwsError> {
+    pub async fn describe_service(
+        &self,
+        cluster: &str,
+        name: &str,
+    ) -> Result<Option<ServiceInfo>, AwsError> {
         let mut found = self.describe_services(cluster, &[name.to_string()]).await?;
         // ECS may return an INACTIVE and an ACTIVE service of the same name: prefer ACTIVE.
         found.sort_by_key(|s| !s.is_active());
@@ -164,7 +177,11 @@ impl Ecs {
                 .send()
                 .await
                 .map_err(|e| AwsError::from_sdk("ecs:ListClusters", e))?;
-            out.extend(page.cluster_arns().iter().map(|a| crate::ownership::cluster_name(a)));
+            out.extend(
+                page.cluster_arns()
+                    .iter()
+                    .map(|a| crate::ownership::cluster_name(a)),
+            );
             match page.next_token() {
                 Some(t) if !t.is_empty() => next = Some(t.to_string()),
                 _ => return Ok(out),
@@ -185,7 +202,11 @@ impl Ecs {
                 .send()
                 .await
                 .map_err(|e| AwsError::from_sdk("ecs:ListServices", e))?;
-            names.extend(page.service_arns().iter().map(|a| a.rsplit('/').next().unwrap_or(a).to_string()));
+            names.extend(
+                page.service_arns()
+                    .iter()
+                    .map(|a| a.rsplit('/').next().unwrap_or(a).to_string()),
+            );
             match page.next_token() {
                 Some(t) if !t.is_empty() => next = Some(t.to_string()),
                 _ => break,

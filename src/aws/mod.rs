@@ -30,17 +30,31 @@ impl AwsError {
             Some(m) => format!("{}: {m}", code.as_deref().unwrap_or("error")),
             None => aws_sdk_ecs::error::DisplayErrorContext(&err).to_string(),
         };
-        AwsError { operation, code, message }
+        AwsError {
+            operation,
+            code,
+            message,
+        }
     }
 
     /// True for throttling and server-side errors worth retrying later.
     pub fn is_transient(&self) -> bool {
-        matches!(self.code.as_deref(), Some("ThrottlingException" | "ServerException" | "InternalServerError" | "ServiceUnavailable" | "TooManyUpdates"))
-            || self.code.is_none()
+        matches!(
+            self.code.as_deref(),
+            Some(
+                "ThrottlingException"
+                    | "ServerException"
+                    | "InternalServerError"
+                    | "ServiceUnavailable"
+                    | "TooManyUpdates"
+            )
+        ) || self.code.is_none()
     }
 }
 
 /// Loads the shared AWS configuration (honours `AWS_ENDPOINT_URL` for emulators).
 pub async fn load_sdk_config() -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await
 }

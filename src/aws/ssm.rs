@@ -47,7 +47,14 @@ impl TokenStore {
     /// Reads the token and the parameter's tags; `None` if there is no parameter.
     pub async fn get(&self, svc: &ServiceId) -> Result<Option<StoredParameter>, AwsError> {
         let name = self.parameter_name(svc);
-        let value = match self.client.get_parameter().name(&name).with_decryption(true).send().await {
+        let value = match self
+            .client
+            .get_parameter()
+            .name(&name)
+            .with_decryption(true)
+            .send()
+            .await
+        {
             Ok(out) => Secret::new(out.parameter().and_then(|p| p.value()).unwrap_or_default()),
             Err(e) if e.as_service_error().is_some_and(is_not_found) => return Ok(None),
             Err(e) => return Err(AwsError::from_sdk("ssm:GetParameter", e)),
@@ -60,7 +67,11 @@ impl TokenStore {
             .send()
             .await
         {
-            Ok(out) => out.tag_list().iter().map(|t| (t.key().to_string(), t.value().to_string())).collect(),
+            Ok(out) => out
+                .tag_list()
+                .iter()
+                .map(|t| (t.key().to_string(), t.value().to_string()))
+                .collect(),
             Err(e) if e.as_service_error().is_some_and(is_not_found) => return Ok(None),
             Err(e) => return Err(AwsError::from_sdk("ssm:ListTagsForResource", e)),
         };
@@ -68,16 +79,29 @@ impl TokenStore {
     }
 
     /// Creates the parameter with tags. `Ok(false)` if it already exists (a concurrent run).
-    pub async fn create(&self, svc: &ServiceId, token: &Secret, tags: &[(String, String)]) -> Result<bool, AwsError> {
+    pub async fn create(
+        &self,
+        svc: &ServiceId,
+        token: &Secret,
+        tags: &[(String, String)],
+    ) -> Result<bool, AwsError> {
         let tags: Vec<Tag> = tags
             .iter()
-            .map(|(k, v)| Tag::builder().key(k).value(v).build().expect("key and value are set"))
+            .map(|(k, v)| {
+                Tag::builder()
+                    .key(k)
+                    .value(v)
+                    .build()
+                    .expect("key and value are set")
+            })
             .collect();
         match self
             .client
             .put_parameter()
             .name(self.parameter_name(svc))
-            .description(format!("Cloudflare tunnel token for ECS service {svc}, managed by ecs-tunnels"))
+            .description(format!(
+                "Cloudflare tunnel token for ECS service {svc}, managed by ecs-tunnels"
+            ))
             .value(token.expose())
             .r#type(ParameterType::SecureString)
             .overwrite(false)
@@ -86,7 +110,12 @@ impl TokenStore {
             .await
         {
             Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_parameter_already_exists()) => Ok(false),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_parameter_already_exists()) =>
+            {
+                Ok(false)
+            }
             Err(e) => Err(AwsError::from_sdk("ssm:PutParameter", e)),
         }
     }
@@ -106,10 +135,20 @@ impl TokenStore {
     }
 
     /// Adds or replaces tags on the parameter.
-    pub async fn add_tags(&self, svc: &ServiceId, tags: &[(String, String)]) -> Result<(), AwsError> {
+    pub async fn add_tags(
+        &self,
+        svc: &ServiceId,
+        tags: &[(String, String)],
+    ) -> Result<(), AwsError> {
         let tags: Vec<Tag> = tags
             .iter()
-            .map(|(k, v)| Tag::builder().key(k).value(v).build().expect("key and value are set"))
+            .map(|(k, v)| {
+                Tag::builder()
+                    .key(k)
+                    .value(v)
+                    .build()
+                    .expect("key and value are set")
+            })
             .collect();
         self.client
             .add_tags_to_resource()
@@ -141,16 +180,30 @@ impl TokenStore {
 
     /// Deletes the parameter; a missing one is fine.
     pub async fn delete(&self, svc: &ServiceId) -> Result<(), AwsError> {
-        match self.client.delete_parameter().name(self.parameter_name(svc)).send().await {
+        match self
+            .client
+            .delete_parameter()
+            .name(self.parameter_name(svc))
+            .send()
+            .await
+        {
             Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_parameter_not_found()) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_parameter_not_found()) =>
+            {
+                Ok(())
+            }
             Err(e) => Err(AwsError::from_sdk("ssm:DeleteParameter", e)),
         }
     }
 }
 
 /// Reads a SecureString parameter (the Cloudflare API token).
-pub async fn read_secure_string(cfg: &aws_config::SdkConfig, name: &str) -> Result<Secret, AwsError> {
+pub async fn read_secure_string(
+    cfg: &aws_config::SdkConfig,
+    name: &str,
+) -> Result<Secret, AwsError> {
     let out = aws_sdk_ssm::Client::new(cfg)
         .get_parameter()
         .name(name)
@@ -158,11 +211,16 @@ pub async fn read_secure_string(cfg: &aws_config::SdkConfig, name: &str) -> Resu
         .send()
         .await
         .map_err(|e| AwsError::from_sdk("ssm:GetParameter", e))?;
-    Ok(Secret::new(out.parameter().and_then(|p| p.value()).unwrap_or_default()))
+    Ok(Secret::new(
+        out.parameter().and_then(|p| p.value()).unwrap_or_default(),
+    ))
 }
 
 /// Reads the current value of a Secrets Manager secret (the Cloudflare API token).
-pub async fn read_secret_string(cfg: &aws_config::SdkConfig, arn: &str) -> Result<Secret, AwsError> {
+pub async fn read_secret_string(
+    cfg: &aws_config::SdkConfig,
+    arn: &str,
+) -> Result<Secret, AwsError> {
     let out = aws_sdk_secretsmanager::Client::new(cfg)
         .get_secret_value()
         .secret_id(arn)

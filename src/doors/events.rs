@@ -42,10 +42,15 @@ pub fn recognise(event: &Value) -> Result<Vec<Trigger>, String> {
         let mut out = Vec::new();
         for (i, r) in records.iter().enumerate() {
             if s(r, &["eventSource"]) != Some("aws:sqs") {
-                return Err(format!("unrecognised event: record {i} has eventSource {:?}, expected aws:sqs", s(r, &["eventSource"]).unwrap_or("none")));
+                return Err(format!(
+                    "unrecognised event: record {i} has eventSource {:?}, expected aws:sqs",
+                    s(r, &["eventSource"]).unwrap_or("none")
+                ));
             }
-            let body = s(r, &["body"]).ok_or_else(|| format!("unrecognised event: SQS record {i} has no body"))?;
-            let inner: Value = serde_json::from_str(body).map_err(|e| format!("unrecognised event: SQS record {i} body is not JSON: {e}"))?;
+            let body = s(r, &["body"])
+                .ok_or_else(|| format!("unrecognised event: SQS record {i} has no body"))?;
+            let inner: Value = serde_json::from_str(body)
+                .map_err(|e| format!("unrecognised event: SQS record {i} body is not JSON: {e}"))?;
             out.extend(recognise(&inner).map_err(|e| format!("SQS record {i}: {e}"))?);
         }
         return Ok(dedupe(out));
@@ -70,9 +75,17 @@ pub fn recognise(event: &Value) -> Result<Vec<Trigger>, String> {
         Some("AWS API Call via CloudTrail") => cloudtrail(event, account),
         Some("Tag Change on Resource") => tag_change(event, account),
         Some("Scheduled Event") => scheduled(event)?,
-        Some(other) => return Err(format!("unrecognised event: detail-type {other:?} from source {:?}", s(event, &["source"]).unwrap_or("none"))),
+        Some(other) => {
+            return Err(format!(
+                "unrecognised event: detail-type {other:?} from source {:?}",
+                s(event, &["source"]).unwrap_or("none")
+            ))
+        }
         None => {
-            let keys: Vec<&str> = event.as_object().map(|o| o.keys().map(String::as_str).collect()).unwrap_or_default();
+            let keys: Vec<&str> = event
+                .as_object()
+                .map(|o| o.keys().map(String::as_str).collect())
+                .unwrap_or_default();
             return Err(format!("unrecognised event: no detail-type, RequestType, Step or Records; top-level keys: [{}]", keys.join(", ")));
         }
     };
@@ -95,7 +108,10 @@ fn task_state_change(event: &Value, account: Option<String>) -> Trigger {
         return Trigger::Ignore(format!("task is not part of a service (group {group:?})"));
     };
     match s(event, &["detail", "clusterArn"]) {
-        Some(cluster) => Trigger::Service { service: ServiceId::new(cluster_name(cluster), service), account },
+        Some(cluster) => Trigger::Service {
+            service: ServiceId::new(cluster_name(cluster), service),
+            account,
+        },
         None => Trigger::Ignore("task event without clusterArn".into()),
     }
 }
@@ -126,7 +142,10 @@ fn cloudtrail(event: &Value, account: Option<String>) -> Trigger {
         return Trigger::Ignore(format!("the API call failed ({code})"));
     }
     if s(d, &["eventSource"]).is_some_and(|src| src != "ecs.amazonaws.com") {
-        return Trigger::Ignore(format!("not an ECS call ({})", s(d, &["eventSource"]).unwrap_or_default()));
+        return Trigger::Ignore(format!(
+            "not an ECS call ({})",
+            s(d, &["eventSource"]).unwrap_or_default()
+        ));
     }
     let rp = &d["requestParameters"];
     let name = s(d, &["eventName"]).unwrap_or_default();
@@ -134,23 +153,35 @@ fn cloudtrail(event: &Value, account: Option<String>) -> Trigger {
         "CreateService" => s(d, &["responseElements", "service", "serviceArn"])
             .and_then(ServiceId::from_arn)
             .or_else(|| service_ref(s(rp, &["cluster"]), s(rp, &["serviceName"])?)),
-        "UpdateService" | "DeleteService" => s(rp, &["service"]).and_then(|sv| service_ref(s(rp, &["cluster"]), sv)),
+        "UpdateService" | "DeleteService" => {
+            s(rp, &["service"]).and_then(|sv| service_ref(s(rp, &["cluster"]), sv))
+        }
         "TagResource" | "UntagResource" => {
             let arn = s(rp, &["resourceArn"]).unwrap_or_default();
             let Some(id) = ServiceId::from_arn(arn) else {
-                return Trigger::Ignore(format!("{name} on a resource that is not a service ({arn})"));
+                return Trigger::Ignore(format!(
+                    "{name} on a resource that is not a service ({arn})"
+                ));
             };
             let keys: Vec<&str> = if name == "TagResource" {
-                rp["tags"].as_array().map(|a| a.iter().filter_map(|t| t["key"].as_str()).collect()).unwrap_or_default()
+                rp["tags"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|t| t["key"].as_str()).collect())
+                    .unwrap_or_default()
             } else {
-                rp["tagKeys"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default()
+                rp["tagKeys"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default()
             };
             if let Err(why) = touches_our_tags(keys.into_iter()) {
                 return Trigger::Ignore(why);
             }
             Some(id)
         }
-        other => return Trigger::Ignore(format!("ECS call {other} is not one ecs-tunnels acts on")),
+        other => {
+            return Trigger::Ignore(format!("ECS call {other} is not one ecs-tunnels acts on"))
+        }
     };
     match found {
         Some(service) => Trigger::Service { service, account },
@@ -163,11 +194,17 @@ fn tag_change(event: &Value, account: Option<String>) -> Trigger {
     if s(d, &["service"]) != Some("ecs") || s(d, &["resource-type"]) != Some("service") {
         return Trigger::Ignore("tag change on a resource that is not an ECS service".into());
     }
-    let keys = d["changed-tag-keys"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>()).unwrap_or_default();
+    let keys = d["changed-tag-keys"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>())
+        .unwrap_or_default();
     if let Err(why) = touches_our_tags(keys.into_iter()) {
         return Trigger::Ignore(why);
     }
-    let arn = event["resources"].get(0).and_then(Value::as_str).unwrap_or_default();
+    let arn = event["resources"]
+        .get(0)
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     match ServiceId::from_arn(arn) {
         Some(service) => Trigger::Service { service, account },
         None => Trigger::Ignore(format!("tag change without a service ARN ({arn})")),
@@ -175,7 +212,10 @@ fn tag_change(event: &Value, account: Option<String>) -> Trigger {
 }
 
 fn scheduled(event: &Value) -> Result<Trigger, String> {
-    let rule = event["resources"].get(0).and_then(Value::as_str).unwrap_or_default();
+    let rule = event["resources"]
+        .get(0)
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let name = rule.rsplit('/').next().unwrap_or(rule);
     if name.ends_with("sweep") {
         Ok(Trigger::Sweep)
@@ -192,7 +232,10 @@ mod tests {
     use serde_json::json;
 
     fn svc(c: &str, s: &str) -> Trigger {
-        Trigger::Service { service: ServiceId::new(c, s), account: Some("123456789012".into()) }
+        Trigger::Service {
+            service: ServiceId::new(c, s),
+            account: Some("123456789012".into()),
+        }
     }
 
     fn ct(name: &str, rp: Value) -> Value {
@@ -208,11 +251,38 @@ mod tests {
             "detail": {"group": "service:web", "clusterArn": "arn:aws:ecs:us-east-1:123456789012:cluster/prod", "lastStatus": "RUNNING"}});
         assert_eq!(recognise(&task).unwrap(), vec![svc("prod", "web")]);
         let cases = vec![
-            (ct("CreateService", json!({"cluster": "prod", "serviceName": "web"})), svc("prod", "web")),
-            (ct("UpdateService", json!({"cluster": "arn:aws:ecs:us-east-1:123456789012:cluster/prod", "service": "web"})), svc("prod", "web")),
-            (ct("DeleteService", json!({"cluster": "prod", "service": ARN})), svc("prod", "web")),
-            (ct("TagResource", json!({"resourceArn": ARN, "tags": [{"key": "ecs-tunnels:hostname", "value": "a.example.com"}]})), svc("prod", "web")),
-            (ct("UntagResource", json!({"resourceArn": ARN, "tagKeys": ["ecs-tunnels:hostname"]})), svc("prod", "web")),
+            (
+                ct(
+                    "CreateService",
+                    json!({"cluster": "prod", "serviceName": "web"}),
+                ),
+                svc("prod", "web"),
+            ),
+            (
+                ct(
+                    "UpdateService",
+                    json!({"cluster": "arn:aws:ecs:us-east-1:123456789012:cluster/prod", "service": "web"}),
+                ),
+                svc("prod", "web"),
+            ),
+            (
+                ct("DeleteService", json!({"cluster": "prod", "service": ARN})),
+                svc("prod", "web"),
+            ),
+            (
+                ct(
+                    "TagResource",
+                    json!({"resourceArn": ARN, "tags": [{"key": "ecs-tunnels:hostname", "value": "a.example.com"}]}),
+                ),
+                svc("prod", "web"),
+            ),
+            (
+                ct(
+                    "UntagResource",
+                    json!({"resourceArn": ARN, "tagKeys": ["ecs-tunnels:hostname"]}),
+                ),
+                svc("prod", "web"),
+            ),
         ];
         for (event, want) in cases {
             assert_eq!(recognise(&event).unwrap(), vec![want], "{event}");
@@ -222,35 +292,66 @@ mod tests {
         assert_eq!(recognise(&tag).unwrap(), vec![svc("prod", "web")]);
         let sched = json!({"detail-type": "Scheduled Event", "resources": ["arn:aws:events:us-east-1:1:rule/ecs-tunnels-sweep"], "detail": {}});
         assert_eq!(recognise(&sched).unwrap(), vec![Trigger::Sweep]);
-        assert_eq!(recognise(&json!({"ecs-tunnels": "rotate"})).unwrap(), vec![Trigger::Rotate]);
+        assert_eq!(
+            recognise(&json!({"ecs-tunnels": "rotate"})).unwrap(),
+            vec![Trigger::Rotate]
+        );
         let sqs = json!({"Records": [
             {"eventSource": "aws:sqs", "body": task.to_string()},
             {"eventSource": "aws:sqs", "body": task.to_string()}]});
-        assert_eq!(recognise(&sqs).unwrap(), vec![svc("prod", "web")], "duplicates collapse");
+        assert_eq!(
+            recognise(&sqs).unwrap(),
+            vec![svc("prod", "web")],
+            "duplicates collapse"
+        );
     }
 
     #[test]
     fn ignores_what_needs_no_work() {
         let ignored = vec![
-            ct("TagResource", json!({"resourceArn": ARN, "tags": [{"key": "ecs-tunnels:status", "value": "ready x"}]})),
-            ct("UntagResource", json!({"resourceArn": ARN, "tagKeys": ["ecs-tunnels:status"]})),
-            ct("TagResource", json!({"resourceArn": ARN, "tags": [{"key": "team", "value": "a"}]})),
-            ct("TagResource", json!({"resourceArn": "arn:aws:ecs:us-east-1:1:task-definition/web:1", "tags": [{"key": "ecs-tunnels:hostname", "value": "x"}]})),
+            ct(
+                "TagResource",
+                json!({"resourceArn": ARN, "tags": [{"key": "ecs-tunnels:status", "value": "ready x"}]}),
+            ),
+            ct(
+                "UntagResource",
+                json!({"resourceArn": ARN, "tagKeys": ["ecs-tunnels:status"]}),
+            ),
+            ct(
+                "TagResource",
+                json!({"resourceArn": ARN, "tags": [{"key": "team", "value": "a"}]}),
+            ),
+            ct(
+                "TagResource",
+                json!({"resourceArn": "arn:aws:ecs:us-east-1:1:task-definition/web:1", "tags": [{"key": "ecs-tunnels:hostname", "value": "x"}]}),
+            ),
             json!({"detail-type": "ECS Task State Change", "detail": {"group": "family:batch", "clusterArn": "arn:aws:ecs:us-east-1:1:cluster/prod"}}),
         ];
         for e in ignored {
-            assert!(matches!(recognise(&e).unwrap()[..], [Trigger::Ignore(_)]), "{e}");
+            assert!(
+                matches!(recognise(&e).unwrap()[..], [Trigger::Ignore(_)]),
+                "{e}"
+            );
         }
-        let mut failed = ct("CreateService", json!({"cluster": "prod", "serviceName": "web"}));
+        let mut failed = ct(
+            "CreateService",
+            json!({"cluster": "prod", "serviceName": "web"}),
+        );
         failed["detail"]["errorCode"] = json!("AccessDenied");
-        assert!(matches!(recognise(&failed).unwrap()[..], [Trigger::Ignore(_)]));
+        assert!(matches!(
+            recognise(&failed).unwrap()[..],
+            [Trigger::Ignore(_)]
+        ));
     }
 
     #[test]
     fn unknown_events_are_named() {
         let e = recognise(&json!({"hello": 1})).unwrap_err();
         assert!(e.contains("hello"), "{e}");
-        let e = recognise(&json!({"detail-type": "EC2 Instance State-change Notification", "source": "aws.ec2"})).unwrap_err();
+        let e = recognise(
+            &json!({"detail-type": "EC2 Instance State-change Notification", "source": "aws.ec2"}),
+        )
+        .unwrap_err();
         assert!(e.contains("EC2 Instance"), "{e}");
         let e = recognise(&json!({"detail-type": "Scheduled Event", "resources": ["arn:aws:events:us-east-1:1:rule/nightly"]})).unwrap_err();
         assert!(e.contains("nightly"), "{e}");

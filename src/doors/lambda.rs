@@ -25,7 +25,10 @@ pub async fn serve(deps: Result<Deps, String>) -> Result<(), Error> {
 }
 
 fn account_of_function(arn: &str) -> Option<String> {
-    arn.split(':').nth(4).filter(|a| !a.is_empty()).map(str::to_string)
+    arn.split(':')
+        .nth(4)
+        .filter(|a| !a.is_empty())
+        .map(str::to_string)
 }
 
 /// Handles one invocation.
@@ -41,18 +44,32 @@ pub async fn handle(deps: &Deps, event: LambdaEvent<Value>) -> Result<Value, Err
     let mut outcomes: Vec<Outcome> = Vec::new();
     for t in triggers {
         match t {
-            Trigger::Service { service, account } => work.push((service, account.or_else(|| fn_account.clone()))),
+            Trigger::Service { service, account } => {
+                work.push((service, account.or_else(|| fn_account.clone())))
+            }
             Trigger::Ignore(why) => {
                 info!(reason = %why, "event ignored");
                 ignored.push(why);
             }
             Trigger::Sweep => {
-                let all = managed_services(deps).await.map_err(|e| Error::from(e.to_string()))?;
+                let all = managed_services(deps)
+                    .await
+                    .map_err(|e| Error::from(e.to_string()))?;
                 work.extend(all);
             }
-            Trigger::Rotate => return Err(Error::from("scheduled rotation is not available in this version of ecs-tunnels")),
-            Trigger::CustomResource(_) => return Err(Error::from("CloudFormation custom resources are not available in this version of ecs-tunnels")),
-            Trigger::SecretsRotation(_) => return Err(Error::from("Secrets Manager rotation is not available in this version of ecs-tunnels")),
+            Trigger::Rotate => {
+                return Err(Error::from(
+                    "scheduled rotation is not available in this version of ecs-tunnels",
+                ))
+            }
+            Trigger::CustomResource(_) => return Err(Error::from(
+                "CloudFormation custom resources are not available in this version of ecs-tunnels",
+            )),
+            Trigger::SecretsRotation(_) => {
+                return Err(Error::from(
+                    "Secrets Manager rotation is not available in this version of ecs-tunnels",
+                ))
+            }
         }
     }
     outcomes.extend(reconcile_many(deps, work, Mode::Apply).await);

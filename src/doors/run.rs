@@ -17,7 +17,9 @@ pub type Work = (ServiceId, Option<String>);
 /// Reconciles each service (at most [`CONCURRENCY`] at a time), in input order.
 pub async fn reconcile_many(deps: &Deps, work: Vec<Work>, mode: Mode) -> Vec<Outcome> {
     stream::iter(work)
-        .map(|(svc, account)| async move { reconcile_service(deps, &svc, mode, account.as_deref()).await })
+        .map(|(svc, account)| async move {
+            reconcile_service(deps, &svc, mode, account.as_deref()).await
+        })
         .buffered(CONCURRENCY)
         .collect()
         .await
@@ -35,7 +37,10 @@ pub async fn managed_services(deps: &Deps) -> Result<Vec<Work>, AwsError> {
         for info in deps.ecs.list_services(&cluster).await? {
             if info.tags.contains_key(TAG_HOSTNAME) || info.tags.contains_key(TAG_STATUS) {
                 let account = info.account_region().map(|(a, _)| a);
-                out.push((ServiceId::new(info.cluster.clone(), info.name.clone()), account));
+                out.push((
+                    ServiceId::new(info.cluster.clone(), info.name.clone()),
+                    account,
+                ));
             }
         }
     }

@@ -1,0 +1,147 @@
+//! The layer in front of every API request: injected faults and latency, bearer
+//! authentication, and the request log. Hook requests (`/__sim/...`) bypass it.
+
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::header::{AUTHORIZATION, RETRY_AFTER};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value};
+
+use super::errors::{codes, ApiError};
+use super::model::{App, Fault, LogEntry};
+
+/// Whether `path` is a test hook rather than an API path.
+pub(crate) fn is_hook_path(path: &str) -> bool {
+    path == "/__sim" || path.starts_with("/__sim/")
+}
+
+/// Parses a `POST /__sim/faults` body.
+pub(crate) fn parse_fault(body: &Map<String, Value>) -> Result<Fault, String> {
+    let opt_str = |k: &str| -> Result<Option<String>, String> {
+        match body.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(format!("{k}: must be a string or null")),
+        }
+    };
+    let opt_u64 = |k: &str| -> Result<Option<u64>, String> {
+        match body.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| format!("{k}: must be a non-negative integer or null")),
+        }
+    };
+    let status = opt_u64("status")?;
+    if let Some(s) = status {
+        if !(400..=599).contains(&s) {
+            return Err("status: must be an HTTP error status (e.g. 429, 500, 502, 503)".into());
+        }
+    }
+    let latency_ms = opt_u64("latency_ms")?;
+    if status.is_none() && latency_ms.is_none() {
+        return Err("give a status, a latency_ms, or both".into());
+    }
+    let count = opt_u64("count")?.unwrap_or(1);
+    if count == 0 {
+        return Err("count: must be at least 1".into());
+    }
+    let code = match body.get("code") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v.as_i64().ok_or("code: must be an integer or null")?),
+    };
+    Ok(Fault {
+        method: opt_str("method")?.map(|m| m.to_ascii_uppercase()),
+        path_contains: opt_str("path_contains")?,
+        status: status.map(|s| s as u16),
+        retry_after: opt_u64("retry_after")?,
+        remaining: u32::try_from(count).unwrap_or(u32::MAX),
+        code,
+        latency_ms,
+    })
+}
+
+/// Consumes one use of the first queued fault matching the request.
+fn take_fault(app: &App, method: &str, target: &str) -> Option<Fault> {
+    let mut sim = app.lock();
+    let i = sim.faults.iter().position(|f| {
+        f.method.as_deref().is_none_or(|m| m == method)
+            && f.path_contains
+                .as_deref()
+                .is_none_or(|p| target.contains(p))
+    })?;
+    let fault = sim.faults[i].clone();
+    sim.faults[i].remaining -= 1;
+    if sim.faults[i].remaining == 0 {
+        sim.faults.remove(i);
+    }
+    Some(fault)
+}
+
+fn fault_response(fault: &Fault, status: u16) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let (default_code, message) = if status == StatusCode::TOO_MANY_REQUESTS {
+        (
+            codes::RATE_LIMITED,
+            "Rate limited: please wait and consider throttling your request speed",
+        )
+    } else {
+        (codes::INTERNAL, "Internal error")
+    };
+    let mut response =
+        ApiError::new(status, fault.code.unwrap_or(default_code), message).into_response();
+    if let Some(secs) = fault.retry_after {
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
+}
+
+fn authorized(app: &App, req: &Request) -> bool {
+    let presented = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim().to_owned());
+    let sim = app.lock();
+    presented.is_some_and(|t| !t.is_empty() && t == sim.opts.api_token)
+}
+
+/// The middleware: fault → auth → handler, then log the outcome.
+pub(crate) async fn api_layer(State(app): State<App>, req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_owned();
+    if is_hook_path(&path) {
+        return next.run(req).await;
+    }
+    let method = req.method().as_str().to_owned();
+    let query = req.uri().query().map(str::to_owned);
+    let target = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| path.clone(), |pq| pq.as_str().to_owned());
+    let fault = take_fault(&app, &method, &target);
+    if let Some(ms) = fault.as_ref().and_then(|f| f.latency_ms) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let response = match fault.as_ref().and_then(|f| f.status.map(|s| (f, s))) {
+        Some((f, status)) => fault_response(f, status),
+        None if !authorized(&app, &req) => ApiError::auth().into_response(),
+        None => next.run(req).await,
+    };
+    let status = response.status().as_u16();
+    tracing::debug!(%method, %path, status, "sim: api request");
+    app.lock().requests.record(LogEntry {
+        method,
+        path,
+        query,
+        status,
+    });
+    response
+}

@@ -1,0 +1,251 @@
+//! Shared test world: moto server (AWS), the project's Cloudflare simulator and a Lambda
+//! Runtime API emulator, all on 127.0.0.1, plus the built `ecs-tunnels` binary serving
+//! invocations through the Runtime API.
+#![allow(dead_code)]
+
+use devtools::cloudflare_sim::{self, RunningSim, SimOptions};
+use devtools::function::FunctionProcess;
+use devtools::moto::Moto;
+use devtools::runtime_api::{Invocation, RuntimeApi};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+/// The Cloudflare API token the tests use: distinctive, so a leak is easy to find.
+pub const API_TOKEN: &str = "cfat-test-token-must-never-be-printed-7f3a";
+/// moto's fixed account.
+pub const ACCOUNT: &str = "123456789012";
+/// The owner id ecs-tunnels derives for moto's account and region.
+pub const OWNER: &str = "123456789012-us-east-1";
+
+/// Everything a test talks to.
+pub struct World {
+    pub moto: Moto,
+    pub sim: RunningSim,
+    pub rt: RuntimeApi,
+    pub sdk: aws_config::SdkConfig,
+    pub http: reqwest::Client,
+    pub functions: Vec<FunctionProcess>,
+    pub extra_env: Vec<(String, String)>,
+}
+
+/// Loads a sample event from `events/`.
+pub fn sample(name: &str) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("events").join(name);
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+}
+
+pub fn service_arn(cluster: &str, service: &str) -> String {
+    format!("arn:aws:ecs:us-east-1:{ACCOUNT}:service/{cluster}/{service}")
+}
+
+/// An "ECS Task State Change" for a task of `cluster/service` (RUNNING unless `stopped`).
+pub fn task_event(cluster: &str, service: &str, stopped: bool) -> Value {
+    let mut e = sample(if stopped { "ecs-task-stopped.json" } else { "ecs-task-running.json" });
+    e["detail"]["group"] = json!(format!("service:{service}"));
+    e["detail"]["clusterArn"] = json!(format!("arn:aws:ecs:us-east-1:{ACCOUNT}:cluster/{cluster}"));
+    e
+}
+
+/// A CloudTrail UntagResource event.
+pub fn untag_event(cluster: &str, service: &str, keys: &[&str]) -> Value {
+    let mut e = sample("cloudtrail-untag-resource.json");
+    e["detail"]["requestParameters"] = json!({"resourceArn": service_arn(cluster, service), "tagKeys": keys});
+    e
+}
+
+/// A CloudTrail TagResource event.
+pub fn tag_event(cluster: &str, service: &str, tags: &[(&str, &str)]) -> Value {
+    let mut e = sample("cloudtrail-tag-resource.json");
+    let tags: Vec<Value> = tags.iter().map(|(k, v)| json!({"key": k, "value": v})).collect();
+    e["detail"]["requestParameters"] = json!({"resourceArn": service_arn(cluster, service), "tags": tags});
+    e
+}
+
+/// A CloudTrail DeleteService event.
+pub fn delete_event(cluster: &str, service: &str) -> Value {
+    let mut e = sample("cloudtrail-delete-service.json");
+    e["detail"]["requestParameters"] = json!({"cluster": cluster, "service": service, "force": true});
+    e
+}
+
+impl World {
+    /// Starts moto, the simulator and the Runtime API emulator.
+    pub async fn start() -> World {
+        Self::start_with(SimOptions::default()).await
+    }
+
+    /// Same, with simulator options.
+    pub async fn start_with(mut opts: SimOptions) -> World {
+        opts.api_token = API_TOKEN.into();
+        let moto = Moto::start().await.expect("moto server (pip install 'moto[server]')");
+        let sim = cloudflare_sim::start(opts).await.expect("simulator");
+        let rt = RuntimeApi::start().await.expect("runtime api");
+        let sdk = moto.sdk_config().await;
+        World { moto, sim, rt, sdk, http: reqwest::Client::new(), functions: vec![], extra_env: vec![] }
+    }
+
+    /// The environment the function runs with.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let mut env = self.moto.aws_env();
+        env.extend([
+            ("CLOUDFLARE_ACCOUNT_ID".to_string(), "0123456789abcdef0123456789abcdef".to_string()),
+            ("CLOUDFLARE_API_TOKEN".to_string(), API_TOKEN.to_string()),
+            ("CLOUDFLARE_API_URL".to_string(), self.sim.base_url.clone()),
+            ("ECS_TUNNELS_RETRY_BASE_MS".to_string(), "20".to_string()),
+            ("RUST_LOG".to_string(), "info".to_string()),
+        ]);
+        env.extend(self.extra_env.iter().cloned());
+        env
+    }
+
+    /// Starts one more function process polling the Runtime API.
+    pub async fn spawn_function(&mut self) {
+        let bin = Path::new(env!("CARGO_BIN_EXE_ecs-tunnels"));
+        let f = FunctionProcess::spawn(bin, &self.rt.endpoint(), &self.env()).expect("spawn ecs-tunnels");
+        self.functions.push(f);
+        assert!(self.rt.wait_for_pollers(self.functions.len(), Duration::from_secs(20)).await, "function did not start polling: {}", self.output());
+    }
+
+    /// Invokes the function with an event and waits for the answer.
+    pub async fn invoke(&self, event: Value) -> Invocation {
+        self.rt.invoke(event, Duration::from_secs(90)).await.unwrap_or_else(|e| panic!("invoke: {e}\n{}", self.output()))
+    }
+
+    /// Invokes and expects a successful response.
+    pub async fn invoke_ok(&self, event: Value) -> Value {
+        let inv = self.invoke(event).await;
+        inv.response().cloned().unwrap_or_else(|| panic!("invocation failed: {:?}\n{}", inv.outcome, self.output()))
+    }
+
+    /// Everything every function process printed.
+    pub fn output(&self) -> String {
+        self.functions.iter().map(|f| f.output()).collect::<Vec<_>>().join("\n")
+    }
+
+    /// Seeds a Fargate service with the cloudflared sidecar and tags.
+    pub async fn seed(&self, cluster: &str, service: &str, tags: &[(&str, &str)]) -> String {
+        devtools::seed::seed_service(&self.sdk, cluster, service, tags).await
+    }
+
+    pub async fn hook(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut req = self.http.request(method, format!("{}{path}", self.sim.hooks_url));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("hook");
+        resp.json().await.unwrap_or(Value::Null)
+    }
+
+    /// The simulator's whole state.
+    pub async fn state(&self) -> Value {
+        self.hook(reqwest::Method::GET, "/state", None).await
+    }
+
+    /// Request counters since the last reset.
+    pub async fn requests(&self) -> Value {
+        self.hook(reqwest::Method::GET, "/requests", None).await
+    }
+
+    pub async fn reset_requests(&self) {
+        self.hook(reqwest::Method::DELETE, "/requests", None).await;
+    }
+
+    /// Writes (non-GET API requests) since the last reset.
+    pub async fn writes(&self) -> u64 {
+        self.requests().await["writes"].as_u64().unwrap_or(0)
+    }
+
+    pub async fn fault(&self, spec: Value) {
+        self.hook(reqwest::Method::POST, "/faults", Some(spec)).await;
+    }
+
+    pub async fn clear_faults(&self) {
+        self.hook(reqwest::Method::DELETE, "/faults", None).await;
+    }
+
+    /// A raw Cloudflare API call to the simulator (to seed objects like a user would).
+    pub async fn cf(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut req = self.http.request(method, format!("{}{path}", self.sim.base_url)).bearer_auth(API_TOKEN);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        req.send().await.expect("cf call").json().await.expect("cf json")
+    }
+
+    /// Live (not deleted) tunnels in the simulator.
+    pub async fn live_tunnels(&self) -> Vec<Value> {
+        let st = self.state().await;
+        st["tunnels"].as_array().cloned().unwrap_or_default().into_iter().filter(|t| t["deleted_at"].is_null()).collect()
+    }
+
+    pub async fn dns_records(&self) -> Vec<Value> {
+        self.state().await["dns_records"].as_array().cloned().unwrap_or_default()
+    }
+
+    pub async fn access_apps(&self) -> Vec<Value> {
+        self.state().await["access_apps"].as_array().cloned().unwrap_or_default()
+    }
+
+    pub async fn policies(&self) -> Vec<Value> {
+        self.state().await["access_policies"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// The service's tags in moto.
+    pub async fn service_tags(&self, cluster: &str, service: &str) -> BTreeMap<String, String> {
+        let ecs = aws_sdk_ecs::Client::new(&self.sdk);
+        let out = ecs.list_tags_for_resource().resource_arn(service_arn(cluster, service)).send().await.expect("list tags");
+        out.tags().iter().map(|t| (t.key().unwrap_or_default().to_string(), t.value().unwrap_or_default().to_string())).collect()
+    }
+
+    pub async fn set_tags(&self, cluster: &str, service: &str, tags: &[(&str, &str)]) {
+        let ecs = aws_sdk_ecs::Client::new(&self.sdk);
+        let tags: Vec<_> = tags.iter().map(|(k, v)| aws_sdk_ecs::types::Tag::builder().key(*k).value(*v).build()).collect();
+        ecs.tag_resource().resource_arn(service_arn(cluster, service)).set_tags(Some(tags)).send().await.expect("tag");
+    }
+
+    pub async fn remove_tags(&self, cluster: &str, service: &str, keys: &[&str]) {
+        let ecs = aws_sdk_ecs::Client::new(&self.sdk);
+        let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+        ecs.untag_resource().resource_arn(service_arn(cluster, service)).set_tag_keys(Some(keys)).send().await.expect("untag");
+    }
+
+    pub async fn delete_service(&self, cluster: &str, service: &str) {
+        let ecs = aws_sdk_ecs::Client::new(&self.sdk);
+        ecs.delete_service().cluster(cluster).service(service).force(true).send().await.expect("delete service");
+    }
+
+    /// The primary deployment id of a service (changes on a forced new deployment).
+    pub async fn deployment_id(&self, cluster: &str, service: &str) -> Option<String> {
+        let ecs = aws_sdk_ecs::Client::new(&self.sdk);
+        let out = ecs.describe_services().cluster(cluster).services(service).send().await.expect("describe");
+        let svc = out.services().first()?;
+        svc.deployments().iter().find(|d| d.status() == Some("PRIMARY")).and_then(|d| d.id()).map(str::to_string)
+    }
+
+    /// The token parameter's value and version.
+    pub async fn token_parameter(&self, cluster: &str, service: &str) -> Option<(String, i64)> {
+        let ssm = aws_sdk_ssm::Client::new(&self.sdk);
+        let name = format!("/ecs-tunnels/{cluster}/{service}/token");
+        match ssm.get_parameter().name(name).with_decryption(true).send().await {
+            Ok(o) => o.parameter().map(|p| (p.value().unwrap_or_default().to_string(), p.version())),
+            Err(_) => None,
+        }
+    }
+
+    /// The token parameter's tags.
+    pub async fn token_parameter_tags(&self, cluster: &str, service: &str) -> BTreeMap<String, String> {
+        let ssm = aws_sdk_ssm::Client::new(&self.sdk);
+        let name = format!("/ecs-tunnels/{cluster}/{service}/token");
+        match ssm.list_tags_for_resource().resource_type(aws_sdk_ssm::types::ResourceTypeForTagging::Parameter).resource_id(name).send().await {
+            Ok(o) => o.tag_list().iter().map(|t| (t.key().to_string(), t.value().to_string())).collect(),
+            Err(_) => BTreeMap::new(),
+        }
+    }
+}
+
+/// The standard tags of an exposed service.
+pub fn exposed(host: &'static str) -> Vec<(&'static str, &'static str)> {
+    vec![("ecs-tunnels:hostname", host), ("ecs-tunnels:allow-email-domains", "example.com")]
+}
