@@ -116,7 +116,7 @@ impl World {
     /// Invokes and expects a successful response.
     pub async fn invoke_ok(&self, event: Value) -> Value {
         let inv = self.invoke(event).await;
-        inv.response().cloned().unwrap_or_else(|| panic!("invocation failed: {:?}\n{}", inv.outcome, self.output()))
+        inv.outcome.response().cloned().unwrap_or_else(|| panic!("invocation failed: {:?}\n{}", inv.outcome, self.output()))
     }
 
     /// Everything every function process printed.
