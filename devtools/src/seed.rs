@@ -1,0 +1,196 @@
+//! Seeds AWS-side fixtures (in moto) the way a user would set up an ECS service for
+//! ecs-tunnels: a Fargate service whose task definition has the stock cloudflared sidecar.
+
+use aws_sdk_ecs::types::{
+    AssignPublicIp, AwsVpcConfiguration, Compatibility, ContainerDefinition, LaunchType,
+    NetworkConfiguration, NetworkMode, PortMapping, PropagateTags, Secret, Tag, TransportProtocol,
+};
+
+use crate::moto::{ACCOUNT_ID, REGION};
+
+/// The image of the stock cloudflared sidecar.
+pub const CLOUDFLARED_IMAGE: &str = "cloudflare/cloudflared:latest";
+
+/// The SSM parameter ARN the sidecar's `TUNNEL_TOKEN` secret points at.
+pub fn token_parameter_arn(cluster: &str, service: &str) -> String {
+    format!("arn:aws:ssm:{REGION}:{ACCOUNT_ID}:parameter/ecs-tunnels/{cluster}/{service}/token")
+}
+
+/// Creates `cluster` if it does not exist, registers a Fargate task definition (family
+/// `service`, awsvpc, 256 CPU / 512 MiB) with an essential `app` container (nginx, port
+/// 8080) and the essential `cloudflared` sidecar (`tunnel --no-autoupdate run`, secret
+/// `TUNNEL_TOKEN` from [`token_parameter_arn`]), then creates the service (FARGATE,
+/// desiredCount 1, propagateTags SERVICE, ECS managed tags, awsvpc with moto's default-VPC
+/// subnet and security group: moto rejects subnets its EC2 backend does not know) with
+/// `tags`.
+/// Returns the service ARN.
+///
+/// # Panics
+/// On any API error: this is a test fixture.
+pub async fn seed_service(
+    cfg: &aws_config::SdkConfig,
+    cluster: &str,
+    service: &str,
+    tags: &[(&str, &str)],
+) -> String {
+    let ecs = aws_sdk_ecs::Client::new(cfg);
+
+    let existing = ecs
+        .describe_clusters()
+        .clusters(cluster)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("DescribeClusters {cluster}: {e:?}"));
+    let active = existing
+        .clusters()
+        .iter()
+        .any(|c| c.status() == Some("ACTIVE"));
+    if !active {
+        ecs.create_cluster()
+            .cluster_name(cluster)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("CreateCluster {cluster}: {e:?}"));
+    }
+
+    let app = ContainerDefinition::builder()
+        .name("app")
+        .image("nginx")
+        .essential(true)
+        .port_mappings(
+            PortMapping::builder()
+                .container_port(8080)
+                .protocol(TransportProtocol::Tcp)
+                .build(),
+        )
+        .build();
+    let token = Secret::builder()
+        .name("TUNNEL_TOKEN")
+        .value_from(token_parameter_arn(cluster, service))
+        .build()
+        .expect("secret has name and valueFrom");
+    let sidecar = ContainerDefinition::builder()
+        .name("cloudflared")
+        .image(CLOUDFLARED_IMAGE)
+        .essential(true)
+        .command("tunnel")
+        .command("--no-autoupdate")
+        .command("run")
+        .secrets(token)
+        .build();
+    let td = ecs
+        .register_task_definition()
+        .family(service)
+        .network_mode(NetworkMode::Awsvpc)
+        .requires_compatibilities(Compatibility::Fargate)
+        .cpu("256")
+        .memory("512")
+        .execution_role_arn(format!(
+            "arn:aws:iam::{ACCOUNT_ID}:role/ecsTaskExecutionRole"
+        ))
+        .container_definitions(app)
+        .container_definitions(sidecar)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("RegisterTaskDefinition {service}: {e:?}"));
+    let td_arn = td
+        .task_definition()
+        .and_then(|t| t.task_definition_arn())
+        .expect("RegisterTaskDefinition returned an ARN")
+        .to_string();
+
+    // moto checks the subnet and security groups against its EC2 backend, so use the
+    // default VPC's (which moto creates in every region).
+    let endpoint = cfg
+        .endpoint_url()
+        .expect("seed_service needs an SdkConfig with an endpoint URL (moto)");
+    let subnet = ec2_first(
+        endpoint,
+        "DescribeSubnets",
+        "default-for-az",
+        "true",
+        "subnetId",
+    )
+    .await;
+    let security_group = ec2_first(
+        endpoint,
+        "DescribeSecurityGroups",
+        "group-name",
+        "default",
+        "groupId",
+    )
+    .await;
+    let network = NetworkConfiguration::builder()
+        .awsvpc_configuration(
+            AwsVpcConfiguration::builder()
+                .subnets(subnet)
+                .security_groups(security_group)
+                .assign_public_ip(AssignPublicIp::Disabled)
+                .build()
+                .expect("awsvpc configuration has subnets"),
+        )
+        .build();
+    let mut create = ecs
+        .create_service()
+        .cluster(cluster)
+        .service_name(service)
+        .task_definition(td_arn)
+        .launch_type(LaunchType::Fargate)
+        .desired_count(1)
+        .network_configuration(network)
+        .propagate_tags(PropagateTags::Service)
+        .enable_ecs_managed_tags(true);
+    for (k, v) in tags {
+        create = create.tags(Tag::builder().key(*k).value(*v).build());
+    }
+    let out = create
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("CreateService {cluster}/{service}: {e:?}"));
+    out.service()
+        .and_then(|s| s.service_arn())
+        .expect("CreateService returned an ARN")
+        .to_string()
+}
+
+/// Runs an EC2 Query API `action` on moto with one filter and returns the first
+/// `<element>` of the XML answer. moto finds the service from the credential scope of the
+/// (unchecked) Authorization header.
+async fn ec2_first(
+    endpoint: &str,
+    action: &str,
+    filter: &str,
+    value: &str,
+    element: &str,
+) -> String {
+    let body = format!(
+        "Action={action}&Version=2016-11-15&Filter.1.Name={filter}&Filter.1.Value.1={value}"
+    );
+    let auth = format!(
+        "AWS4-HMAC-SHA256 Credential=test/20260101/{REGION}/ec2/aws4_request, \
+         SignedHeaders=host, Signature=0"
+    );
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("HTTP client");
+    let xml = client
+        .post(endpoint)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("authorization", auth)
+        .body(body)
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .unwrap_or_else(|e| panic!("EC2 {action} on {endpoint}: {e}"));
+    let xml = xml
+        .text()
+        .await
+        .unwrap_or_else(|e| panic!("EC2 {action}: {e}"));
+    let open = format!("<{element}>");
+    let close = format!("</{element}>");
+    xml.split_once(&open)
+        .and_then(|(_, rest)| rest.split_once(&close))
+        .map(|(v, _)| v.to_string())
+        .unwrap_or_else(|| panic!("EC2 {action}: no <{element}> in {xml}"))
+}
