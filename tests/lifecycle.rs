@@ -13,7 +13,12 @@ async fn create_repeat_untag() {
     let deployment_before = w.deployment_id("demo", "web").await;
 
     let resp = w.invoke_ok(task_event("demo", "web", false)).await;
-    assert_eq!(resp["outcomes"][0]["state"], "ready", "{resp}\n{}", w.output());
+    assert_eq!(
+        resp["outcomes"][0]["state"],
+        "ready",
+        "{resp}\n{}",
+        w.output()
+    );
 
     // One tunnel, remotely managed, named with our owner id.
     let tunnels = w.live_tunnels().await;
@@ -28,18 +33,33 @@ async fn create_repeat_untag() {
     assert_eq!(apps.len(), 1, "{apps:?}");
     let app = &apps[0];
     assert_eq!(app["domain"], "web.example.com");
-    assert!(app["tags"].as_array().unwrap().contains(&json!(format!("ecs-tunnels-{OWNER}"))));
+    assert!(app["tags"]
+        .as_array()
+        .unwrap()
+        .contains(&json!(format!("ecs-tunnels-{OWNER}"))));
     let policies = w.policies().await;
     assert_eq!(policies.len(), 1);
-    assert_eq!(policies[0]["include"], json!([{"email_domain": {"domain": "example.com"}}]));
+    assert_eq!(
+        policies[0]["include"],
+        json!([{"email_domain": {"domain": "example.com"}}])
+    );
     assert_eq!(app["policies"][0]["id"], policies[0]["id"]);
 
     // Config routes the hostname with Access enforced by cloudflared (the app's AUD).
     let config = &tunnel["config"];
     assert_eq!(config["ingress"][0]["hostname"], "web.example.com");
-    assert_eq!(config["ingress"][0]["service"], "http://localhost:8080", "default origin from the task definition");
-    assert_eq!(config["ingress"][0]["originRequest"]["access"]["audTag"][0], app["aud"]);
-    assert_eq!(config["ingress"][0]["originRequest"]["access"]["teamName"], "ecs-tunnels-demo");
+    assert_eq!(
+        config["ingress"][0]["service"], "http://localhost:8080",
+        "default origin from the task definition"
+    );
+    assert_eq!(
+        config["ingress"][0]["originRequest"]["access"]["audTag"][0],
+        app["aud"]
+    );
+    assert_eq!(
+        config["ingress"][0]["originRequest"]["access"]["teamName"],
+        "ecs-tunnels-demo"
+    );
     assert_eq!(config["ingress"][1]["service"], "http_status:404");
 
     // Proxied CNAME with our marker.
@@ -48,43 +68,107 @@ async fn create_repeat_untag() {
     assert_eq!(records[0]["name"], "web.example.com");
     assert_eq!(records[0]["content"], format!("{tid}.cfargotunnel.com"));
     assert_eq!(records[0]["proxied"], true);
-    assert_eq!(records[0]["comment"], format!("ecs-tunnels:{OWNER}:demo/web"));
+    assert_eq!(
+        records[0]["comment"],
+        format!("ecs-tunnels:{OWNER}:demo/web")
+    );
 
     // The token in SSM works: a connector started with it is accepted.
-    let (token, version) = w.token_parameter("demo", "web").await.expect("token parameter");
+    let (token, version) = w
+        .token_parameter("demo", "web")
+        .await
+        .expect("token parameter");
     let tags = w.token_parameter_tags("demo", "web").await;
-    assert_eq!(tags.get("ecs-tunnels:owner").map(String::as_str), Some(OWNER));
-    assert!(!tags.contains_key("ecs-tunnels:redeploy"), "redeploy marker cleared: {tags:?}");
-    let conn = w.hook(reqwest::Method::POST, "/connectors", Some(json!({"token": token}))).await;
+    assert_eq!(
+        tags.get("ecs-tunnels:owner").map(String::as_str),
+        Some(OWNER)
+    );
+    assert!(
+        !tags.contains_key("ecs-tunnels:redeploy"),
+        "redeploy marker cleared: {tags:?}"
+    );
+    let conn = w
+        .hook(
+            reqwest::Method::POST,
+            "/connectors",
+            Some(json!({"token": token})),
+        )
+        .await;
     assert!(conn["client_id"].is_string(), "token refused: {conn}");
 
     // Status tag and a new deployment so tasks read the token.
     let stags = w.service_tags("demo", "web").await;
-    assert_eq!(stags.get("ecs-tunnels:status"), Some(&format!("ready {tid}")));
-    assert_ne!(w.deployment_id("demo", "web").await, deployment_before, "service redeployed");
+    assert_eq!(
+        stags.get("ecs-tunnels:status"),
+        Some(&format!("ready {tid}"))
+    );
+    assert_ne!(
+        w.deployment_id("demo", "web").await,
+        deployment_before,
+        "service redeployed"
+    );
 
     // The same event again, and the status tag's own TagResource event: no writes at all.
     w.reset_requests().await;
     let deployment = w.deployment_id("demo", "web").await;
     let again = w.invoke_ok(task_event("demo", "web", false)).await;
     assert_eq!(again["outcomes"][0]["state"], "ready");
-    assert_eq!(w.writes().await, 0, "repeat event wrote to Cloudflare: {}", w.requests().await);
-    let own = w.invoke_ok(tag_event("demo", "web", &[("ecs-tunnels:status", "ready x")])).await;
-    assert_eq!(own["outcomes"], json!([]), "own status tag event is a no-op");
-    assert_eq!(w.token_parameter("demo", "web").await.unwrap().1, version, "no new SSM version");
-    assert_eq!(w.deployment_id("demo", "web").await, deployment, "no redeploy");
-    assert_eq!(w.service_tags("demo", "web").await.get("ecs-tunnels:status"), Some(&format!("ready {tid}")));
+    assert_eq!(
+        w.writes().await,
+        0,
+        "repeat event wrote to Cloudflare: {}",
+        w.requests().await
+    );
+    let own = w
+        .invoke_ok(tag_event(
+            "demo",
+            "web",
+            &[("ecs-tunnels:status", "ready x")],
+        ))
+        .await;
+    assert_eq!(
+        own["outcomes"],
+        json!([]),
+        "own status tag event is a no-op"
+    );
+    assert_eq!(
+        w.token_parameter("demo", "web").await.unwrap().1,
+        version,
+        "no new SSM version"
+    );
+    assert_eq!(
+        w.deployment_id("demo", "web").await,
+        deployment,
+        "no redeploy"
+    );
+    assert_eq!(
+        w.service_tags("demo", "web")
+            .await
+            .get("ecs-tunnels:status"),
+        Some(&format!("ready {tid}"))
+    );
 
     // Untag: everything goes, connections included, and the status tag too.
-    w.remove_tags("demo", "web", &["ecs-tunnels:hostname"]).await;
-    let gone = w.invoke_ok(untag_event("demo", "web", &["ecs-tunnels:hostname"])).await;
-    assert_eq!(gone["outcomes"][0]["state"], "removed", "{gone}\n{}", w.output());
+    w.remove_tags("demo", "web", &["ecs-tunnels:hostname"])
+        .await;
+    let gone = w
+        .invoke_ok(untag_event("demo", "web", &["ecs-tunnels:hostname"]))
+        .await;
+    assert_eq!(
+        gone["outcomes"][0]["state"],
+        "removed",
+        "{gone}\n{}",
+        w.output()
+    );
     assert!(w.live_tunnels().await.is_empty());
     assert!(w.access_apps().await.is_empty());
     assert!(w.policies().await.is_empty());
     assert!(w.dns_records().await.is_empty());
     assert!(w.token_parameter("demo", "web").await.is_none());
-    assert!(!w.service_tags("demo", "web").await.contains_key("ecs-tunnels:status"));
+    assert!(!w
+        .service_tags("demo", "web")
+        .await
+        .contains_key("ecs-tunnels:status"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,7 +192,12 @@ async fn delete_service_tears_down() {
     assert_eq!(w.live_tunnels().await.len(), 1);
     w.delete_service("demo", "api").await;
     let resp = w.invoke_ok(delete_event("demo", "api")).await;
-    assert_eq!(resp["outcomes"][0]["state"], "removed", "{resp}\n{}", w.output());
+    assert_eq!(
+        resp["outcomes"][0]["state"],
+        "removed",
+        "{resp}\n{}",
+        w.output()
+    );
     assert!(w.live_tunnels().await.is_empty());
     assert!(w.access_apps().await.is_empty());
     assert!(w.dns_records().await.is_empty());
@@ -120,13 +209,30 @@ async fn delete_service_tears_down() {
 async fn public_access_has_no_access_app() {
     let mut w = World::start().await;
     w.spawn_function().await;
-    w.seed("demo", "docs", &[("ecs-tunnels:hostname", "docs.example.net"), ("ecs-tunnels:access", "public"), ("ecs-tunnels:origin", "http://localhost:3000")]).await;
+    w.seed(
+        "demo",
+        "docs",
+        &[
+            ("ecs-tunnels:hostname", "docs.example.net"),
+            ("ecs-tunnels:access", "public"),
+            ("ecs-tunnels:origin", "http://localhost:3000"),
+        ],
+    )
+    .await;
     let resp = w.invoke_ok(task_event("demo", "docs", false)).await;
     assert_eq!(resp["outcomes"][0]["state"], "ready", "{resp}");
     assert!(w.access_apps().await.is_empty());
     let t = &w.live_tunnels().await[0];
-    assert_eq!(t["config"]["ingress"][0]["service"], "http://localhost:3000");
-    assert!(t["config"]["ingress"][0].get("originRequest").is_none_or(|o| o.get("access").is_none()), "{t}");
+    assert_eq!(
+        t["config"]["ingress"][0]["service"],
+        "http://localhost:3000"
+    );
+    assert!(
+        t["config"]["ingress"][0]
+            .get("originRequest")
+            .is_none_or(|o| o.get("access").is_none()),
+        "{t}"
+    );
     assert_eq!(w.dns_records().await.len(), 1);
 }
 

@@ -32,8 +32,13 @@ pub struct World {
 
 /// Loads a sample event from `events/`.
 pub fn sample(name: &str) -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("events").join(name);
-    serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("events")
+        .join(name);
+    serde_json::from_str(
+        &std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .unwrap()
 }
 
 pub fn service_arn(cluster: &str, service: &str) -> String {
@@ -42,7 +47,11 @@ pub fn service_arn(cluster: &str, service: &str) -> String {
 
 /// An "ECS Task State Change" for a task of `cluster/service` (RUNNING unless `stopped`).
 pub fn task_event(cluster: &str, service: &str, stopped: bool) -> Value {
-    let mut e = sample(if stopped { "ecs-task-stopped.json" } else { "ecs-task-running.json" });
+    let mut e = sample(if stopped {
+        "ecs-task-stopped.json"
+    } else {
+        "ecs-task-running.json"
+    });
     e["detail"]["group"] = json!(format!("service:{service}"));
     e["detail"]["clusterArn"] = json!(format!("arn:aws:ecs:us-east-1:{ACCOUNT}:cluster/{cluster}"));
     e
@@ -51,22 +60,28 @@ pub fn task_event(cluster: &str, service: &str, stopped: bool) -> Value {
 /// A CloudTrail UntagResource event.
 pub fn untag_event(cluster: &str, service: &str, keys: &[&str]) -> Value {
     let mut e = sample("cloudtrail-untag-resource.json");
-    e["detail"]["requestParameters"] = json!({"resourceArn": service_arn(cluster, service), "tagKeys": keys});
+    e["detail"]["requestParameters"] =
+        json!({"resourceArn": service_arn(cluster, service), "tagKeys": keys});
     e
 }
 
 /// A CloudTrail TagResource event.
 pub fn tag_event(cluster: &str, service: &str, tags: &[(&str, &str)]) -> Value {
     let mut e = sample("cloudtrail-tag-resource.json");
-    let tags: Vec<Value> = tags.iter().map(|(k, v)| json!({"key": k, "value": v})).collect();
-    e["detail"]["requestParameters"] = json!({"resourceArn": service_arn(cluster, service), "tags": tags});
+    let tags: Vec<Value> = tags
+        .iter()
+        .map(|(k, v)| json!({"key": k, "value": v}))
+        .collect();
+    e["detail"]["requestParameters"] =
+        json!({"resourceArn": service_arn(cluster, service), "tags": tags});
     e
 }
 
 /// A CloudTrail DeleteService event.
 pub fn delete_event(cluster: &str, service: &str) -> Value {
     let mut e = sample("cloudtrail-delete-service.json");
-    e["detail"]["requestParameters"] = json!({"cluster": cluster, "service": service, "force": true});
+    e["detail"]["requestParameters"] =
+        json!({"cluster": cluster, "service": service, "force": true});
     e
 }
 
@@ -79,18 +94,31 @@ impl World {
     /// Same, with simulator options.
     pub async fn start_with(mut opts: SimOptions) -> World {
         opts.api_token = API_TOKEN.into();
-        let moto = Moto::start().await.expect("moto server (pip install 'moto[server]')");
+        let moto = Moto::start()
+            .await
+            .expect("moto server (pip install 'moto[server]')");
         let sim = cloudflare_sim::start(opts).await.expect("simulator");
         let rt = RuntimeApi::start().await.expect("runtime api");
         let sdk = moto.sdk_config().await;
-        World { moto, sim, rt, sdk, http: reqwest::Client::new(), functions: vec![], extra_env: vec![] }
+        World {
+            moto,
+            sim,
+            rt,
+            sdk,
+            http: reqwest::Client::new(),
+            functions: vec![],
+            extra_env: vec![],
+        }
     }
 
     /// The environment the function runs with.
     pub fn env(&self) -> Vec<(String, String)> {
         let mut env = self.moto.aws_env();
         env.extend([
-            ("CLOUDFLARE_ACCOUNT_ID".to_string(), "0123456789abcdef0123456789abcdef".to_string()),
+            (
+                "CLOUDFLARE_ACCOUNT_ID".to_string(),
+                "0123456789abcdef0123456789abcdef".to_string(),
+            ),
             ("CLOUDFLARE_API_TOKEN".to_string(), API_TOKEN.to_string()),
             ("CLOUDFLARE_API_URL".to_string(), self.sim.base_url.clone()),
             ("ECS_TUNNELS_RETRY_BASE_MS".to_string(), "20".to_string()),
@@ -103,25 +131,42 @@ impl World {
     /// Starts one more function process polling the Runtime API.
     pub async fn spawn_function(&mut self) {
         let bin = Path::new(env!("CARGO_BIN_EXE_ecs-tunnels"));
-        let f = FunctionProcess::spawn(bin, &self.rt.endpoint(), &self.env()).expect("spawn ecs-tunnels");
+        let f = FunctionProcess::spawn(bin, &self.rt.endpoint(), &self.env())
+            .expect("spawn ecs-tunnels");
         self.functions.push(f);
-        assert!(self.rt.wait_for_pollers(self.functions.len(), Duration::from_secs(20)).await, "function did not start polling: {}", self.output());
+        assert!(
+            self.rt
+                .wait_for_pollers(self.functions.len(), Duration::from_secs(20))
+                .await,
+            "function did not start polling: {}",
+            self.output()
+        );
     }
 
     /// Invokes the function with an event and waits for the answer.
     pub async fn invoke(&self, event: Value) -> Invocation {
-        self.rt.invoke(event, Duration::from_secs(90)).await.unwrap_or_else(|e| panic!("invoke: {e}\n{}", self.output()))
+        self.rt
+            .invoke(event, Duration::from_secs(90))
+            .await
+            .unwrap_or_else(|e| panic!("invoke: {e}\n{}", self.output()))
     }
 
     /// Invokes and expects a successful response.
     pub async fn invoke_ok(&self, event: Value) -> Value {
         let inv = self.invoke(event).await;
-        inv.outcome.response().cloned().unwrap_or_else(|| panic!("invocation failed: {:?}\n{}", inv.outcome, self.output()))
+        inv.outcome
+            .response()
+            .cloned()
+            .unwrap_or_else(|| panic!("invocation failed: {:?}\n{}", inv.outcome, self.output()))
     }
 
     /// Everything every function process printed.
     pub fn output(&self) -> String {
-        self.functions.iter().map(|f| f.output()).collect::<Vec<_>>().join("\n")
+        self.functions
+            .iter()
+            .map(|f| f.output())
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// Seeds a Fargate service with the cloudflared sidecar and tags.
@@ -130,7 +175,9 @@ impl World {
     }
 
     pub async fn hook(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut req = self.http.request(method, format!("{}{path}", self.sim.hooks_url));
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.sim.hooks_url));
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -158,7 +205,8 @@ impl World {
     }
 
     pub async fn fault(&self, spec: Value) {
-        self.hook(reqwest::Method::POST, "/faults", Some(spec)).await;
+        self.hook(reqwest::Method::POST, "/faults", Some(spec))
+            .await;
     }
 
     pub async fn clear_faults(&self) {
@@ -167,79 +215,166 @@ impl World {
 
     /// A raw Cloudflare API call to the simulator (to seed objects like a user would).
     pub async fn cf(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut req = self.http.request(method, format!("{}{path}", self.sim.base_url)).bearer_auth(API_TOKEN);
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.sim.base_url))
+            .bearer_auth(API_TOKEN);
         if let Some(b) = body {
             req = req.json(&b);
         }
-        req.send().await.expect("cf call").json().await.expect("cf json")
+        req.send()
+            .await
+            .expect("cf call")
+            .json()
+            .await
+            .expect("cf json")
     }
 
     /// Live (not deleted) tunnels in the simulator.
     pub async fn live_tunnels(&self) -> Vec<Value> {
         let st = self.state().await;
-        st["tunnels"].as_array().cloned().unwrap_or_default().into_iter().filter(|t| t["deleted_at"].is_null()).collect()
+        st["tunnels"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|t| t["deleted_at"].is_null())
+            .collect()
     }
 
     pub async fn dns_records(&self) -> Vec<Value> {
-        self.state().await["dns_records"].as_array().cloned().unwrap_or_default()
+        self.state().await["dns_records"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub async fn access_apps(&self) -> Vec<Value> {
-        self.state().await["access_apps"].as_array().cloned().unwrap_or_default()
+        self.state().await["access_apps"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub async fn policies(&self) -> Vec<Value> {
-        self.state().await["access_policies"].as_array().cloned().unwrap_or_default()
+        self.state().await["access_policies"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The service's tags in moto.
     pub async fn service_tags(&self, cluster: &str, service: &str) -> BTreeMap<String, String> {
         let ecs = aws_sdk_ecs::Client::new(&self.sdk);
-        let out = ecs.list_tags_for_resource().resource_arn(service_arn(cluster, service)).send().await.expect("list tags");
-        out.tags().iter().map(|t| (t.key().unwrap_or_default().to_string(), t.value().unwrap_or_default().to_string())).collect()
+        let out = ecs
+            .list_tags_for_resource()
+            .resource_arn(service_arn(cluster, service))
+            .send()
+            .await
+            .expect("list tags");
+        out.tags()
+            .iter()
+            .map(|t| {
+                (
+                    t.key().unwrap_or_default().to_string(),
+                    t.value().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
     }
 
     pub async fn set_tags(&self, cluster: &str, service: &str, tags: &[(&str, &str)]) {
         let ecs = aws_sdk_ecs::Client::new(&self.sdk);
-        let tags: Vec<_> = tags.iter().map(|(k, v)| aws_sdk_ecs::types::Tag::builder().key(*k).value(*v).build()).collect();
-        ecs.tag_resource().resource_arn(service_arn(cluster, service)).set_tags(Some(tags)).send().await.expect("tag");
+        let tags: Vec<_> = tags
+            .iter()
+            .map(|(k, v)| aws_sdk_ecs::types::Tag::builder().key(*k).value(*v).build())
+            .collect();
+        ecs.tag_resource()
+            .resource_arn(service_arn(cluster, service))
+            .set_tags(Some(tags))
+            .send()
+            .await
+            .expect("tag");
     }
 
     pub async fn remove_tags(&self, cluster: &str, service: &str, keys: &[&str]) {
         let ecs = aws_sdk_ecs::Client::new(&self.sdk);
         let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
-        ecs.untag_resource().resource_arn(service_arn(cluster, service)).set_tag_keys(Some(keys)).send().await.expect("untag");
+        ecs.untag_resource()
+            .resource_arn(service_arn(cluster, service))
+            .set_tag_keys(Some(keys))
+            .send()
+            .await
+            .expect("untag");
     }
 
     pub async fn delete_service(&self, cluster: &str, service: &str) {
         let ecs = aws_sdk_ecs::Client::new(&self.sdk);
-        ecs.delete_service().cluster(cluster).service(service).force(true).send().await.expect("delete service");
+        ecs.delete_service()
+            .cluster(cluster)
+            .service(service)
+            .force(true)
+            .send()
+            .await
+            .expect("delete service");
     }
 
     /// The primary deployment id of a service (changes on a forced new deployment).
     pub async fn deployment_id(&self, cluster: &str, service: &str) -> Option<String> {
         let ecs = aws_sdk_ecs::Client::new(&self.sdk);
-        let out = ecs.describe_services().cluster(cluster).services(service).send().await.expect("describe");
+        let out = ecs
+            .describe_services()
+            .cluster(cluster)
+            .services(service)
+            .send()
+            .await
+            .expect("describe");
         let svc = out.services().first()?;
-        svc.deployments().iter().find(|d| d.status() == Some("PRIMARY")).and_then(|d| d.id()).map(str::to_string)
+        svc.deployments()
+            .iter()
+            .find(|d| d.status() == Some("PRIMARY"))
+            .and_then(|d| d.id())
+            .map(str::to_string)
     }
 
     /// The token parameter's value and version.
     pub async fn token_parameter(&self, cluster: &str, service: &str) -> Option<(String, i64)> {
         let ssm = aws_sdk_ssm::Client::new(&self.sdk);
         let name = format!("/ecs-tunnels/{cluster}/{service}/token");
-        match ssm.get_parameter().name(name).with_decryption(true).send().await {
-            Ok(o) => o.parameter().map(|p| (p.value().unwrap_or_default().to_string(), p.version())),
+        match ssm
+            .get_parameter()
+            .name(name)
+            .with_decryption(true)
+            .send()
+            .await
+        {
+            Ok(o) => o
+                .parameter()
+                .map(|p| (p.value().unwrap_or_default().to_string(), p.version())),
             Err(_) => None,
         }
     }
 
     /// The token parameter's tags.
-    pub async fn token_parameter_tags(&self, cluster: &str, service: &str) -> BTreeMap<String, String> {
+    pub async fn token_parameter_tags(
+        &self,
+        cluster: &str,
+        service: &str,
+    ) -> BTreeMap<String, String> {
         let ssm = aws_sdk_ssm::Client::new(&self.sdk);
         let name = format!("/ecs-tunnels/{cluster}/{service}/token");
-        match ssm.list_tags_for_resource().resource_type(aws_sdk_ssm::types::ResourceTypeForTagging::Parameter).resource_id(name).send().await {
-            Ok(o) => o.tag_list().iter().map(|t| (t.key().to_string(), t.value().to_string())).collect(),
+        match ssm
+            .list_tags_for_resource()
+            .resource_type(aws_sdk_ssm::types::ResourceTypeForTagging::Parameter)
+            .resource_id(name)
+            .send()
+            .await
+        {
+            Ok(o) => o
+                .tag_list()
+                .iter()
+                .map(|t| (t.key().to_string(), t.value().to_string()))
+                .collect(),
             Err(_) => BTreeMap::new(),
         }
     }
@@ -247,5 +382,8 @@ impl World {
 
 /// The standard tags of an exposed service.
 pub fn exposed(host: &'static str) -> Vec<(&'static str, &'static str)> {
-    vec![("ecs-tunnels:hostname", host), ("ecs-tunnels:allow-email-domains", "example.com")]
+    vec![
+        ("ecs-tunnels:hostname", host),
+        ("ecs-tunnels:allow-email-domains", "example.com"),
+    ]
 }

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Installs the Python tools the tests and the demo use into ./.venv (once):
+# moto server, which stands in for AWS on 127.0.0.1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ -x .venv/bin/python ] && .venv/bin/python -c 'import moto.server' 2>/dev/null; then
+  exit 0
+fi
+python3 -m venv .venv
+.venv/bin/pip install --quiet --disable-pip-version-check 'moto[server]>=5.2,<5.3'
