@@ -1,0 +1,443 @@
+//! Bad input, conflicts, and bad conditions: duplicate, late, out-of-order and concurrent
+//! events, a 500 on each write step, a process killed mid-run, and 429 storms. Every case
+//! goes through the built binary's Lambda door against moto and the simulator.
+
+mod common;
+use common::*;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+async fn zone_id(w: &World, name: &str) -> String {
+    let z = w
+        .cf(reqwest::Method::GET, &format!("/zones?name={name}"), None)
+        .await;
+    z["result"][0]["id"].as_str().unwrap().to_string()
+}
+
+/// Exactly one of each object for one exposed service.
+async fn assert_single(w: &World, host: &str) {
+    let tunnels = w.live_tunnels().await;
+    assert_eq!(tunnels.len(), 1, "tunnels: {tunnels:?}");
+    assert_eq!(w.access_apps().await.len(), 1, "apps");
+    assert_eq!(
+        w.policies().await.len(),
+        1,
+        "policies: {:?}",
+        w.policies().await
+    );
+    let records: Vec<Value> = w
+        .dns_records()
+        .await
+        .into_iter()
+        .filter(|r| r["name"] == host)
+        .collect();
+    assert_eq!(records.len(), 1, "records: {records:?}");
+    let tid = tunnels[0]["id"].as_str().unwrap();
+    assert_eq!(records[0]["content"], format!("{tid}.cfargotunnel.com"));
+    assert_eq!(tunnels[0]["config"]["ingress"][0]["hostname"], host);
+}
+
+fn status_of(tags: &std::collections::BTreeMap<String, String>) -> String {
+    tags.get("ecs-tunnels:status").cloned().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unowned_record_is_a_conflict_and_nothing_changes() {
+    let mut w = World::start().await;
+    w.spawn_function().await;
+    let zone = zone_id(&w, "example.com").await;
+    let legacy = w
+        .cf(reqwest::Method::POST, &format!("/zones/{zone}/dns_records"), Some(json!({"type": "CNAME", "name": "web.example.com", "content": "legacy.example.net", "proxied": true, "ttl": 1})))
+        .await;
+    assert_eq!(legacy["success"], true);
+    w.seed("demo", "web", &exposed("web.example.com")).await;
+    w.reset_requests().await;
+
+    let resp = w.invoke_ok(task_event("demo", "web", false)).await;
+    let outcome = &resp["outcomes"][0];
+    assert_eq!(outcome["state"], "error", "{resp}");
+    assert_eq!(outcome["error_kind"], "conflict");
+    assert!(
+        outcome["error"]
+            .as_str()
+            .unwrap()
+            .contains("web.example.com"),
+        "{outcome}"
+    );
+    assert_eq!(w.writes().await, 0, "a conflict must change nothing");
+    assert!(w.live_tunnels().await.is_empty() && w.access_apps().await.is_empty());
+    let records = w.dns_records().await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        records[0]["content"], "legacy.example.net",
+        "the unowned record is untouched"
+    );
+    let status = status_of(&w.service_tags("demo", "web").await);
+    assert!(
+        status.starts_with("error conflict") && status.contains("web.example.com"),
+        "{status}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_access_app_is_a_conflict() {
+    let mut w = World::start().await;
+    w.spawn_function().await;
+    let app = w
+        .cf(
+            reqwest::Method::POST,
+            "/accounts/0123456789abcdef0123456789abcdef/access/apps",
+            Some(json!({"type": "self_hosted", "name": "hand made", "domain": "web.example.com"})),
+        )
+        .await;
+    assert_eq!(app["success"], true, "{app}");
+    w.seed("demo", "web", &exposed("web.example.com")).await;
+    w.reset_requests().await;
+    let resp = w.invoke_ok(task_event("demo", "web", false)).await;
+    assert_eq!(resp["outcomes"][0]["error_kind"], "conflict", "{resp}");
+    assert_eq!(w.writes().await, 0);
+    assert_eq!(w.access_apps().await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_tag_corpus_gives_clear_errors_and_no_cloudflare_writes() {
+    let mut w = World::start().await;
+    w.extra_env
+        .push(("ECS_TUNNELS_ALLOWED_ZONES".into(), "example.com".into()));
+    w.spawn_function().await;
+    let h = ("ecs-tunnels:hostname", "bad.example.com");
+    let allow = ("ecs-tunnels:allow-emails", "alice@example.com");
+    let cases: Vec<(&str, Vec<(&str, &str)>, &str)> = vec![
+        ("failclosed", vec![h], "ecs-tunnels:access"),
+        (
+            "badhost",
+            vec![("ecs-tunnels:hostname", "https://x.example.com/"), allow],
+            "ecs-tunnels:hostname",
+        ),
+        (
+            "nozone",
+            vec![("ecs-tunnels:hostname", "app.unknown-zone.org"), allow],
+            "ecs-tunnels:hostname",
+        ),
+        (
+            "notallowed",
+            vec![("ecs-tunnels:hostname", "app.example.net"), allow],
+            "ecs-tunnels:hostname",
+        ),
+        (
+            "badmode",
+            vec![h, allow, ("ecs-tunnels:access", "maybe")],
+            "ecs-tunnels:access",
+        ),
+        (
+            "bademail",
+            vec![h, ("ecs-tunnels:allow-emails", "alice")],
+            "ecs-tunnels:allow-emails",
+        ),
+        (
+            "badorigin",
+            vec![h, allow, ("ecs-tunnels:origin", "localhost:8080")],
+            "ecs-tunnels:origin",
+        ),
+        (
+            "badsession",
+            vec![h, allow, ("ecs-tunnels:session-duration", "1day")],
+            "ecs-tunnels:session-duration",
+        ),
+        (
+            "badrotate",
+            vec![h, allow, ("ecs-tunnels:rotate-every", "often")],
+            "ecs-tunnels:rotate-every",
+        ),
+        (
+            "typo",
+            vec![h, allow, ("ecs-tunnels:allow-email", "bob@example.com")],
+            "ecs-tunnels:allow-email",
+        ),
+        (
+            "nogroup",
+            vec![h, ("ecs-tunnels:allow-groups", "no-such-group")],
+            "ecs-tunnels:allow-groups",
+        ),
+        (
+            "nopolicy",
+            vec![h, ("ecs-tunnels:policies", "no-such-policy")],
+            "ecs-tunnels:policies",
+        ),
+        (
+            "publicmix",
+            vec![h, allow, ("ecs-tunnels:access", "public")],
+            "ecs-tunnels:allow-emails",
+        ),
+    ];
+    for (svc, tags, _) in &cases {
+        w.seed("demo", svc, tags).await;
+    }
+    w.reset_requests().await;
+    for (svc, _, key) in &cases {
+        let resp = w.invoke_ok(task_event("demo", svc, false)).await;
+        let o = &resp["outcomes"][0];
+        assert_eq!(o["state"], "error", "{svc}: {o}");
+        assert_eq!(o["error_kind"], "invalid", "{svc}: {o}");
+        let msg = o["error"].as_str().unwrap();
+        assert!(msg.contains(key), "{svc}: error should name {key}: {msg}");
+        let status = status_of(&w.service_tags("demo", svc).await);
+        assert!(
+            status.starts_with("error ") && status.contains(key),
+            "{svc}: status tag {status:?}"
+        );
+    }
+    assert_eq!(
+        w.writes().await,
+        0,
+        "bad tags must not write to Cloudflare: {}",
+        w.requests().await
+    );
+    assert!(w.live_tunnels().await.is_empty());
+    for (svc, _, _) in &cases {
+        assert!(
+            w.token_parameter("demo", svc).await.is_none(),
+            "{svc}: no token written"
+        );
+    }
+
+    // Fixing the tags fixes the service.
+    w.set_tags(
+        "demo",
+        "failclosed",
+        &[("ecs-tunnels:allow-email-domains", "example.com")],
+    )
+    .await;
+    let resp = w
+        .invoke_ok(tag_event(
+            "demo",
+            "failclosed",
+            &[("ecs-tunnels:allow-email-domains", "example.com")],
+        ))
+        .await;
+    assert_eq!(resp["outcomes"][0]["state"], "ready", "{resp}");
+    assert!(status_of(&w.service_tags("demo", "failclosed").await).starts_with("ready "));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_late_and_out_of_order_events_converge_on_the_tags() {
+    let mut w = World::start().await;
+    w.spawn_function().await;
+    w.seed("demo", "web", &exposed("web.example.com")).await;
+    // STOPPED before RUNNING, each twice, plus a stale UntagResource event while the tag is on.
+    for e in [
+        task_event("demo", "web", true),
+        task_event("demo", "web", true),
+        untag_event("demo", "web", &["ecs-tunnels:hostname"]),
+        task_event("demo", "web", false),
+        task_event("demo", "web", false),
+    ] {
+        let resp = w.invoke_ok(e).await;
+        assert_eq!(resp["outcomes"][0]["state"], "ready", "{resp}");
+    }
+    assert_single(&w, "web.example.com").await;
+    let version = w.token_parameter("demo", "web").await.unwrap().1;
+    assert_eq!(version, 1, "token written once");
+
+    // The tag goes; a late TagResource event (from before) arrives after the untag event.
+    w.remove_tags("demo", "web", &["ecs-tunnels:hostname"])
+        .await;
+    assert_eq!(
+        w.invoke_ok(untag_event("demo", "web", &["ecs-tunnels:hostname"]))
+            .await["outcomes"][0]["state"],
+        "removed"
+    );
+    let late = w
+        .invoke_ok(tag_event("demo", "web", &exposed("web.example.com")))
+        .await;
+    assert_eq!(late["outcomes"][0]["state"], "not_managed", "{late}");
+    assert!(w.live_tunnels().await.is_empty() && w.dns_records().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_concurrent_invocations_make_one_of_everything() {
+    let mut w = World::start().await;
+    w.spawn_function().await;
+    w.spawn_function().await;
+    w.seed("demo", "web", &exposed("web.example.com")).await;
+    // Slow Cloudflare down so the two runs overlap at every step.
+    w.fault(json!({"latency_ms": 150, "count": 1000})).await;
+    let (a, b) = tokio::join!(
+        w.invoke(task_event("demo", "web", false)),
+        w.invoke(task_event("demo", "web", true))
+    );
+    for inv in [&a, &b] {
+        let r = inv
+            .outcome
+            .response()
+            .unwrap_or_else(|| panic!("{:?}\n{}", inv.outcome, w.output()));
+        assert_eq!(r["outcomes"][0]["state"], "ready", "{r}");
+    }
+    w.clear_faults().await;
+    assert_single(&w, "web.example.com").await;
+    let (token, _) = w.token_parameter("demo", "web").await.unwrap();
+    let conn = w
+        .hook(
+            reqwest::Method::POST,
+            "/connectors",
+            Some(json!({"token": token})),
+        )
+        .await;
+    assert!(
+        conn["client_id"].is_string(),
+        "stored token is the tunnel's: {conn}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_500_at_each_write_step_then_a_clean_run_converges() {
+    let mut w = World::start().await;
+    w.spawn_function().await;
+    let steps = [
+        ("POST", "/cfd_tunnel"),
+        ("POST", "/access/policies"),
+        ("POST", "/access/apps"),
+        ("PUT", "/configurations"),
+        ("POST", "/dns_records"),
+    ];
+    for (i, (method, path)) in steps.iter().enumerate() {
+        let svc = format!("svc{i}");
+        let host = format!("svc{i}.example.com");
+        w.seed(
+            "demo",
+            &svc,
+            &[
+                ("ecs-tunnels:hostname", &host),
+                ("ecs-tunnels:allow-emails", "alice@example.com"),
+            ],
+        )
+        .await;
+        w.fault(json!({"method": method, "path_contains": path, "status": 500, "count": 20}))
+            .await;
+        let failed = w.invoke(task_event("demo", &svc, false)).await;
+        assert!(
+            failed.outcome.is_error(),
+            "{method} {path}: a persistent 500 must fail the invocation so Lambda retries: {:?}",
+            failed.outcome
+        );
+        let status = status_of(&w.service_tags("demo", &svc).await);
+        assert!(status.starts_with("pending "), "{method} {path}: {status}");
+        w.clear_faults().await;
+        let ok = w.invoke_ok(task_event("demo", &svc, false)).await;
+        assert_eq!(ok["outcomes"][0]["state"], "ready", "{method} {path}: {ok}");
+        let tunnels: Vec<Value> = w
+            .live_tunnels()
+            .await
+            .into_iter()
+            .filter(|t| t["name"].as_str().unwrap().ends_with(&format!(".{svc}")))
+            .collect();
+        assert_eq!(tunnels.len(), 1, "{method} {path}");
+        let records: Vec<Value> = w
+            .dns_records()
+            .await
+            .into_iter()
+            .filter(|r| r["name"] == host.as_str())
+            .collect();
+        assert_eq!(records.len(), 1, "{method} {path}");
+        let (token, _) = w.token_parameter("demo", &svc).await.unwrap();
+        let conn = w
+            .hook(
+                reqwest::Method::POST,
+                "/connectors",
+                Some(json!({"token": token})),
+            )
+            .await;
+        assert!(
+            conn["client_id"].is_string(),
+            "{method} {path}: token works: {conn}"
+        );
+        assert!(status_of(&w.service_tags("demo", &svc).await).starts_with("ready "));
+    }
+    // Every service has exactly one app and one policy.
+    assert_eq!(w.access_apps().await.len(), steps.len());
+    assert_eq!(w.policies().await.len(), steps.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_killed_mid_run_is_finished_by_the_next_run() {
+    let mut w = World::start().await;
+    w.seed("demo", "web", &exposed("web.example.com")).await;
+    w.fault(json!({"latency_ms": 120, "count": 100000})).await;
+    // Kill the function at several points of its first run; each time a fresh process
+    // picks up where the dead one stopped.
+    for kill_after_ms in [150u64, 400, 700, 1000, 1300] {
+        w.spawn_function().await;
+        let rt = &w.rt;
+        let inv = rt.invoke(
+            task_event("demo", "web", false),
+            Duration::from_millis(kill_after_ms),
+        );
+        let _ = inv.await; // times out (by design) while the function is mid-run
+        let f = w.functions.pop().unwrap();
+        let _ = f.stop().await;
+    }
+    w.clear_faults().await;
+    w.spawn_function().await;
+    let resp = w.invoke_ok(task_event("demo", "web", false)).await;
+    assert_eq!(resp["outcomes"][0]["state"], "ready", "{resp}");
+    assert_single(&w, "web.example.com").await;
+    let tags = w.token_parameter_tags("demo", "web").await;
+    assert!(
+        !tags.contains_key("ecs-tunnels:redeploy"),
+        "redeploy owed was paid: {tags:?}"
+    );
+    let (token, _) = w.token_parameter("demo", "web").await.unwrap();
+    let conn = w
+        .hook(
+            reqwest::Method::POST,
+            "/connectors",
+            Some(json!({"token": token})),
+        )
+        .await;
+    assert!(conn["client_id"].is_string(), "{conn}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_storm_honours_retry_after() {
+    let mut w = World::start().await;
+    w.spawn_function().await;
+    w.seed("demo", "web", &exposed("web.example.com")).await;
+    w.reset_requests().await;
+    w.fault(json!({"status": 429, "retry_after": 1, "count": 3}))
+        .await;
+    let started = Instant::now();
+    let resp = w.invoke_ok(task_event("demo", "web", false)).await;
+    let elapsed = started.elapsed();
+    assert_eq!(resp["outcomes"][0]["state"], "ready", "{resp}");
+    assert!(
+        elapsed >= Duration::from_secs(3),
+        "three Retry-After: 1 answers must cost at least 3 s, took {elapsed:?}"
+    );
+    let req = w.requests().await;
+    assert_eq!(req["by_status"]["429"], 3, "{req}");
+    assert_single(&w, "web.example.com").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_rate_limit_fails_fast_and_is_retried_later() {
+    let mut w = World::start().await;
+    w.spawn_function().await;
+    w.seed("demo", "web", &exposed("web.example.com")).await;
+    w.fault(json!({"status": 429, "retry_after": 300, "count": 1}))
+        .await;
+    let started = Instant::now();
+    let inv = w.invoke(task_event("demo", "web", false)).await;
+    assert!(
+        inv.outcome.is_error(),
+        "a 5-minute block must not be slept through: {:?}",
+        inv.outcome
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(status_of(&w.service_tags("demo", "web").await).starts_with("pending "));
+    let resp = w.invoke_ok(task_event("demo", "web", false)).await;
+    assert_eq!(resp["outcomes"][0]["state"], "ready");
+}
