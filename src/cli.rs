@@ -44,6 +44,7 @@ pub enum Command {
 
 /// Which services.
 #[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["service", "all"])))]
 pub struct Target {
     /// Cluster name or ARN.
     #[arg(long, requires = "service")]
