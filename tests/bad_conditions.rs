@@ -107,7 +107,8 @@ async fn bad_tag_corpus_gives_clear_errors_and_no_cloudflare_writes() {
     w.spawn_function().await;
     let h = ("ecs-tunnels:hostname", "bad.example.com");
     let allow = ("ecs-tunnels:allow-emails", "alice@example.com");
-    let cases: Vec<(&str, Vec<(&str, &str)>, &str)> = vec![
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
         ("failclosed", vec![h], "ecs-tunnels:access"),
         (
             "badhost",
