@@ -34,6 +34,7 @@ fn account_of_function(arn: &str) -> Option<String> {
 /// Handles one invocation.
 pub async fn handle(deps: &Deps, event: LambdaEvent<Value>) -> Result<Value, Error> {
     let (payload, ctx) = event.into_parts();
+    let calls_before = deps.cf.stats().total;
     let fn_account = account_of_function(&ctx.invoked_function_arn);
     let triggers = recognise(&payload).map_err(|e| {
         warn!(error = %e, "event rejected");
@@ -73,7 +74,7 @@ pub async fn handle(deps: &Deps, event: LambdaEvent<Value>) -> Result<Value, Err
         }
     }
     outcomes.extend(reconcile_many(deps, work, Mode::Apply).await);
-    let stats = deps.cf.stats();
+    let calls = deps.cf.stats().total - calls_before;
     let transient: Vec<String> = outcomes
         .iter()
         .filter(|o| o.is_transient())
@@ -82,5 +83,5 @@ pub async fn handle(deps: &Deps, event: LambdaEvent<Value>) -> Result<Value, Err
     if !transient.is_empty() {
         return Err(Error::from(format!("will retry: {}", transient.join("; "))));
     }
-    Ok(json!({ "outcomes": outcomes, "ignored": ignored, "cloudflare_calls": stats.total }))
+    Ok(json!({ "outcomes": outcomes, "ignored": ignored, "cloudflare_calls": calls }))
 }
