@@ -38,19 +38,37 @@ fn title(t: &str) {
 
 fn event(name: &str) -> Value {
     let path = workspace_root().join("events").join(name);
-    serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).expect("event JSON")
+    serde_json::from_str(
+        &std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .expect("event JSON")
 }
 
 async fn sim_state(http: &reqwest::Client, hooks: &str) -> Value {
-    http.get(format!("{hooks}/state")).send().await.expect("simulator state").json().await.expect("json")
+    http.get(format!("{hooks}/state"))
+        .send()
+        .await
+        .expect("simulator state")
+        .json()
+        .await
+        .expect("json")
 }
 
 async fn show_everything(http: &reqwest::Client, hooks: &str, sdk: &aws_config::SdkConfig) {
     let st = sim_state(http, hooks).await;
-    let live: Vec<&Value> = st["tunnels"].as_array().map(|a| a.iter().filter(|t| t["deleted_at"].is_null()).collect()).unwrap_or_default();
+    let live: Vec<&Value> = st["tunnels"]
+        .as_array()
+        .map(|a| a.iter().filter(|t| t["deleted_at"].is_null()).collect())
+        .unwrap_or_default();
     println!("Cloudflare tunnels: {}", live.len());
     for t in &live {
-        println!("  {} {} (config_src {}, status {})", t["id"].as_str().unwrap_or(""), t["name"].as_str().unwrap_or(""), t["config_src"], t["status"]);
+        println!(
+            "  {} {} (config_src {}, status {})",
+            t["id"].as_str().unwrap_or(""),
+            t["name"].as_str().unwrap_or(""),
+            t["config_src"],
+            t["status"]
+        );
         if !t["config"].is_null() {
             println!("  ingress config: {}", t["config"]["ingress"]);
         }
@@ -58,17 +76,44 @@ async fn show_everything(http: &reqwest::Client, hooks: &str, sdk: &aws_config::
     let apps = st["access_apps"].as_array().cloned().unwrap_or_default();
     println!("Access applications: {}", apps.len());
     for a in &apps {
-        println!("  {} domain {} aud {} tags {}", a["name"].as_str().unwrap_or(""), a["domain"], a["aud"].as_str().unwrap_or("").chars().take(12).collect::<String>() + "…", a["tags"]);
+        println!(
+            "  {} domain {} aud {} tags {}",
+            a["name"].as_str().unwrap_or(""),
+            a["domain"],
+            a["aud"]
+                .as_str()
+                .unwrap_or("")
+                .chars()
+                .take(12)
+                .collect::<String>()
+                + "…",
+            a["tags"]
+        );
     }
-    let policies = st["access_policies"].as_array().cloned().unwrap_or_default();
+    let policies = st["access_policies"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     println!("Access policies: {}", policies.len());
     for p in &policies {
-        println!("  {} {} include {}", p["name"].as_str().unwrap_or(""), p["decision"], p["include"]);
+        println!(
+            "  {} {} include {}",
+            p["name"].as_str().unwrap_or(""),
+            p["decision"],
+            p["include"]
+        );
     }
     let records = st["dns_records"].as_array().cloned().unwrap_or_default();
     println!("DNS records: {}", records.len());
     for r in &records {
-        println!("  {} {} → {} proxied={} comment {}", r["type"].as_str().unwrap_or(""), r["name"].as_str().unwrap_or(""), r["content"].as_str().unwrap_or(""), r["proxied"], r["comment"]);
+        println!(
+            "  {} {} → {} proxied={} comment {}",
+            r["type"].as_str().unwrap_or(""),
+            r["name"].as_str().unwrap_or(""),
+            r["content"].as_str().unwrap_or(""),
+            r["proxied"],
+            r["comment"]
+        );
     }
     let ssm = aws_sdk_ssm::Client::new(sdk);
     let name = format!("/ecs-tunnels/{CLUSTER}/{SERVICE}/token");
@@ -81,23 +126,46 @@ async fn show_everything(http: &reqwest::Client, hooks: &str, sdk: &aws_config::
                 .resource_id(&name)
                 .send()
                 .await
-                .map(|t| t.tag_list().iter().map(|t| format!("{}={}", t.key(), t.value())).collect::<Vec<_>>().join(" "))
+                .map(|t| {
+                    t.tag_list()
+                        .iter()
+                        .map(|t| format!("{}={}", t.key(), t.value()))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
                 .unwrap_or_default();
-            println!("SSM parameter: {name} ({:?}, version {}, tags {tags}; value not shown)", p.r#type().map(|t| t.as_str()).unwrap_or(""), p.version());
+            println!(
+                "SSM parameter: {name} ({:?}, version {}, tags {tags}; value not shown)",
+                p.r#type().map(|t| t.as_str()).unwrap_or(""),
+                p.version()
+            );
         }
         Err(_) => println!("SSM parameter: {name} does not exist"),
     }
     let ecs = aws_sdk_ecs::Client::new(sdk);
     let arn = format!("arn:aws:ecs:us-east-1:123456789012:service/{CLUSTER}/{SERVICE}");
-    let tags = ecs.list_tags_for_resource().resource_arn(&arn).send().await.expect("service tags");
-    let status = tags.tags().iter().find(|t| t.key() == Some("ecs-tunnels:status")).and_then(|t| t.value());
+    let tags = ecs
+        .list_tags_for_resource()
+        .resource_arn(&arn)
+        .send()
+        .await
+        .expect("service tags");
+    let status = tags
+        .tags()
+        .iter()
+        .find(|t| t.key() == Some("ecs-tunnels:status"))
+        .and_then(|t| t.value());
     println!("Service status tag: {}", status.unwrap_or("(none)"));
 }
 
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    let binary = if args.binary.is_absolute() { args.binary.clone() } else { workspace_root().join(&args.binary) };
+    let binary = if args.binary.is_absolute() {
+        args.binary.clone()
+    } else {
+        workspace_root().join(&args.binary)
+    };
     if !binary.exists() {
         eprintln!("{} does not exist: build it first (cargo build --bin ecs-tunnels) or run scripts/demo.sh", binary.display());
         std::process::exit(2);
@@ -108,14 +176,30 @@ async fn main() {
         eprintln!("{e}");
         std::process::exit(2)
     });
-    let sim = cloudflare_sim::start(SimOptions { api_token: API_TOKEN.into(), ..Default::default() }).await.expect("simulator");
+    let sim = cloudflare_sim::start(SimOptions {
+        api_token: API_TOKEN.into(),
+        ..Default::default()
+    })
+    .await
+    .expect("simulator");
     let rt = RuntimeApi::start().await.expect("runtime API");
-    println!("moto: {}\nCloudflare simulator: {}\nLambda Runtime API: {}", moto.endpoint(), sim.base_url, rt.endpoint());
+    println!(
+        "moto: {}\nCloudflare simulator: {}\nLambda Runtime API: {}",
+        moto.endpoint(),
+        sim.base_url,
+        rt.endpoint()
+    );
     let sdk = moto.sdk_config().await;
     let http = reqwest::Client::new();
 
-    title("Creating cluster, task definition (app + stock cloudflared sidecar) and a tagged service");
-    let tags = [("ecs-tunnels:hostname", HOST), ("ecs-tunnels:allow-email-domains", "example.com"), ("ecs-tunnels:session-duration", "12h")];
+    title(
+        "Creating cluster, task definition (app + stock cloudflared sidecar) and a tagged service",
+    );
+    let tags = [
+        ("ecs-tunnels:hostname", HOST),
+        ("ecs-tunnels:allow-email-domains", "example.com"),
+        ("ecs-tunnels:session-duration", "12h"),
+    ];
     let arn = devtools::seed::seed_service(&sdk, CLUSTER, SERVICE, &tags).await;
     println!("service {arn}");
     for (k, v) in tags {
@@ -125,16 +209,30 @@ async fn main() {
 
     let mut env = moto.aws_env();
     env.extend([
-        ("CLOUDFLARE_ACCOUNT_ID".to_string(), SimOptions::default().account_id),
+        (
+            "CLOUDFLARE_ACCOUNT_ID".to_string(),
+            SimOptions::default().account_id,
+        ),
         ("CLOUDFLARE_API_TOKEN".to_string(), API_TOKEN.to_string()),
         ("CLOUDFLARE_API_URL".to_string(), sim.base_url.clone()),
     ]);
-    let function = FunctionProcess::spawn(&binary, &rt.endpoint(), &env).expect("start ecs-tunnels");
+    let function =
+        FunctionProcess::spawn(&binary, &rt.endpoint(), &env).expect("start ecs-tunnels");
     rt.wait_for_pollers(1, Duration::from_secs(20)).await;
 
     title("Lambda invocation: ECS Task State Change (RUNNING) for demo/web");
-    let inv = rt.invoke(event("ecs-task-running.json"), Duration::from_secs(60)).await.expect("invoke");
-    println!("response ({} ms): {}", inv.duration.as_millis(), inv.outcome.response().map(|r| r.to_string()).unwrap_or_else(|| format!("{:?}", inv.outcome)));
+    let inv = rt
+        .invoke(event("ecs-task-running.json"), Duration::from_secs(60))
+        .await
+        .expect("invoke");
+    println!(
+        "response ({} ms): {}",
+        inv.duration.as_millis(),
+        inv.outcome
+            .response()
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| format!("{:?}", inv.outcome))
+    );
 
     title("What exists now");
     show_everything(&http, &sim.hooks_url, &sdk).await;
@@ -149,20 +247,71 @@ async fn main() {
         .ok()
         .and_then(|p| p.parameter().and_then(|p| p.value()).map(str::to_string))
         .unwrap_or_default();
-    let conn: Value = http.post(format!("{}/connectors", sim.hooks_url)).json(&json!({"token": token})).send().await.expect("connect").json().await.expect("json");
-    println!("simulator accepted the connector: {}", conn["client_id"].is_string());
+    let conn: Value = http
+        .post(format!("{}/connectors", sim.hooks_url))
+        .json(&json!({"token": token}))
+        .send()
+        .await
+        .expect("connect")
+        .json()
+        .await
+        .expect("json");
+    println!(
+        "simulator accepted the connector: {}",
+        conn["client_id"].is_string()
+    );
 
     title("The same event again: nothing to do");
-    http.delete(format!("{}/requests", sim.hooks_url)).send().await.expect("reset counters");
-    let inv = rt.invoke(event("ecs-task-running.json"), Duration::from_secs(60)).await.expect("invoke");
-    let counters: Value = http.get(format!("{}/requests", sim.hooks_url)).send().await.expect("counters").json().await.expect("json");
-    println!("response: {}", inv.outcome.response().map(|r| r["outcomes"][0]["state"].to_string()).unwrap_or_default());
-    println!("Cloudflare calls: {} (writes: {})", counters["total"], counters["writes"]);
+    http.delete(format!("{}/requests", sim.hooks_url))
+        .send()
+        .await
+        .expect("reset counters");
+    let inv = rt
+        .invoke(event("ecs-task-running.json"), Duration::from_secs(60))
+        .await
+        .expect("invoke");
+    let counters: Value = http
+        .get(format!("{}/requests", sim.hooks_url))
+        .send()
+        .await
+        .expect("counters")
+        .json()
+        .await
+        .expect("json");
+    println!(
+        "response: {}",
+        inv.outcome
+            .response()
+            .map(|r| r["outcomes"][0]["state"].to_string())
+            .unwrap_or_default()
+    );
+    println!(
+        "Cloudflare calls: {} (writes: {})",
+        counters["total"], counters["writes"]
+    );
 
     title("Untagging the service (ecs-tunnels:hostname) and feeding the CloudTrail UntagResource event");
-    aws_sdk_ecs::Client::new(&sdk).untag_resource().resource_arn(&arn).tag_keys("ecs-tunnels:hostname").send().await.expect("untag");
-    let inv = rt.invoke(event("cloudtrail-untag-resource.json"), Duration::from_secs(60)).await.expect("invoke");
-    println!("response: {}", inv.outcome.response().map(|r| r.to_string()).unwrap_or_else(|| format!("{:?}", inv.outcome)));
+    aws_sdk_ecs::Client::new(&sdk)
+        .untag_resource()
+        .resource_arn(&arn)
+        .tag_keys("ecs-tunnels:hostname")
+        .send()
+        .await
+        .expect("untag");
+    let inv = rt
+        .invoke(
+            event("cloudtrail-untag-resource.json"),
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("invoke");
+    println!(
+        "response: {}",
+        inv.outcome
+            .response()
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| format!("{:?}", inv.outcome))
+    );
 
     title("What exists now");
     show_everything(&http, &sim.hooks_url, &sdk).await;
@@ -172,7 +321,10 @@ async fn main() {
     if args.logs {
         println!("{logs}");
     } else {
-        println!("(function logged {} lines; run with --logs to see them)", logs.lines().count());
+        println!(
+            "(function logged {} lines; run with --logs to see them)",
+            logs.lines().count()
+        );
     }
     sim.shutdown();
     drop(moto);
