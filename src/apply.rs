@@ -245,6 +245,26 @@ pub async fn apply(
         log_change(ctx, c);
         done.push(c.kind());
     }
+    if let Some(c @ Change::FinishRotation { reason, rotated }) = changes
+        .iter()
+        .find(|c| matches!(c, Change::FinishRotation { .. }))
+    {
+        if reason == "compromised" {
+            if let Some(tid) = p.tunnel_id.as_deref() {
+                deps.cf.delete_tunnel_connections(tid).await?;
+            }
+        }
+        if *rotated {
+            deps.tokens
+                .add_tags(&ctx.svc, &crate::aws::ssm::rotated_now(reason))
+                .await?;
+        }
+        deps.tokens
+            .remove_tag(&ctx.svc, crate::aws::ssm::ROTATION_TAG)
+            .await?;
+        log_change(ctx, c);
+        done.push(c.kind());
+    }
     Ok(Applied {
         changes: done,
         tunnel_id: p.tunnel_id,
@@ -395,12 +415,15 @@ async fn write_token_to_store(
         "pending".to_string(),
     );
     if overwrite {
-        deps.tokens.add_tags(&ctx.svc, &[pending]).await?;
+        let mut tags = vec![pending];
+        tags.extend(crate::aws::ssm::rotated_now("repair"));
+        deps.tokens.add_tags(&ctx.svc, &tags).await?;
         deps.tokens.overwrite(&ctx.svc, token).await?;
         return Ok(());
     }
     let mut tags = ctx.owner.ssm_tags(&ctx.svc);
     tags.push(pending.clone());
+    tags.extend(crate::aws::ssm::rotated_now("created"));
     if !deps.tokens.create(&ctx.svc, token, &tags).await? {
         // A concurrent run created it: keep theirs if it is for the same tunnel.
         let existing = deps.tokens.get(&ctx.svc).await?;

@@ -31,6 +31,29 @@ pub enum Command {
     Plan(Target),
     /// Make the changes for one service or all of them.
     Apply(Target),
+    /// Rotate tunnel secrets: one service now, or every service whose period has elapsed.
+    Rotate {
+        /// Cluster name or ARN.
+        #[arg(long, requires = "service")]
+        cluster: Option<String>,
+        /// Service name or ARN: rotate it now, due or not.
+        #[arg(long, conflicts_with = "all")]
+        service: Option<String>,
+        /// Every managed service whose rotation is due (what the schedule does).
+        #[arg(long)]
+        all: bool,
+        /// The token may be known to someone else: also drop every live connection, so
+        /// nothing holding the old token stays connected (a brief outage until the new
+        /// tasks connect).
+        #[arg(long, requires = "service")]
+        compromised: bool,
+        /// Only list what is due.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Reconcile every managed service in the covered clusters (ECS_TUNNELS_CLUSTERS).
     Sweep {
         /// Only show what would change.
@@ -83,6 +106,26 @@ pub async fn run(cli: Cli) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    if let Command::Rotate {
+        cluster,
+        service,
+        all,
+        compromised,
+        dry_run,
+        json,
+    } = &cli.command
+    {
+        return rotate(
+            &deps,
+            cluster.as_deref(),
+            service.as_deref(),
+            *all,
+            *compromised,
+            *dry_run,
+            *json,
+        )
+        .await;
+    }
     let (mode, json, work) = match cli.command {
         Command::Plan(t) => (Mode::Plan, t.json, select(&deps, &t).await),
         Command::Apply(t) => (Mode::Apply, t.json, select(&deps, &t).await),
@@ -91,6 +134,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             json,
             managed_services(&deps).await.map_err(|e| e.to_string()),
         ),
+        Command::Rotate { .. } => unreachable!("handled above"),
     };
     let work = match work {
         Ok(w) => w,
@@ -115,6 +159,73 @@ pub async fn run(cli: Cli) -> ExitCode {
         }
     }
     exit_code(&outcomes)
+}
+
+async fn rotate(
+    deps: &Deps,
+    cluster: Option<&str>,
+    service: Option<&str>,
+    all: bool,
+    compromised: bool,
+    dry_run: bool,
+    json: bool,
+) -> ExitCode {
+    use crate::rotate::{rotate_due, rotate_service, Reason};
+    let outcomes = match (service, all) {
+        (Some(s), _) => {
+            let Some(id) = ServiceId::from_arn(s)
+                .or_else(|| cluster.map(|c| ServiceId::new(crate::ownership::cluster_name(c), s)))
+            else {
+                eprintln!("error: give --cluster with a service name (or the service's full ARN)");
+                return ExitCode::from(EXIT_USAGE);
+            };
+            let reason = if compromised {
+                Reason::Compromised
+            } else {
+                Reason::Manual
+            };
+            vec![rotate_service(deps, &id, reason, true, dry_run).await]
+        }
+        (None, true) => match rotate_due(deps, dry_run).await {
+            Ok(o) => o,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_RETRY);
+            }
+        },
+        (None, false) => {
+            eprintln!("error: give --cluster C --service S, or --all");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "rotations": outcomes }))
+                .unwrap_or_default()
+        );
+    } else {
+        for o in &outcomes {
+            let what = match (&o.error, o.rotated, o.due, dry_run) {
+                (Some(e), ..) => format!("error: {e}"),
+                (None, true, _, _) => "rotated".to_string(),
+                (None, false, true, true) => "due".to_string(),
+                _ => "not due".to_string(),
+            };
+            println!(
+                "{}: {what} (last rotated {})",
+                o.service,
+                o.last_rotated.as_deref().unwrap_or("never")
+            );
+        }
+    }
+    if outcomes.iter().any(|o| o.error.is_some() && !o.transient) {
+        ExitCode::from(EXIT_NEEDS_ATTENTION)
+    } else if outcomes.iter().any(|o| o.transient) {
+        ExitCode::from(EXIT_RETRY)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 async fn select(deps: &Deps, t: &Target) -> Result<Vec<Work>, String> {

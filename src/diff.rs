@@ -104,6 +104,14 @@ pub enum Change {
     DeleteToken,
     /// Start a new deployment so tasks read the new token.
     Redeploy,
+    /// Finish an interrupted rotation: record it, and for a compromised token drop
+    /// every connection.
+    FinishRotation {
+        /// Why the rotation started (`compromised` also drops every connection).
+        reason: String,
+        /// The secret did change (the stored token had to be repaired).
+        rotated: bool,
+    },
 }
 
 impl Change {
@@ -125,6 +133,7 @@ impl Change {
             Change::DeleteTunnel { .. } => "delete_tunnel",
             Change::DeleteToken => "delete_token",
             Change::Redeploy => "redeploy",
+            Change::FinishRotation { .. } => "finish_rotation",
         }
     }
 }
@@ -435,6 +444,7 @@ fn plan_present(ctx: &PlanContext, target: &Target, observed: &Observed) -> Plan
         (Some(t), Some(id)) => {
             t.tunnel_id.as_deref() == Some(id)
                 && t.account.as_deref() == Some(ctx.account_id.as_str())
+                && t.matches_cloudflare != Some(false)
         }
         _ => false,
     };
@@ -506,6 +516,14 @@ fn plan_present(ctx: &PlanContext, target: &Target, observed: &Observed) -> Plan
         .any(|c| matches!(c, Change::WriteToken { .. }));
     if token_written || observed.token.as_ref().is_some_and(|t| t.redeploy_pending) {
         changes.push(Change::Redeploy);
+    }
+    if let Some(t) = observed.token.as_ref().filter(|t| t.owned) {
+        if let Some(reason) = &t.rotation {
+            changes.push(Change::FinishRotation {
+                reason: reason.clone(),
+                rotated: t.matches_cloudflare == Some(false),
+            });
+        }
     }
     if conflicts.is_empty() {
         Plan { changes, conflicts }

@@ -19,6 +19,7 @@ pub mod model;
 pub mod observe;
 pub mod ownership;
 pub mod reconcile;
+pub mod rotate;
 pub mod secret;
 pub mod spec;
 pub mod status;

@@ -55,6 +55,11 @@ pub struct StoredToken {
     pub owned: bool,
     /// A token was written but the service was not yet redeployed with it.
     pub redeploy_pending: bool,
+    /// A rotation was started (its reason) and not finished.
+    pub rotation: Option<String>,
+    /// Whether the stored token equals the one Cloudflare serves; checked only while a
+    /// rotation is unfinished (`None`: not checked).
+    pub matches_cloudflare: Option<bool>,
 }
 
 /// A DNS record seen in a zone.

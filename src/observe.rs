@@ -187,6 +187,7 @@ pub async fn observe(
         .find(|t| t.name == tunnel_name && t.deleted_at.is_none());
     let app = apps.into_iter().find(|a| a.name == app_name);
 
+    let stored_value = stored.as_ref().map(|p| p.value.clone());
     let token = stored.map(|p| {
         let identity = crate::token::token_identity(&p.value);
         StoredToken {
@@ -194,8 +195,19 @@ pub async fn observe(
             tunnel_id: identity.map(|(_, t)| t),
             owned: ctx.owner.owns_ssm(&p.tags),
             redeploy_pending: p.tags.contains_key(crate::aws::ssm::REDEPLOY_TAG),
+            rotation: p.tags.get(crate::aws::ssm::ROTATION_TAG).cloned(),
+            matches_cloudflare: None,
         }
     });
+    // An unfinished rotation: is the stored token the one Cloudflare serves?
+    let mut token = token;
+    if let (Some(t), Some(tun), Some(value)) =
+        (token.as_mut(), tunnel.as_ref(), stored_value.as_ref())
+    {
+        if t.rotation.is_some() {
+            t.matches_cloudflare = Some(cf.tunnel_token(&tun.id).await? == *value);
+        }
+    }
 
     let policy_name = ctx.owner.policy_name(&ctx.svc);
     let config_fut = async {

@@ -39,6 +39,13 @@ pub fn token_identity(token: &Secret) -> Option<(String, String)> {
     Some((wire.a, wire.t))
 }
 
+/// The tunnel secret (`s`) inside a token, if it decodes.
+pub fn token_secret(token: &Secret) -> Option<Secret> {
+    let bytes = STANDARD.decode(token.expose().trim()).ok()?;
+    let wire: Wire = serde_json::from_slice(&bytes).ok()?;
+    Some(Secret::new(wire.s))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -49,6 +56,7 @@ mod tests {
         assert_eq!(STANDARD.decode(s.expose()).unwrap().len(), 32);
         let t = encode_token("acct", "tid", &s);
         assert_eq!(token_identity(&t), Some(("acct".into(), "tid".into())));
+        assert_eq!(token_secret(&t), Some(s.clone()));
         assert_eq!(token_identity(&Secret::new("garbage")), None);
         assert_ne!(new_tunnel_secret(), s);
     }

@@ -77,6 +77,8 @@ fn token() -> StoredToken {
         account: Some(ACCOUNT.into()),
         owned: true,
         redeploy_pending: false,
+        rotation: None,
+        matches_cloudflare: None,
     }
 }
 

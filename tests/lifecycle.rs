@@ -251,3 +251,68 @@ async fn task_failed_to_start_for_missing_token_creates_it() {
     assert_eq!(resp["outcomes"][0]["state"], "ready");
     assert_eq!(w.live_tunnels().await.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_token_read_from_ssm_once_per_cold_start() {
+    let mut w = World::start().await;
+    aws_sdk_ssm::Client::new(&w.sdk)
+        .put_parameter()
+        .name("/cloudflare/api-token")
+        .value(API_TOKEN)
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .send()
+        .await
+        .unwrap();
+    // The function reads the token from SSM instead of its environment.
+    let mut env: Vec<(String, String)> = w
+        .env()
+        .into_iter()
+        .filter(|(k, _)| k != "CLOUDFLARE_API_TOKEN")
+        .collect();
+    env.push((
+        "CLOUDFLARE_API_TOKEN_PARAMETER".into(),
+        "/cloudflare/api-token".into(),
+    ));
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_ecs-tunnels"));
+    w.functions
+        .push(devtools::function::FunctionProcess::spawn(bin, &w.rt.endpoint(), &env).unwrap());
+    w.seed("demo", "web", &exposed("web.example.com")).await;
+    let resp = w.invoke_ok(task_event("demo", "web", false)).await;
+    assert_eq!(
+        resp["outcomes"][0]["state"],
+        "ready",
+        "{resp}\n{}",
+        w.output()
+    );
+    // Read once: changing the parameter does not affect the warm process.
+    aws_sdk_ssm::Client::new(&w.sdk)
+        .put_parameter()
+        .name("/cloudflare/api-token")
+        .value("rotated-elsewhere")
+        .overwrite(true)
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .send()
+        .await
+        .unwrap();
+    let resp = w.invoke_ok(task_event("demo", "web", false)).await;
+    assert_eq!(resp["outcomes"][0]["state"], "ready");
+    assert!(!w.output().contains(API_TOKEN));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_misconfigured_install_says_what_to_set() {
+    let mut w = World::start().await;
+    w.extra_env
+        .push(("ECS_TUNNELS_TOKEN_STORE".into(), "vault".into()));
+    w.spawn_function().await;
+    let inv = w.invoke(task_event("demo", "web", false)).await;
+    match &inv.outcome {
+        devtools::runtime_api::Outcome::Error { error_message, .. } => {
+            assert!(
+                error_message.contains("ECS_TUNNELS_TOKEN_STORE"),
+                "{error_message}"
+            )
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+}

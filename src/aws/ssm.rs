@@ -9,6 +9,25 @@ use std::collections::BTreeMap;
 
 /// Tag set on the parameter while a written token has not yet reached a deployment.
 pub const REDEPLOY_TAG: &str = "ecs-tunnels:redeploy";
+/// Tag set before a rotation PATCHes the tunnel, holding the reason; removed when the new
+/// token is stored and deployed. A run that finds it verifies the stored token against
+/// Cloudflare's and repairs it.
+pub const ROTATION_TAG: &str = "ecs-tunnels:rotation";
+/// When the tunnel secret was last changed (RFC 3339).
+pub const ROTATED_AT_TAG: &str = "ecs-tunnels:rotated-at";
+/// Why: `created`, `schedule`, `manual`, `compromised`, `repair`.
+pub const ROTATED_BY_TAG: &str = "ecs-tunnels:rotated-by";
+
+/// The tags that record a secret change now.
+pub fn rotated_now(reason: &str) -> Vec<(String, String)> {
+    vec![
+        (
+            ROTATED_AT_TAG.to_string(),
+            humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        ),
+        (ROTATED_BY_TAG.to_string(), reason.to_string()),
+    ]
+}
 
 /// A stored token and the parameter's tags.
 #[derive(Debug, Clone)]

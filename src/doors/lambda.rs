@@ -59,9 +59,20 @@ pub async fn handle(deps: &Deps, event: LambdaEvent<Value>) -> Result<Value, Err
                 work.extend(all);
             }
             Trigger::Rotate => {
-                return Err(Error::from(
-                    "scheduled rotation is not available in this version of ecs-tunnels",
-                ))
+                let rotations = crate::rotate::rotate_due(deps, false)
+                    .await
+                    .map_err(|e| Error::from(e.to_string()))?;
+                let failed: Vec<String> = rotations
+                    .iter()
+                    .filter(|r| r.transient)
+                    .map(|r| format!("{}: {}", r.service, r.error.as_deref().unwrap_or("")))
+                    .collect();
+                if !failed.is_empty() {
+                    return Err(Error::from(format!("will retry: {}", failed.join("; "))));
+                }
+                return Ok(
+                    json!({ "rotations": rotations, "cloudflare_calls": deps.cf.stats().total - calls_before }),
+                );
             }
             Trigger::CustomResource(_) => return Err(Error::from(
                 "CloudFormation custom resources are not available in this version of ecs-tunnels",

@@ -1,0 +1,360 @@
+//! Scheduled and manual tunnel-secret rotation (SSM store), through the Lambda door and
+//! the CLI, against moto and the simulator: due vs not due, one rotation end to end,
+//! crashes at each step repaired by the next run, and the compromised path.
+
+mod common;
+use common::*;
+use serde_json::{json, Value};
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+const ACCOUNT_ID: &str = "0123456789abcdef0123456789abcdef";
+
+async fn tunnel_of(w: &World, svc: &str) -> Value {
+    w.live_tunnels()
+        .await
+        .into_iter()
+        .find(|t| t["name"].as_str().unwrap().ends_with(&format!(".{svc}")))
+        .expect("tunnel")
+}
+
+async fn connect(w: &World, token: &str) -> Value {
+    w.hook(
+        reqwest::Method::POST,
+        "/connectors",
+        Some(json!({"token": token})),
+    )
+    .await
+}
+
+async fn set_param_tags(w: &World, svc: &str, tags: &[(&str, &str)]) {
+    let tags: Vec<_> = tags
+        .iter()
+        .map(|(k, v)| {
+            aws_sdk_ssm::types::Tag::builder()
+                .key(*k)
+                .value(*v)
+                .build()
+                .unwrap()
+        })
+        .collect();
+    aws_sdk_ssm::Client::new(&w.sdk)
+        .add_tags_to_resource()
+        .resource_type(aws_sdk_ssm::types::ResourceTypeForTagging::Parameter)
+        .resource_id(format!("/ecs-tunnels/demo/{svc}/token"))
+        .set_tags(Some(tags))
+        .send()
+        .await
+        .unwrap();
+}
+
+fn days_ago(days: u64) -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now() - Duration::from_secs(days * 86400))
+        .to_string()
+}
+
+/// Makes the stored token and Cloudflare disagree, as if a run died right after PATCH.
+async fn patch_behind_our_back(w: &World, tunnel_id: &str) {
+    use base64::Engine;
+    let secret = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+    let r = w
+        .cf(
+            reqwest::Method::PATCH,
+            &format!("/accounts/{ACCOUNT_ID}/cfd_tunnel/{tunnel_id}"),
+            Some(json!({"tunnel_secret": secret})),
+        )
+        .await;
+    assert_eq!(r["success"], true, "{r}");
+}
+
+/// The invariant: the stored token is the one Cloudflare serves, and no marker is left.
+async fn assert_token_consistent(w: &World, svc: &str) {
+    let (token, _) = w.token_parameter("demo", svc).await.expect("token");
+    let c = connect(w, &token).await;
+    assert!(
+        c["client_id"].is_string(),
+        "{svc}: the stored token is rejected by the tunnel: {c}"
+    );
+    let tags = w.token_parameter_tags("demo", svc).await;
+    assert!(
+        !tags.contains_key("ecs-tunnels:rotation") && !tags.contains_key("ecs-tunnels:redeploy"),
+        "{svc}: {tags:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_rotation_rotates_only_what_is_due() {
+    let mut w = World::start().await;
+    w.spawn_function().await;
+    let mut tags_due = exposed("due.example.com");
+    tags_due.push(("ecs-tunnels:rotate-every", "7d"));
+    w.seed("demo", "due", &tags_due).await;
+    w.seed("demo", "fresh", &exposed("fresh.example.com")).await;
+    w.seed("demo", "badperiod", &exposed("bad.example.com"))
+        .await;
+    for s in ["due", "fresh", "badperiod"] {
+        assert_eq!(
+            w.invoke_ok(task_event("demo", s, false)).await["outcomes"][0]["state"],
+            "ready"
+        );
+    }
+    // Tag changed after creation, so creation went through; rotation must now refuse it.
+    w.set_tags(
+        "demo",
+        "badperiod",
+        &[("ecs-tunnels:rotate-every", "fortnightly")],
+    )
+    .await;
+    set_param_tags(&w, "due", &[("ecs-tunnels:rotated-at", &days_ago(8))]).await;
+    set_param_tags(&w, "fresh", &[("ecs-tunnels:rotated-at", &days_ago(8))]).await; // 8 days < default 30
+    let (old_token, old_version) = w.token_parameter("demo", "due").await.unwrap();
+    let (_, fresh_version) = w.token_parameter("demo", "fresh").await.unwrap();
+    let old_connector = connect(&w, &old_token).await;
+    assert!(old_connector["client_id"].is_string());
+    let before = tunnel_of(&w, "due").await;
+    let deployment = w.deployment_id("demo", "due").await;
+    w.reset_requests().await;
+
+    let resp = w.invoke_ok(sample("schedule-rotate.json")).await;
+    let rotations = resp["rotations"].as_array().unwrap();
+    let by = |s: &str| {
+        rotations
+            .iter()
+            .find(|r| r["service"]["service"] == s)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(by("due")["rotated"], true, "{resp}");
+    assert_eq!(by("fresh")["rotated"], false);
+    assert_eq!(by("fresh")["due"], false);
+    let err = by("badperiod")["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        err.contains("ecs-tunnels:rotate-every") && err.contains("fortnightly"),
+        "{err}"
+    );
+    assert_eq!(
+        w.writes().await,
+        1,
+        "one PATCH and nothing else at Cloudflare: {}",
+        w.requests().await
+    );
+
+    // Secret changed; SSM has a new version with the new token; a new deployment.
+    let after = tunnel_of(&w, "due").await;
+    assert_eq!(after["id"], before["id"], "same tunnel");
+    assert_ne!(after["secret_sha"], before["secret_sha"], "secret rotated");
+    let (new_token, new_version) = w.token_parameter("demo", "due").await.unwrap();
+    assert_eq!(new_version, old_version + 1);
+    assert_ne!(new_token, old_token);
+    assert_ne!(
+        w.deployment_id("demo", "due").await,
+        deployment,
+        "service redeployed"
+    );
+    assert_eq!(
+        w.token_parameter("demo", "fresh").await.unwrap().1,
+        fresh_version,
+        "not-due service untouched"
+    );
+    let tags = w.token_parameter_tags("demo", "due").await;
+    assert_eq!(
+        tags.get("ecs-tunnels:rotated-by").map(String::as_str),
+        Some("schedule")
+    );
+    assert_ne!(tags.get("ecs-tunnels:rotated-at"), Some(&days_ago(8)));
+
+    // The old connector stays; a new one with the old token is refused; the new token works.
+    let conns = after["connectors"].as_array().unwrap();
+    assert!(
+        conns.iter().any(|c| c["id"] == old_connector["client_id"]),
+        "old connector kept: {conns:?}"
+    );
+    let refused = connect(&w, &old_token).await;
+    assert!(
+        refused["client_id"].is_null(),
+        "old token must be refused: {refused}"
+    );
+    assert!(connect(&w, &new_token).await["client_id"].is_string());
+
+    // Nothing is due any more.
+    w.reset_requests().await;
+    let resp = w.invoke_ok(sample("schedule-rotate.json")).await;
+    assert!(
+        resp["rotations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["rotated"] == false),
+        "{resp}"
+    );
+    assert_eq!(w.writes().await, 0);
+    assert_eq!(
+        w.token_parameter("demo", "due").await.unwrap().1,
+        new_version,
+        "no SSM write when nothing is due"
+    );
+    assert!(
+        !w.output().contains(&new_token) && !w.output().contains(&old_token),
+        "tokens never logged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_at_each_rotation_step_is_repaired_by_the_next_run() {
+    let mut w = World::start().await;
+    w.spawn_function().await;
+    w.seed("demo", "web", &exposed("web.example.com")).await;
+    w.invoke_ok(task_event("demo", "web", false)).await;
+    let tid = tunnel_of(&w, "web").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // 1. Died after marking, before PATCH: nothing changed at Cloudflare.
+    set_param_tags(&w, "web", &[("ecs-tunnels:rotation", "schedule")]).await;
+    let v = w.token_parameter("demo", "web").await.unwrap().1;
+    w.invoke_ok(task_event("demo", "web", false)).await;
+    assert_token_consistent(&w, "web").await;
+    assert_eq!(
+        w.token_parameter("demo", "web").await.unwrap().1,
+        v,
+        "token matched: not rewritten"
+    );
+
+    // 2. Died after PATCH, before the token was stored: the stored token is stale.
+    set_param_tags(&w, "web", &[("ecs-tunnels:rotation", "schedule")]).await;
+    patch_behind_our_back(&w, &tid).await;
+    let stale = w.token_parameter("demo", "web").await.unwrap().0;
+    assert!(
+        connect(&w, &stale).await["client_id"].is_null(),
+        "precondition: stale token refused"
+    );
+    let deployment = w.deployment_id("demo", "web").await;
+    let resp = w.invoke_ok(task_event("demo", "web", false)).await;
+    assert_eq!(resp["outcomes"][0]["state"], "ready", "{resp}");
+    assert_token_consistent(&w, "web").await;
+    assert_ne!(
+        w.deployment_id("demo", "web").await,
+        deployment,
+        "redeployed with the repaired token"
+    );
+    assert_eq!(
+        w.token_parameter_tags("demo", "web")
+            .await
+            .get("ecs-tunnels:rotated-by")
+            .map(String::as_str),
+        Some("schedule")
+    );
+
+    // 3. Died after storing, before the redeploy.
+    set_param_tags(
+        &w,
+        "web",
+        &[
+            ("ecs-tunnels:rotation", "manual"),
+            ("ecs-tunnels:redeploy", "pending"),
+        ],
+    )
+    .await;
+    let deployment = w.deployment_id("demo", "web").await;
+    w.invoke_ok(task_event("demo", "web", false)).await;
+    assert_token_consistent(&w, "web").await;
+    assert_ne!(
+        w.deployment_id("demo", "web").await,
+        deployment,
+        "the owed redeploy happened"
+    );
+
+    // 4. A 500 on the PATCH itself: the rotation fails loudly, the next run is clean.
+    w.fault(
+        json!({"method": "PATCH", "path_contains": "/cfd_tunnel/", "status": 500, "count": 20}),
+    )
+    .await;
+    let out = cli(&w, &["rotate", "--cluster", "demo", "--service", "web"]);
+    assert_eq!(out.0, 3, "transient failure exit code: {out:?}");
+    w.clear_faults().await;
+    w.invoke_ok(task_event("demo", "web", false)).await;
+    assert_token_consistent(&w, "web").await;
+    let out = cli(&w, &["rotate", "--cluster", "demo", "--service", "web"]);
+    assert_eq!(out.0, 0, "{out:?}");
+    assert_token_consistent(&w, "web").await;
+
+    // 5. Killed at several points of a slow rotation: the next run always repairs.
+    w.fault(json!({"latency_ms": 150, "count": 100000})).await;
+    for kill_ms in [100u64, 250, 400, 600] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ecs-tunnels"))
+            .args(["rotate", "--cluster", "demo", "--service", "web"])
+            .env_clear()
+            .envs(w.env())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(kill_ms)).await;
+        let _ = child.kill();
+        let _ = child.wait();
+        w.invoke_ok(task_event("demo", "web", false)).await;
+        assert_token_consistent(&w, "web").await;
+    }
+}
+
+fn cli(w: &World, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ecs-tunnels"))
+        .args(args)
+        .env_clear()
+        .envs(w.env())
+        .output()
+        .expect("cli");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compromised_rotation_drops_every_connection() {
+    let mut w = World::start().await;
+    w.spawn_function().await;
+    w.seed("demo", "web", &exposed("web.example.com")).await;
+    w.invoke_ok(task_event("demo", "web", false)).await;
+    let (old_token, _) = w.token_parameter("demo", "web").await.unwrap();
+    assert!(connect(&w, &old_token).await["client_id"].is_string());
+    assert!(connect(&w, &old_token).await["client_id"].is_string());
+
+    let (code, out, err) = cli(&w, &["rotate", "--dry-run", "--all"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("demo/web: not due"), "{out}");
+
+    let (code, out, err) = cli(
+        &w,
+        &[
+            "rotate",
+            "--cluster",
+            "demo",
+            "--service",
+            "web",
+            "--compromised",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("demo/web: rotated"), "{out}");
+    let t = tunnel_of(&w, "web").await;
+    assert_eq!(
+        t["connectors"],
+        json!([]),
+        "nothing holding the old token stays connected"
+    );
+    let (new_token, _) = w.token_parameter("demo", "web").await.unwrap();
+    assert!(connect(&w, &old_token).await["client_id"].is_null());
+    assert!(connect(&w, &new_token).await["client_id"].is_string());
+    let tags = w.token_parameter_tags("demo", "web").await;
+    assert_eq!(
+        tags.get("ecs-tunnels:rotated-by").map(String::as_str),
+        Some("compromised")
+    );
+    assert!(!out.contains(&new_token) && !err.contains(&new_token) && !err.contains(&old_token));
+}
