@@ -163,7 +163,7 @@ pub async fn apply(
                 Some(t) => t.clone(),
                 None => deps.cf.tunnel_token(tid).await?,
             };
-            write_token_to_store(deps, ctx, tid, &token, *overwrite).await?;
+            write_token_to_store(deps, ctx, target, tid, &token, *overwrite).await?;
             log_change(ctx, c);
         }
         Ok::<_, ReconcileError>(())
@@ -240,7 +240,7 @@ pub async fn apply(
             .redeploy(&ctx.svc.cluster, &ctx.svc.service)
             .await?;
         deps.tokens
-            .remove_tag(&ctx.svc, crate::aws::ssm::REDEPLOY_TAG)
+            .remove_tag(&ctx.svc, crate::aws::token_store::REDEPLOY_TAG)
             .await?;
         log_change(ctx, c);
         done.push(c.kind());
@@ -256,11 +256,11 @@ pub async fn apply(
         }
         if *rotated {
             deps.tokens
-                .add_tags(&ctx.svc, &crate::aws::ssm::rotated_now(reason))
+                .add_tags(&ctx.svc, &crate::aws::token_store::rotated_now(reason))
                 .await?;
         }
         deps.tokens
-            .remove_tag(&ctx.svc, crate::aws::ssm::ROTATION_TAG)
+            .remove_tag(&ctx.svc, crate::aws::token_store::ROTATION_TAG)
             .await?;
         log_change(ctx, c);
         done.push(c.kind());
@@ -406,25 +406,32 @@ async fn ensure_record(
 async fn write_token_to_store(
     deps: &Deps,
     ctx: &PlanContext,
+    target: Option<&Target>,
     tunnel_id: &str,
     token: &Secret,
     overwrite: bool,
 ) -> Result<(), ReconcileError> {
     let pending = (
-        crate::aws::ssm::REDEPLOY_TAG.to_string(),
+        crate::aws::token_store::REDEPLOY_TAG.to_string(),
         "pending".to_string(),
     );
     if overwrite {
         let mut tags = vec![pending];
-        tags.extend(crate::aws::ssm::rotated_now("repair"));
+        tags.extend(crate::aws::token_store::rotated_now("repair"));
         deps.tokens.add_tags(&ctx.svc, &tags).await?;
         deps.tokens.overwrite(&ctx.svc, token).await?;
         return Ok(());
     }
     let mut tags = ctx.owner.ssm_tags(&ctx.svc);
     tags.push(pending.clone());
-    tags.extend(crate::aws::ssm::rotated_now("created"));
-    if !deps.tokens.create(&ctx.svc, token, &tags).await? {
+    tags.extend(crate::aws::token_store::rotated_now("created"));
+    if deps.tokens.create(&ctx.svc, token, &tags).await? {
+        if let Some(t) = target {
+            deps.tokens
+                .schedule_rotation(&ctx.svc, t.rotate_every)
+                .await?;
+        }
+    } else {
         // A concurrent run created it: keep theirs if it is for the same tunnel.
         let existing = deps.tokens.get(&ctx.svc).await?;
         let same = existing

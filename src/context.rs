@@ -3,7 +3,8 @@
 //! adapters, and small caches of account-wide facts (zones, team name).
 
 use crate::aws::ecs::Ecs;
-use crate::aws::ssm::{read_secret_string, read_secure_string, TokenStore};
+use crate::aws::ssm::{read_secret_string, read_secure_string};
+use crate::aws::token_store::TokenStore;
 use crate::cloudflare::{ClientOptions, CloudflareClient, Zone};
 use crate::config::{ApiTokenSource, Config};
 use crate::ownership::Owner;
@@ -58,7 +59,7 @@ impl Deps {
         Ok(Deps {
             cf: CloudflareClient::new(opts),
             ecs: Ecs::new(&sdk),
-            tokens: TokenStore::new(&sdk, &config.parameter_prefix),
+            tokens: TokenStore::new(&sdk, config.token_store, &config.parameter_prefix),
             region: sdk
                 .region()
                 .map(|r| r.to_string())

@@ -21,6 +21,7 @@ pub mod ownership;
 pub mod reconcile;
 pub mod rotate;
 pub mod secret;
+pub mod secrets_rotation;
 pub mod spec;
 pub mod status;
 pub mod token;

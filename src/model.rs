@@ -42,6 +42,8 @@ pub struct Target {
     pub origin: String,
     /// `None` for `access=public`.
     pub access: Option<TargetAccess>,
+    /// How often the tunnel secret is rotated.
+    pub rotate_every: std::time::Duration,
 }
 
 /// The SSM token parameter as seen (never its value).

@@ -113,6 +113,7 @@ pub async fn resolve_target(deps: &Deps, spec: &Spec) -> Result<Target, Reconcil
             hosts,
             origin: spec.origin.clone(),
             access,
+            rotate_every: spec.rotate_every,
         })
     } else {
         Err(ReconcileError::Invalid(errors))
@@ -194,8 +195,13 @@ pub async fn observe(
             account: identity.as_ref().map(|(a, _)| a.clone()),
             tunnel_id: identity.map(|(_, t)| t),
             owned: ctx.owner.owns_ssm(&p.tags),
-            redeploy_pending: p.tags.contains_key(crate::aws::ssm::REDEPLOY_TAG),
-            rotation: p.tags.get(crate::aws::ssm::ROTATION_TAG).cloned(),
+            redeploy_pending: p.tags.contains_key(crate::aws::token_store::REDEPLOY_TAG),
+            // With Secrets Manager, its own protocol owns unfinished rotations.
+            rotation: if deps.tokens.rotates_itself() {
+                None
+            } else {
+                p.tags.get(crate::aws::token_store::ROTATION_TAG).cloned()
+            },
             matches_cloudflare: None,
         }
     });
@@ -205,7 +211,10 @@ pub async fn observe(
         (token.as_mut(), tunnel.as_ref(), stored_value.as_ref())
     {
         if t.rotation.is_some() {
-            t.matches_cloudflare = Some(cf.tunnel_token(&tun.id).await? == *value);
+            t.matches_cloudflare = Some(crate::token::same_token(
+                &cf.tunnel_token(&tun.id).await?,
+                value,
+            ));
         }
     }
 

@@ -10,7 +10,7 @@
 //! the stored token with the one Cloudflare serves and repairs it (store, redeploy,
 //! record), so a stored token the tunnel rejects lasts only until the next run.
 
-use crate::aws::ssm::{rotated_now, REDEPLOY_TAG, ROTATED_AT_TAG, ROTATION_TAG};
+use crate::aws::token_store::{rotated_now, REDEPLOY_TAG, ROTATED_AT_TAG, ROTATION_TAG};
 use crate::cloudflare::TunnelQuery;
 use crate::context::Deps;
 use crate::error::ReconcileError;
@@ -120,6 +120,27 @@ async fn rotate_inner(
         })?,
         None => deps.config.rotate_every,
     };
+    if let crate::aws::token_store::TokenStore::SecretsManager(sm) = &deps.tokens {
+        // Secrets Manager rotates on its own schedule, through the four-step protocol.
+        if reason == Reason::Schedule {
+            return Ok(());
+        }
+        out.due = true;
+        if dry_run {
+            return Ok(());
+        }
+        if reason == Reason::Compromised {
+            sm.add_tags(
+                svc,
+                &[(ROTATION_TAG.to_string(), reason.as_str().to_string())],
+            )
+            .await?;
+        }
+        sm.rotate_now(svc).await?;
+        out.rotated = true;
+        info!(service = %svc, reason = reason.as_str(), "Secrets Manager rotation started");
+        return Ok(());
+    }
     let account = info.account_region().map(|(a, _)| a);
     let owner = deps
         .owner(account.as_deref())

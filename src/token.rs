@@ -39,6 +39,20 @@ pub fn token_identity(token: &Secret) -> Option<(String, String)> {
     Some((wire.a, wire.t))
 }
 
+/// True when two tokens carry the same account, tunnel and secret (JSON key order and
+/// encoding details may differ between Cloudflare's token and one built here).
+pub fn same_token(a: &Secret, b: &Secret) -> bool {
+    let decode = |t: &Secret| -> Option<(String, String, String)> {
+        let bytes = STANDARD.decode(t.expose().trim()).ok()?;
+        let w: Wire = serde_json::from_slice(&bytes).ok()?;
+        Some((w.a, w.t, w.s))
+    };
+    match (decode(a), decode(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
+}
+
 /// The tunnel secret (`s`) inside a token, if it decodes.
 pub fn token_secret(token: &Secret) -> Option<Secret> {
     let bytes = STANDARD.decode(token.expose().trim()).ok()?;
@@ -57,6 +71,14 @@ mod tests {
         let t = encode_token("acct", "tid", &s);
         assert_eq!(token_identity(&t), Some(("acct".into(), "tid".into())));
         assert_eq!(token_secret(&t), Some(s.clone()));
+        let reordered = Secret::new(
+            STANDARD.encode(format!(r#"{{"a":"acct","s":"{}","t":"tid"}}"#, s.expose())),
+        );
+        assert!(same_token(&t, &reordered), "key order does not matter");
+        assert!(!same_token(
+            &t,
+            &encode_token("acct", "tid", &new_tunnel_secret())
+        ));
         assert_eq!(token_identity(&Secret::new("garbage")), None);
         assert_ne!(new_tunnel_secret(), s);
     }

@@ -29,6 +29,7 @@ fn target(access: bool) -> Target {
             zone_id: ZONE.into(),
         }],
         origin: "http://localhost:8080".into(),
+        rotate_every: std::time::Duration::from_secs(30 * 86400),
         access: access.then(|| TargetAccess {
             own_rules: own_policy_rules(&["a@example.com".into()], &[], &[]),
             extra_policy_ids: vec![],

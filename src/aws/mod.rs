@@ -1,8 +1,11 @@
-//! Thin AWS adapters: ECS (services, tags, redeploys) and the token store (SSM).
+//! Thin AWS adapters: ECS (services, tags, redeploys) and the token store (SSM or
+//! Secrets Manager).
 //! Each call maps SDK errors into [`AwsError`], which names the operation.
 
 pub mod ecs;
+pub mod secrets;
 pub mod ssm;
+pub mod token_store;
 
 use aws_sdk_ecs::error::ProvideErrorMetadata;
 

@@ -1,46 +1,15 @@
-//! SSM Parameter Store: the tunnel token parameter (a SecureString per service, tagged
-//! with the owner) and reading the Cloudflare API token.
+//! SSM Parameter Store backend of the token store (a SecureString per service, tagged
+//! with the owner), and reading the Cloudflare API token.
 
+use super::token_store::StoredParameter;
 use super::AwsError;
 use crate::ownership::ServiceId;
 use crate::secret::Secret;
 use aws_sdk_ssm::types::{ParameterType, ResourceTypeForTagging, Tag};
-use std::collections::BTreeMap;
 
-/// Tag set on the parameter while a written token has not yet reached a deployment.
-pub const REDEPLOY_TAG: &str = "ecs-tunnels:redeploy";
-/// Tag set before a rotation PATCHes the tunnel, holding the reason; removed when the new
-/// token is stored and deployed. A run that finds it verifies the stored token against
-/// Cloudflare's and repairs it.
-pub const ROTATION_TAG: &str = "ecs-tunnels:rotation";
-/// When the tunnel secret was last changed (RFC 3339).
-pub const ROTATED_AT_TAG: &str = "ecs-tunnels:rotated-at";
-/// Why: `created`, `schedule`, `manual`, `compromised`, `repair`.
-pub const ROTATED_BY_TAG: &str = "ecs-tunnels:rotated-by";
-
-/// The tags that record a secret change now.
-pub fn rotated_now(reason: &str) -> Vec<(String, String)> {
-    vec![
-        (
-            ROTATED_AT_TAG.to_string(),
-            humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-        ),
-        (ROTATED_BY_TAG.to_string(), reason.to_string()),
-    ]
-}
-
-/// A stored token and the parameter's tags.
-#[derive(Debug, Clone)]
-pub struct StoredParameter {
-    /// The token.
-    pub value: Secret,
-    /// The parameter's tags.
-    pub tags: BTreeMap<String, String>,
-}
-
-/// The SSM token store.
+/// The SSM backend.
 #[derive(Clone)]
-pub struct TokenStore {
+pub struct SsmTokens {
     client: aws_sdk_ssm::Client,
     prefix: String,
 }
@@ -49,10 +18,10 @@ fn is_not_found<E: aws_sdk_ssm::error::ProvideErrorMetadata>(e: &E) -> bool {
     matches!(e.code(), Some("ParameterNotFound" | "InvalidResourceId"))
 }
 
-impl TokenStore {
+impl SsmTokens {
     /// Builds the store for a prefix such as `/ecs-tunnels`.
     pub fn new(cfg: &aws_config::SdkConfig, prefix: &str) -> Self {
-        TokenStore {
+        SsmTokens {
             client: aws_sdk_ssm::Client::new(cfg),
             prefix: prefix.to_string(),
         }

@@ -77,10 +77,13 @@ pub async fn handle(deps: &Deps, event: LambdaEvent<Value>) -> Result<Value, Err
             Trigger::CustomResource(_) => return Err(Error::from(
                 "CloudFormation custom resources are not available in this version of ecs-tunnels",
             )),
-            Trigger::SecretsRotation(_) => {
-                return Err(Error::from(
-                    "Secrets Manager rotation is not available in this version of ecs-tunnels",
-                ))
+            Trigger::SecretsRotation(event) => {
+                return crate::secrets_rotation::handle(deps, &event)
+                    .await
+                    .map_err(|e| {
+                        warn!(error = %e, "rotation step failed");
+                        Error::from(e.to_string())
+                    });
             }
         }
     }

@@ -1,0 +1,145 @@
+//! The token store: where each service's tunnel token lives (SSM Parameter Store by
+//! default, or Secrets Manager), and the tags that record its state. The rest of the code
+//! sees only [`TokenStore`].
+
+use super::secrets::SecretTokens;
+use super::ssm::SsmTokens;
+use super::AwsError;
+use crate::config::TokenStoreKind;
+use crate::ownership::ServiceId;
+use crate::secret::Secret;
+use std::collections::BTreeMap;
+
+/// Tag set on the parameter while a written token has not yet reached a deployment.
+pub const REDEPLOY_TAG: &str = "ecs-tunnels:redeploy";
+/// Tag set before a rotation PATCHes the tunnel, holding the reason; removed when the new
+/// token is stored and deployed. A run that finds it verifies the stored token against
+/// Cloudflare's and repairs it.
+pub const ROTATION_TAG: &str = "ecs-tunnels:rotation";
+/// When the tunnel secret was last changed (RFC 3339).
+pub const ROTATED_AT_TAG: &str = "ecs-tunnels:rotated-at";
+/// Why: `created`, `schedule`, `manual`, `compromised`, `repair`.
+pub const ROTATED_BY_TAG: &str = "ecs-tunnels:rotated-by";
+
+/// The tags that record a secret change now.
+pub fn rotated_now(reason: &str) -> Vec<(String, String)> {
+    vec![
+        (
+            ROTATED_AT_TAG.to_string(),
+            humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        ),
+        (ROTATED_BY_TAG.to_string(), reason.to_string()),
+    ]
+}
+
+/// A stored token and its tags.
+#[derive(Debug, Clone)]
+pub struct StoredParameter {
+    /// The token.
+    pub value: Secret,
+    /// The parameter's (or secret's) tags.
+    pub tags: BTreeMap<String, String>,
+}
+
+/// The configured token store.
+#[derive(Clone)]
+pub enum TokenStore {
+    /// SSM Parameter Store SecureString at `<prefix>/<cluster>/<service>/token`.
+    Ssm(SsmTokens),
+    /// Secrets Manager secret `<prefix without the leading slash>/<cluster>/<service>/token`.
+    SecretsManager(SecretTokens),
+}
+
+impl TokenStore {
+    /// Builds the store the configuration asks for.
+    pub fn new(cfg: &aws_config::SdkConfig, kind: TokenStoreKind, prefix: &str) -> Self {
+        match kind {
+            TokenStoreKind::Ssm => TokenStore::Ssm(SsmTokens::new(cfg, prefix)),
+            TokenStoreKind::SecretsManager => {
+                TokenStore::SecretsManager(SecretTokens::new(cfg, prefix))
+            }
+        }
+    }
+
+    /// Where a service's token lives (parameter or secret name).
+    pub fn location(&self, svc: &ServiceId) -> String {
+        match self {
+            TokenStore::Ssm(s) => s.parameter_name(svc),
+            TokenStore::SecretsManager(s) => s.secret_name(svc),
+        }
+    }
+
+    /// The token and tags; `None` if there is none.
+    pub async fn get(&self, svc: &ServiceId) -> Result<Option<StoredParameter>, AwsError> {
+        match self {
+            TokenStore::Ssm(s) => s.get(svc).await,
+            TokenStore::SecretsManager(s) => s.get(svc).await,
+        }
+    }
+
+    /// Creates it with tags; `Ok(false)` if it already exists.
+    pub async fn create(
+        &self,
+        svc: &ServiceId,
+        token: &Secret,
+        tags: &[(String, String)],
+    ) -> Result<bool, AwsError> {
+        match self {
+            TokenStore::Ssm(s) => s.create(svc, token, tags).await,
+            TokenStore::SecretsManager(s) => s.create(svc, token, tags).await,
+        }
+    }
+
+    /// Replaces the token (a new version).
+    pub async fn overwrite(&self, svc: &ServiceId, token: &Secret) -> Result<(), AwsError> {
+        match self {
+            TokenStore::Ssm(s) => s.overwrite(svc, token).await,
+            TokenStore::SecretsManager(s) => s.overwrite(svc, token).await,
+        }
+    }
+
+    /// Adds or replaces tags.
+    pub async fn add_tags(
+        &self,
+        svc: &ServiceId,
+        tags: &[(String, String)],
+    ) -> Result<(), AwsError> {
+        match self {
+            TokenStore::Ssm(s) => s.add_tags(svc, tags).await,
+            TokenStore::SecretsManager(s) => s.add_tags(svc, tags).await,
+        }
+    }
+
+    /// Removes a tag.
+    pub async fn remove_tag(&self, svc: &ServiceId, key: &str) -> Result<(), AwsError> {
+        match self {
+            TokenStore::Ssm(s) => s.remove_tag(svc, key).await,
+            TokenStore::SecretsManager(s) => s.remove_tag(svc, key).await,
+        }
+    }
+
+    /// Deletes it; a missing one is fine.
+    pub async fn delete(&self, svc: &ServiceId) -> Result<(), AwsError> {
+        match self {
+            TokenStore::Ssm(s) => s.delete(svc).await,
+            TokenStore::SecretsManager(s) => s.delete(svc).await,
+        }
+    }
+
+    /// Turns on the store's own rotation schedule (Secrets Manager only).
+    pub async fn schedule_rotation(
+        &self,
+        svc: &ServiceId,
+        every: std::time::Duration,
+    ) -> Result<(), AwsError> {
+        match self {
+            TokenStore::Ssm(_) => Ok(()),
+            TokenStore::SecretsManager(s) => s.schedule_rotation(svc, every).await,
+        }
+    }
+
+    /// True when rotation belongs to Secrets Manager's own schedule and protocol.
+    pub fn rotates_itself(&self) -> bool {
+        matches!(self, TokenStore::SecretsManager(_))
+    }
+}
