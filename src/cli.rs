@@ -106,6 +106,41 @@ pub async fn run(cli: Cli) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    if let Command::Sweep { dry_run, json } = &cli.command {
+        let mode = if *dry_run { Mode::Plan } else { Mode::Apply };
+        let limits = crate::sweep::SweepLimits::from_config(&deps.config, None);
+        return match crate::sweep::sweep(&deps, mode, &limits, None).await {
+            Ok(report) => {
+                if *json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&report).unwrap_or_default()
+                    );
+                } else {
+                    println!(
+                        "sweep: {} services, {} managed, {} converged, {} needed work ({} orphaned), {} Cloudflare calls ({} writes, {} rate-limited), {} ms{}",
+                        report.services_seen, report.managed, report.converged, report.needed_work, report.orphans,
+                        report.cloudflare_calls, report.cloudflare_writes, report.rate_limited, report.duration_ms,
+                        if report.complete { String::new() } else { format!("; incomplete, {} left for the next sweep", report.remaining) }
+                    );
+                    for o in &report.outcomes {
+                        println!("{}", describe(o));
+                    }
+                }
+                if !report.errors.is_empty() {
+                    ExitCode::from(EXIT_NEEDS_ATTENTION)
+                } else if !report.complete {
+                    ExitCode::from(EXIT_RETRY)
+                } else {
+                    ExitCode::SUCCESS
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(EXIT_RETRY)
+            }
+        };
+    }
     if let Command::Rotate {
         cluster,
         service,
@@ -129,12 +164,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     let (mode, json, work) = match cli.command {
         Command::Plan(t) => (Mode::Plan, t.json, select(&deps, &t).await),
         Command::Apply(t) => (Mode::Apply, t.json, select(&deps, &t).await),
-        Command::Sweep { dry_run, json } => (
-            if dry_run { Mode::Plan } else { Mode::Apply },
-            json,
-            managed_services(&deps).await.map_err(|e| e.to_string()),
-        ),
-        Command::Rotate { .. } => unreachable!("handled above"),
+        Command::Sweep { .. } | Command::Rotate { .. } => unreachable!("handled above"),
     };
     let work = match work {
         Ok(w) => w,

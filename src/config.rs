@@ -54,6 +54,12 @@ pub struct Config {
     pub rotate_every: Duration,
     /// `ECS_TUNNELS_RETRY_BASE_MS`: base of the Cloudflare retry backoff (tests lower it).
     pub retry_base: Duration,
+    /// `ECS_TUNNELS_SWEEP_MAX_CALLS`: Cloudflare calls one sweep may make.
+    pub sweep_max_calls: u64,
+    /// `ECS_TUNNELS_SWEEP_CONFIG_CHECKS`: tunnel configurations verified per sweep.
+    pub sweep_config_checks: usize,
+    /// `ECS_TUNNELS_SWEEP_INTERVAL`: how often the sweep is scheduled.
+    pub sweep_interval: Duration,
 }
 
 impl Config {
@@ -118,7 +124,25 @@ impl Config {
                 format!("ECS_TUNNELS_RETRY_BASE_MS {v:?} is not a number of milliseconds")
             })?),
         };
+        let number = |k: &str, default: u64| -> Result<u64, String> {
+            match get(k) {
+                None => Ok(default),
+                Some(v) => v
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("{k} {v:?} is not a whole number")),
+            }
+        };
+        let sweep_interval = match get("ECS_TUNNELS_SWEEP_INTERVAL") {
+            None => Duration::from_secs(300),
+            Some(v) => humantime::parse_duration(v.trim()).map_err(|_| {
+                format!("ECS_TUNNELS_SWEEP_INTERVAL {v:?} is not a duration such as 5m")
+            })?,
+        };
         Ok(Config {
+            sweep_max_calls: number("ECS_TUNNELS_SWEEP_MAX_CALLS", 400)?,
+            sweep_config_checks: number("ECS_TUNNELS_SWEEP_CONFIG_CHECKS", 20)? as usize,
+            sweep_interval,
             account_id: account_id.to_ascii_lowercase(),
             api_token,
             api_url: get("CLOUDFLARE_API_URL").unwrap_or_else(|| DEFAULT_API_URL.to_string()),

@@ -19,6 +19,7 @@ struct Cache {
     zones: Option<(Instant, Vec<Zone>)>,
     team_name: Option<(Instant, String)>,
     access_tags: Vec<String>,
+    origins: std::collections::HashMap<String, Option<String>>,
 }
 
 /// The shared dependencies of every door.
@@ -107,6 +108,24 @@ impl Deps {
         let team = self.cf.get_organization().await?.team_name().to_string();
         cache.team_name = Some((Instant::now(), team.clone()));
         Ok(team)
+    }
+
+    /// The default origin of a task definition. Task definitions are immutable, so the
+    /// answer is cached for the life of the process (a sweep reads each one once).
+    pub async fn default_origin(
+        &self,
+        task_definition: &str,
+    ) -> Result<Option<String>, crate::aws::AwsError> {
+        if let Some(o) = self.cache.lock().await.origins.get(task_definition) {
+            return Ok(o.clone());
+        }
+        let origin = self.ecs.default_origin(task_definition).await?;
+        self.cache
+            .lock()
+            .await
+            .origins
+            .insert(task_definition.to_string(), origin.clone());
+        Ok(origin)
     }
 
     /// Makes sure the Access tag exists (once per process).

@@ -24,4 +24,5 @@ pub mod secret;
 pub mod secrets_rotation;
 pub mod spec;
 pub mod status;
+pub mod sweep;
 pub mod token;

@@ -15,6 +15,80 @@ use crate::spec::{
 use futures::future::try_join_all;
 use std::collections::BTreeSet;
 
+type IdNames = Vec<(String, String)>;
+
+/// Account-wide lists that names in tags resolve against (groups, reusable policies,
+/// IdPs), each fetched at most once per `Lookups` and only when a spec needs it. A sweep
+/// shares one across all services.
+#[derive(Default)]
+pub struct Lookups {
+    groups: tokio::sync::OnceCell<IdNames>,
+    policies: tokio::sync::OnceCell<IdNames>,
+    idps: tokio::sync::OnceCell<IdNames>,
+}
+
+impl Lookups {
+    /// Starts with the reusable policies already known (a sweep lists them anyway).
+    pub fn with_policies(policies: &[crate::cloudflare::AccessPolicy]) -> Self {
+        let l = Lookups::default();
+        let _ = l.policies.set(
+            policies
+                .iter()
+                .map(|p| (p.id.clone(), p.name.clone()))
+                .collect(),
+        );
+        l
+    }
+
+    async fn groups(&self, deps: &Deps, needed: bool) -> Result<IdNames, ReconcileError> {
+        if !needed {
+            return Ok(vec![]);
+        }
+        let v = self
+            .groups
+            .get_or_try_init(|| async {
+                deps.cf
+                    .list_access_groups()
+                    .await
+                    .map(|g| g.into_iter().map(|x| (x.id, x.name)).collect())
+            })
+            .await?;
+        Ok(v.clone())
+    }
+
+    async fn policies(&self, deps: &Deps, needed: bool) -> Result<IdNames, ReconcileError> {
+        if !needed {
+            return Ok(vec![]);
+        }
+        let v = self
+            .policies
+            .get_or_try_init(|| async {
+                deps.cf
+                    .list_reusable_policies()
+                    .await
+                    .map(|g| g.into_iter().map(|x| (x.id, x.name)).collect())
+            })
+            .await?;
+        Ok(v.clone())
+    }
+
+    async fn idps(&self, deps: &Deps, needed: bool) -> Result<IdNames, ReconcileError> {
+        if !needed {
+            return Ok(vec![]);
+        }
+        let v = self
+            .idps
+            .get_or_try_init(|| async {
+                deps.cf
+                    .list_identity_providers()
+                    .await
+                    .map(|g| g.into_iter().map(|x| (x.id, x.name)).collect())
+            })
+            .await?;
+        Ok(v.clone())
+    }
+}
+
 /// The zone a hostname belongs to: the longest zone name it ends with.
 pub fn zone_for<'a>(host: &str, zones: &'a [Zone]) -> Option<&'a Zone> {
     zones
@@ -25,7 +99,11 @@ pub fn zone_for<'a>(host: &str, zones: &'a [Zone]) -> Option<&'a Zone> {
 
 /// Resolves a valid spec into ids. Unknown zones, groups, policies or IdPs are errors
 /// naming the tag.
-pub async fn resolve_target(deps: &Deps, spec: &Spec) -> Result<Target, ReconcileError> {
+pub async fn resolve_target(
+    deps: &Deps,
+    spec: &Spec,
+    lookups: &Lookups,
+) -> Result<Target, ReconcileError> {
     let zones = deps.zones().await?;
     let mut errors = Vec::new();
     let mut hosts = Vec::new();
@@ -48,36 +126,9 @@ pub async fn resolve_target(deps: &Deps, spec: &Spec) -> Result<Target, Reconcil
         AccessSpec::Public => None,
         AccessSpec::Required(rules) => {
             let (groups, policies, idps) = futures::try_join!(
-                async {
-                    if rules.groups.is_empty() {
-                        Ok(vec![])
-                    } else {
-                        deps.cf
-                            .list_access_groups()
-                            .await
-                            .map(|g| g.into_iter().map(|x| (x.id, x.name)).collect())
-                    }
-                },
-                async {
-                    if rules.policies.is_empty() {
-                        Ok(vec![])
-                    } else {
-                        deps.cf
-                            .list_reusable_policies()
-                            .await
-                            .map(|p| p.into_iter().map(|x| (x.id, x.name)).collect())
-                    }
-                },
-                async {
-                    if rules.idps.is_empty() {
-                        Ok(vec![])
-                    } else {
-                        deps.cf
-                            .list_identity_providers()
-                            .await
-                            .map(|p| p.into_iter().map(|x| (x.id, x.name)).collect())
-                    }
-                },
+                lookups.groups(deps, !rules.groups.is_empty()),
+                lookups.policies(deps, !rules.policies.is_empty()),
+                lookups.idps(deps, !rules.idps.is_empty()),
             )?;
             let group_ids = resolve_refs(
                 &rules.groups,

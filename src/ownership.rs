@@ -176,6 +176,22 @@ impl Owner {
         format!("{} allow{}", svc.key(), self.name_suffix())
     }
 
+    /// The service a policy name belongs to, if ours.
+    pub fn service_of_policy(&self, name: &str) -> Option<ServiceId> {
+        let key = name
+            .strip_suffix(&self.name_suffix())?
+            .strip_suffix(" allow")?;
+        let (c, s) = key.split_once('/')?;
+        Some(ServiceId::new(c, s))
+    }
+
+    /// The service a DNS comment names, when it is the readable (not hashed) form.
+    pub fn service_of_dns_comment(&self, comment: &str) -> Option<ServiceId> {
+        let key = comment.strip_prefix(&self.dns_comment_prefix())?;
+        let (c, s) = key.split_once('/')?;
+        Some(ServiceId::new(c, s))
+    }
+
     /// True when a policy name is ours.
     pub fn owns_policy(&self, name: &str) -> bool {
         name.ends_with(&self.name_suffix())
@@ -252,6 +268,11 @@ mod tests {
         assert!(!o.owns_access_app(&name, &[]));
         assert_eq!(o.service_of_access_app(&name), Some(svc.clone()));
         assert!(o.owns_policy(&o.policy_name(&svc)));
+        assert_eq!(o.service_of_policy(&o.policy_name(&svc)), Some(svc.clone()));
+        assert_eq!(
+            o.service_of_dns_comment(&o.dns_comment(&svc)),
+            Some(svc.clone())
+        );
         let tags: BTreeMap<_, _> = o.ssm_tags(&svc).into_iter().collect();
         assert!(o.owns_ssm(&tags));
         assert!(!Owner::parse("x").unwrap().owns_ssm(&tags));

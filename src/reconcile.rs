@@ -124,7 +124,7 @@ pub async fn reconcile_service(
                 None
             } else {
                 match i.task_definition.as_deref() {
-                    Some(td) => match deps.ecs.default_origin(td).await {
+                    Some(td) => match deps.default_origin(td).await {
                         Ok(o) => o,
                         Err(e) => return failed(svc, &ReconcileError::Aws(e)),
                     },
@@ -178,7 +178,9 @@ async fn converge(
     mode: Mode,
 ) -> Result<Outcome, ReconcileError> {
     let target = match intent {
-        Intent::Expose(spec) => Some(resolve_target(deps, spec).await?),
+        Intent::Expose(spec) => {
+            Some(resolve_target(deps, spec, &crate::observe::Lookups::default()).await?)
+        }
         Intent::Remove => None,
     };
     let team_name = match target.as_ref().and_then(|t| t.access.as_ref()) {

@@ -115,7 +115,7 @@ impl CloudflareClient {
     ) -> Result<Vec<DnsRecord>, CfError> {
         let ctx = Ctx::new(Area::Dns, format!("DNS zone {zone_id}"));
         let records: Vec<DnsRecord> = self
-            .get_all(&records_path(zone_id), &q.params(), 100, &ctx)
+            .get_all(&records_path(zone_id), &q.params(), 5000, &ctx)
             .await?;
         Ok(records.into_iter().filter(|r| q.matches(r)).collect())
     }

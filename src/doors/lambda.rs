@@ -5,7 +5,7 @@
 
 use crate::context::Deps;
 use crate::doors::events::{recognise, Trigger};
-use crate::doors::run::{managed_services, reconcile_many, Work};
+use crate::doors::run::{reconcile_many, Work};
 use crate::reconcile::{Mode, Outcome};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::{json, Value};
@@ -53,10 +53,18 @@ pub async fn handle(deps: &Deps, event: LambdaEvent<Value>) -> Result<Value, Err
                 ignored.push(why);
             }
             Trigger::Sweep => {
-                let all = managed_services(deps)
+                // Stop starting work 15 s before the invocation's deadline.
+                let left = ctx
+                    .deadline()
+                    .duration_since(std::time::SystemTime::now())
+                    .unwrap_or_default();
+                let deadline = std::time::Instant::now()
+                    + left.saturating_sub(std::time::Duration::from_secs(15));
+                let limits = crate::sweep::SweepLimits::from_config(&deps.config, Some(deadline));
+                let report = crate::sweep::sweep(deps, Mode::Apply, &limits, fn_account.as_deref())
                     .await
                     .map_err(|e| Error::from(e.to_string()))?;
-                work.extend(all);
+                return Ok(json!({ "sweep": report }));
             }
             Trigger::Rotate => {
                 let rotations = crate::rotate::rotate_due(deps, false)

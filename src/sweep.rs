@@ -1,0 +1,487 @@
+//! The sweep: events are hints, the sweep is the truth. It gathers desired and observed
+//! state in bulk, finds the services that differ (drift, missed events) and the objects
+//! that carry our owner id but belong to no managed service (orphans), and runs the same
+//! per-service reconcile on those alone.
+//!
+//! Budget: a converged account costs a fixed handful of paged list calls (tunnels by our
+//! name prefix, Access apps, reusable policies, our DNS records per zone) plus a bounded
+//! slice of tunnel configurations (no list endpoint exists for them): the services are
+//! split into slots of `ECS_TUNNELS_SWEEP_CONFIG_CHECKS`, and the slot checked advances
+//! with each sweep interval, so every configuration is verified within
+//! `ceil(services / checks)` intervals. Work stops when the sweep's call budget
+//! (`ECS_TUNNELS_SWEEP_MAX_CALLS`) or the Lambda deadline is near, or on a 429; the
+//! report says so, and the next sweep continues: converged services cost nothing, so it
+//! picks up exactly the work left.
+
+use crate::aws::ecs::ServiceInfo;
+use crate::aws::token_store::TokenStore;
+use crate::cloudflare::{AccessApp, AccessPolicy, AppQuery, DnsQuery, Tunnel, TunnelQuery};
+use crate::context::Deps;
+use crate::diff::diff;
+use crate::error::ReconcileError;
+use crate::model::{render_config, Observed, ObservedRecord, PlanContext, StoredToken};
+use crate::observe::{resolve_target, Lookups};
+use crate::ownership::{Owner, ServiceId};
+use crate::reconcile::{reconcile_service, Mode, Outcome, State};
+use crate::spec::{self, Defaults, Desired, TAG_HOSTNAME, TAG_ORIGIN, TAG_STATUS};
+use crate::status;
+use futures::future::try_join_all;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant, SystemTime};
+use tracing::info;
+
+/// How much one sweep may spend.
+#[derive(Debug, Clone)]
+pub struct SweepLimits {
+    /// Cloudflare calls one sweep may make (the account allows 1,200 per 5 minutes).
+    pub max_calls: u64,
+    /// Stop starting work after this instant (the Lambda deadline minus a margin).
+    pub deadline: Option<Instant>,
+    /// Tunnel configurations checked per sweep.
+    pub config_checks: usize,
+    /// How often the sweep runs (advances the configuration slot).
+    pub interval: Duration,
+}
+
+impl SweepLimits {
+    /// Limits from the configuration.
+    pub fn from_config(cfg: &crate::config::Config, deadline: Option<Instant>) -> Self {
+        SweepLimits {
+            max_calls: cfg.sweep_max_calls,
+            deadline,
+            config_checks: cfg.sweep_config_checks.max(1),
+            interval: cfg.sweep_interval,
+        }
+    }
+}
+
+/// What a sweep saw and did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SweepReport {
+    /// ECS services listed in the covered clusters.
+    pub services_seen: usize,
+    /// Services tagged for exposure.
+    pub managed: usize,
+    /// Managed services found exactly as their tags say.
+    pub converged: usize,
+    /// Services (managed or orphaned) that needed work.
+    pub needed_work: usize,
+    /// Owner-marked objects of services that are gone or untagged.
+    pub orphans: usize,
+    /// Changes made (or planned), by kind.
+    pub changes: BTreeMap<String, usize>,
+    /// Services that did not converge, with why.
+    pub errors: Vec<String>,
+    /// Cloudflare calls made by this sweep.
+    pub cloudflare_calls: u64,
+    /// Of which writes.
+    pub cloudflare_writes: u64,
+    /// 429 answers seen.
+    pub rate_limited: u64,
+    /// Tunnel configurations read this sweep.
+    pub configs_checked: usize,
+    /// Sweeps it takes to check every configuration once.
+    pub config_cycle_sweeps: usize,
+    /// Every service that needed work was handled.
+    pub complete: bool,
+    /// Services left for the next sweep.
+    pub remaining: usize,
+    /// Wall time.
+    pub duration_ms: u128,
+    /// Outcomes of the services that needed work.
+    pub outcomes: Vec<Outcome>,
+}
+
+/// Everything listed in bulk.
+struct Bulk {
+    tunnels: BTreeMap<ServiceId, Tunnel>,
+    live_tunnel_ids: BTreeSet<String>,
+    apps: BTreeMap<String, AccessApp>,
+    policies: Vec<AccessPolicy>,
+    records: Vec<ObservedRecord>,
+    tokens: Option<BTreeMap<ServiceId, crate::aws::ssm::ListedParameter>>,
+}
+
+async fn list_bulk(deps: &Deps, owner: &Owner) -> Result<Bulk, ReconcileError> {
+    let cf = &deps.cf;
+    let zones = deps.zones().await?;
+    let prefix = owner.dns_comment_prefix();
+    let (tunnels, apps, policies, records, tokens) = futures::try_join!(
+        async {
+            cf.list_tunnels(&TunnelQuery {
+                include_prefix: Some(owner.tunnel_prefix()),
+                ..Default::default()
+            })
+            .await
+            .map_err(ReconcileError::from)
+        },
+        async {
+            cf.list_access_apps(&AppQuery::default())
+                .await
+                .map_err(ReconcileError::from)
+        },
+        async {
+            cf.list_reusable_policies()
+                .await
+                .map_err(ReconcileError::from)
+        },
+        async {
+            try_join_all(zones.iter().map(|z| {
+                let q = DnsQuery {
+                    comment_startswith: Some(prefix.clone()),
+                    ..Default::default()
+                };
+                async move {
+                    cf.list_dns_records(&z.id, &q).await.map(|rs| {
+                        rs.into_iter()
+                            .map(|record| ObservedRecord {
+                                zone_id: z.id.clone(),
+                                record,
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                }
+            }))
+            .await
+            .map_err(ReconcileError::from)
+        },
+        async {
+            match &deps.tokens {
+                TokenStore::Ssm(s) => s
+                    .list_all(owner)
+                    .await
+                    .map(Some)
+                    .map_err(ReconcileError::from),
+                TokenStore::SecretsManager(_) => Ok(None),
+            }
+        },
+    )?;
+    let live_tunnel_ids = tunnels.iter().map(|t| t.id.clone()).collect();
+    Ok(Bulk {
+        tunnels: tunnels
+            .into_iter()
+            .filter_map(|t| Some((owner.service_of_tunnel(&t.name)?, t)))
+            .collect(),
+        live_tunnel_ids,
+        apps: apps.into_iter().map(|a| (a.name.clone(), a)).collect(),
+        policies,
+        records: records
+            .into_iter()
+            .flatten()
+            .filter(|r| owner.owns_dns_comment(r.record.comment.as_deref()))
+            .collect(),
+        tokens,
+    })
+}
+
+fn config_slot(count: usize, checks: usize, interval: Duration) -> (usize, usize) {
+    let slots = count.div_ceil(checks).max(1);
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    ((now / interval.as_secs().max(1)) as usize % slots, slots)
+}
+
+/// Runs one sweep over the covered clusters.
+pub async fn sweep(
+    deps: &Deps,
+    mode: Mode,
+    limits: &SweepLimits,
+    account_hint: Option<&str>,
+) -> Result<SweepReport, ReconcileError> {
+    let started = Instant::now();
+    let stats0 = deps.cf.stats();
+    let mut report = SweepReport {
+        complete: true,
+        ..Default::default()
+    };
+
+    // Desired: every service of the covered clusters, with tags (10 per DescribeServices).
+    let clusters = match &deps.config.clusters {
+        Some(c) => c.clone(),
+        None => deps.ecs.list_clusters().await?,
+    };
+    let per_cluster = try_join_all(clusters.iter().map(|c| deps.ecs.list_services(c))).await?;
+    let infos: Vec<ServiceInfo> = per_cluster
+        .into_iter()
+        .flatten()
+        .filter(|i| i.is_active())
+        .collect();
+    report.services_seen = infos.len();
+    let account = infos
+        .iter()
+        .find_map(|i| i.account_region())
+        .map(|(a, _)| a);
+    let owner = deps
+        .owner(account.as_deref().or(account_hint))
+        .map_err(ReconcileError::Setup)?;
+    let covered: BTreeSet<&str> = clusters.iter().map(String::as_str).collect();
+    let by_id: BTreeMap<ServiceId, &ServiceInfo> = infos
+        .iter()
+        .map(|i| (ServiceId::new(i.cluster.clone(), i.name.clone()), i))
+        .collect();
+    let managed: Vec<(&ServiceId, &ServiceInfo)> = by_id
+        .iter()
+        .filter(|(_, i)| i.tags.contains_key(TAG_HOSTNAME))
+        .map(|(k, v)| (k, *v))
+        .collect();
+    report.managed = managed.len();
+
+    // Observed, in bulk.
+    let bulk = list_bulk(deps, &owner).await?;
+    let lookups = Lookups::with_policies(&bulk.policies);
+    let (slot, slots) = config_slot(managed.len(), limits.config_checks, limits.interval);
+    report.config_cycle_sweeps = slots;
+    let mut work: BTreeSet<ServiceId> = BTreeSet::new();
+
+    for (i, (svc, info)) in managed.iter().enumerate() {
+        let check_config = i / limits.config_checks == slot;
+        match needs_work(deps, &owner, svc, info, &bulk, &lookups, check_config).await {
+            Ok(false) => report.converged += 1,
+            Ok(true) => {
+                work.insert((*svc).clone());
+            }
+            Err(e) => {
+                report.errors.push(format!("{svc}: {e}"));
+            }
+        }
+        if check_config && bulk.tunnels.contains_key(*svc) {
+            report.configs_checked += 1;
+        }
+    }
+
+    // Orphans: owner-marked objects of covered clusters whose service is not managed.
+    let mut candidates: BTreeSet<ServiceId> = bulk.tunnels.keys().cloned().collect();
+    candidates.extend(
+        bulk.apps
+            .values()
+            .filter(|a| owner.owns_access_app(&a.name, &a.tags))
+            .filter_map(|a| owner.service_of_access_app(&a.name)),
+    );
+    candidates.extend(
+        bulk.policies
+            .iter()
+            .filter_map(|p| owner.service_of_policy(&p.name)),
+    );
+    candidates.extend(
+        bulk.records
+            .iter()
+            .filter_map(|r| owner.service_of_dns_comment(r.record.comment.as_deref()?)),
+    );
+    if let Some(tokens) = &bulk.tokens {
+        candidates.extend(
+            tokens
+                .iter()
+                .filter(|(_, p)| p.owned)
+                .map(|(s, _)| s.clone()),
+        );
+    }
+    candidates.extend(
+        by_id
+            .iter()
+            .filter(|(_, i)| !i.tags.contains_key(TAG_HOSTNAME) && i.tags.contains_key(TAG_STATUS))
+            .map(|(k, _)| k.clone()),
+    );
+    let managed_ids: BTreeSet<&ServiceId> = managed.iter().map(|(s, _)| *s).collect();
+    let orphans: Vec<ServiceId> = candidates
+        .into_iter()
+        .filter(|s| covered.contains(s.cluster.as_str()) && !managed_ids.contains(s))
+        .collect();
+    report.orphans = orphans.len();
+
+    // DNS records of ours that point at a tunnel that no longer exists, and belong to no
+    // managed service (a managed one's record is repointed by its own reconcile).
+    let managed_comments: BTreeSet<String> =
+        managed.iter().map(|(s, _)| owner.dns_comment(s)).collect();
+    let dangling: Vec<&ObservedRecord> = bulk
+        .records
+        .iter()
+        .filter(|r| !managed_comments.contains(r.record.comment.as_deref().unwrap_or("")))
+        .filter(|r| {
+            let points_at = r
+                .record
+                .content
+                .strip_suffix(".cfargotunnel.com")
+                .unwrap_or("");
+            !bulk.live_tunnel_ids.contains(points_at)
+                || orphans
+                    .iter()
+                    .any(|o| r.record.comment.as_deref() == Some(owner.dns_comment(o).as_str()))
+        })
+        .collect();
+    for r in &dangling {
+        if mode == Mode::Apply {
+            deps.cf.delete_dns_record(&r.zone_id, &r.record.id).await?;
+            info!(record = %r.record.name, change = "delete_dns", "orphan DNS record removed");
+        }
+        *report.changes.entry("delete_dns".into()).or_default() += 1;
+    }
+    work.extend(orphans);
+    report.needed_work = work.len();
+
+    // Work, in a stable order, within the budget.
+    let rate_limited_at_start = deps.cf.stats().rate_limited;
+    let queue: Vec<ServiceId> = work.into_iter().collect();
+    let mut done = 0;
+    for svc in &queue {
+        let spent = deps.cf.stats().total - stats0.total;
+        let late = limits.deadline.is_some_and(|d| Instant::now() >= d);
+        if spent >= limits.max_calls || late || deps.cf.stats().rate_limited > rate_limited_at_start
+        {
+            report.complete = false;
+            break;
+        }
+        let outcome = reconcile_service(deps, svc, mode, account.as_deref().or(account_hint)).await;
+        for c in &outcome.changes {
+            *report.changes.entry(c.kind().to_string()).or_default() += 1;
+        }
+        if let Some(e) = &outcome.error {
+            report.errors.push(format!("{svc}: {e}"));
+        }
+        report.outcomes.push(outcome);
+        done += 1;
+    }
+    report.remaining = queue.len() - done;
+    let stats = deps.cf.stats();
+    report.cloudflare_calls = stats.total - stats0.total;
+    report.cloudflare_writes = stats.writes - stats0.writes;
+    report.rate_limited = stats.rate_limited - stats0.rate_limited;
+    report.duration_ms = started.elapsed().as_millis();
+    info!(
+        services_seen = report.services_seen,
+        managed = report.managed,
+        converged = report.converged,
+        needed_work = report.needed_work,
+        orphans = report.orphans,
+        changes = %serde_json::to_string(&report.changes).unwrap_or_default(),
+        errors = report.errors.len(),
+        cloudflare_calls = report.cloudflare_calls,
+        cloudflare_writes = report.cloudflare_writes,
+        rate_limited = report.rate_limited,
+        configs_checked = report.configs_checked,
+        complete = report.complete,
+        remaining = report.remaining,
+        duration_ms = report.duration_ms as u64,
+        "sweep finished"
+    );
+    Ok(report)
+}
+
+/// Whether one managed service differs from its tags, judged from the bulk lists (and
+/// its configuration, when it is in this sweep's slice).
+async fn needs_work(
+    deps: &Deps,
+    owner: &Owner,
+    svc: &ServiceId,
+    info: &ServiceInfo,
+    bulk: &Bulk,
+    lookups: &Lookups,
+    check_config: bool,
+) -> Result<bool, ReconcileError> {
+    let origin = match (
+        info.tags.contains_key(TAG_ORIGIN),
+        info.task_definition.as_deref(),
+    ) {
+        (false, Some(td)) => deps.default_origin(td).await?,
+        _ => None,
+    };
+    let current_status = info.tags.get(TAG_STATUS).cloned().unwrap_or_default();
+    let spec = match spec::from_tags(
+        &info.tags,
+        &Defaults {
+            origin,
+            rotate_every: deps.config.rotate_every,
+        },
+    ) {
+        Desired::Managed(s) => s,
+        Desired::Invalid(errors) => {
+            return Ok(current_status != status::error(&ReconcileError::Invalid(errors).to_string()))
+        }
+        Desired::NotManaged => return Ok(false),
+    };
+    let target = match resolve_target(deps, &spec, lookups).await {
+        Ok(t) => t,
+        Err(e @ ReconcileError::Invalid(_)) => {
+            return Ok(current_status != status::error(&e.to_string()))
+        }
+        Err(e) => return Err(e),
+    };
+    let team_name = match target.access {
+        Some(_) => deps.team_name().await?,
+        None => String::new(),
+    };
+    let ctx = PlanContext {
+        svc: svc.clone(),
+        owner: owner.clone(),
+        account_id: deps.cf.account_id().to_string(),
+        team_name,
+    };
+    let tunnel = bulk.tunnels.get(svc).cloned();
+    let app = bulk.apps.get(&owner.access_app_name(svc)).cloned();
+    let config = match &tunnel {
+        Some(t) if check_config => deps.cf.get_tunnel_config(&t.id).await?,
+        Some(_) => Some(render_config(
+            &target,
+            &ctx.team_name,
+            app.as_ref().map(|a| a.aud.as_str()),
+        )),
+        None => None,
+    };
+    let token = match &bulk.tokens {
+        Some(tokens) => tokens.get(svc).map(|p| {
+            let identity = crate::token::token_identity(&p.value);
+            StoredToken {
+                account: identity.as_ref().map(|(a, _)| a.clone()),
+                tunnel_id: identity.map(|(_, t)| t),
+                owned: p.owned,
+                redeploy_pending: p.redeploy_pending,
+                rotation: p.rotation.clone(),
+                matches_cloudflare: None,
+            }
+        }),
+        None => deps.tokens.get(svc).await?.map(|p| {
+            let identity = crate::token::token_identity(&p.value);
+            StoredToken {
+                account: identity.as_ref().map(|(a, _)| a.clone()),
+                tunnel_id: identity.map(|(_, t)| t),
+                owned: owner.owns_ssm(&p.tags),
+                redeploy_pending: p.tags.contains_key(crate::aws::token_store::REDEPLOY_TAG),
+                rotation: None,
+                matches_cloudflare: None,
+            }
+        }),
+    };
+    let policy_name = owner.policy_name(svc);
+    let marker = owner.dns_comment(svc);
+    let observed = Observed {
+        tunnel: tunnel.clone(),
+        config,
+        app,
+        apps_at_hosts: vec![],
+        policies: bulk
+            .policies
+            .iter()
+            .filter(|p| p.name == policy_name)
+            .cloned()
+            .collect(),
+        records: bulk
+            .records
+            .iter()
+            .filter(|r| r.record.comment.as_deref() == Some(marker.as_str()))
+            .cloned()
+            .collect(),
+        token,
+    };
+    let plan = diff(&ctx, Some(&target), &observed);
+    let status_ok = tunnel
+        .as_ref()
+        .is_some_and(|t| current_status == status::ready(&t.id));
+    Ok(!plan.is_empty() || !status_ok)
+}
+
+/// True when an outcome left the service as its tags say.
+pub fn settled(o: &Outcome) -> bool {
+    matches!(o.state, State::Ready | State::Removed | State::NotManaged)
+}
