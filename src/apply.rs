@@ -249,12 +249,41 @@ pub async fn apply(
         .iter()
         .find(|c| matches!(c, Change::FinishRotation { .. }))
     {
+        let mut rotated = *rotated;
         if reason == "compromised" {
             if let Some(tid) = p.tunnel_id.as_deref() {
-                deps.cf.delete_tunnel_connections(tid).await?;
+                if !rotated {
+                    // The rotation died before its PATCH: the possibly leaked secret is
+                    // still valid, so rotate now rather than only drop connections.
+                    let secret = crate::token::new_tunnel_secret();
+                    let t = deps.cf.rotate_tunnel_secret(tid, &secret).await?;
+                    let token = t.token.unwrap_or_else(|| {
+                        crate::token::encode_token(deps.cf.account_id(), tid, &secret)
+                    });
+                    deps.tokens
+                        .add_tags(
+                            &ctx.svc,
+                            &[(
+                                crate::aws::token_store::REDEPLOY_TAG.to_string(),
+                                "pending".to_string(),
+                            )],
+                        )
+                        .await?;
+                    deps.tokens.overwrite(&ctx.svc, &token).await?;
+                    deps.cf.delete_tunnel_connections(tid).await?;
+                    deps.ecs
+                        .redeploy(&ctx.svc.cluster, &ctx.svc.service)
+                        .await?;
+                    deps.tokens
+                        .remove_tag(&ctx.svc, crate::aws::token_store::REDEPLOY_TAG)
+                        .await?;
+                    rotated = true;
+                } else {
+                    deps.cf.delete_tunnel_connections(tid).await?;
+                }
             }
         }
-        if *rotated {
+        if rotated {
             deps.tokens
                 .add_tags(&ctx.svc, &crate::aws::token_store::rotated_now(reason))
                 .await?;

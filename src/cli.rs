@@ -173,7 +173,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             return ExitCode::from(EXIT_RETRY);
         }
     };
-    let outcomes = reconcile_many(&deps, work, mode).await;
+    let outcomes = reconcile_many(&deps, work, mode, &Default::default()).await;
     if json {
         let stats = deps.cf.stats();
         println!(

@@ -354,7 +354,7 @@ fn plan_present(ctx: &PlanContext, target: &Target, observed: &Observed) -> Plan
             .chain(app.destinations.iter().map(|d| d.uri.as_str()))
             .collect();
         for h in &target.hosts {
-            if hosts.iter().any(|x| x.eq_ignore_ascii_case(&h.name)) && target.access.is_some() {
+            if hosts.iter().any(|x| x.eq_ignore_ascii_case(&h.name)) {
                 conflicts.push(format!(
                     "hostname {} is already protected by the Access application {:?}, which ecs-tunnels does not own: remove the hostname from that application or choose another hostname",
                     h.name, app.name

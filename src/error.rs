@@ -22,6 +22,9 @@ pub enum ReconcileError {
     /// The install itself is misconfigured.
     #[error("{0}")]
     Setup(String),
+    /// Concurrent changes kept the plan from emptying; the next run continues.
+    #[error("{0}")]
+    NotConverged(String),
 }
 
 fn join(errors: &[SpecError]) -> String {
@@ -39,6 +42,7 @@ impl ReconcileError {
         match self {
             ReconcileError::Cloudflare(e) => e.is_transient(),
             ReconcileError::Aws(e) => e.is_transient(),
+            ReconcileError::NotConverged(_) => true,
             _ => false,
         }
     }
@@ -51,6 +55,7 @@ impl ReconcileError {
             ReconcileError::Cloudflare(_) => "cloudflare",
             ReconcileError::Aws(_) => "aws",
             ReconcileError::Setup(_) => "setup",
+            ReconcileError::NotConverged(_) => "not_converged",
         }
     }
 }

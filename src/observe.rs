@@ -256,12 +256,14 @@ pub async fn observe(
             matches_cloudflare: None,
         }
     });
-    // An unfinished rotation: is the stored token the one Cloudflare serves?
+    // Is the stored token the one Cloudflare serves? (One read; it catches a rotation
+    // interrupted anywhere, two rotations racing, or a teardown that revoked the secret
+    // and then died.)
     let mut token = token;
     if let (Some(t), Some(tun), Some(value)) =
         (token.as_mut(), tunnel.as_ref(), stored_value.as_ref())
     {
-        if t.rotation.is_some() {
+        if t.tunnel_id.as_deref() == Some(tun.id.as_str()) {
             t.matches_cloudflare = Some(crate::token::same_token(
                 &cf.tunnel_token(&tun.id).await?,
                 value,
@@ -304,10 +306,11 @@ pub async fn observe(
     // DNS: our records in every zone this service touches, and whatever sits at a target
     // hostname we do not yet have a record for.
     let zones = deps.zones().await?;
-    let mut zone_ids: BTreeSet<String> = target
-        .iter()
-        .flat_map(|t| t.hosts.iter().map(|h| h.zone_id.clone()))
-        .collect();
+    let mut zone_ids: BTreeSet<String> = match target {
+        Some(t) => t.hosts.iter().map(|h| h.zone_id.clone()).collect(),
+        // Tearing down: our records may be anywhere (the config and app may be gone).
+        None => zones.iter().map(|z| z.id.clone()).collect(),
+    };
     let seen_hosts = config
         .iter()
         .flat_map(|c| c.ingress.iter().filter_map(|r| r.hostname.clone()))
@@ -370,34 +373,35 @@ pub async fn observe(
     .await?;
     records.extend(at_hosts.into_iter().flatten());
 
-    // Access apps of others at our hostnames (only where our app does not cover them).
+    // Access apps of others at our hostnames (only where our app does not cover them),
+    // whatever the access mode: the hostname must not be served by an app we do not own.
+    // One paged list, matched on domain and destinations here.
+    let covers = |a: &crate::cloudflare::AccessApp, host: &str| {
+        a.domain.eq_ignore_ascii_case(host)
+            || a.destinations
+                .iter()
+                .any(|d| d.uri.eq_ignore_ascii_case(host))
+    };
     let needs_app_check: Vec<_> = target
-        .filter(|t| t.access.is_some())
         .iter()
         .flat_map(|t| t.hosts.iter())
-        .filter(|h| {
-            !app.as_ref().is_some_and(|a| {
-                a.domain.eq_ignore_ascii_case(&h.name)
-                    || a.destinations
-                        .iter()
-                        .any(|d| d.uri.eq_ignore_ascii_case(&h.name))
-            })
-        })
+        .filter(|h| !app.as_ref().is_some_and(|a| covers(a, &h.name)))
         .collect();
-    let apps_at_hosts = try_join_all(needs_app_check.iter().map(|h| async move {
-        cf.list_access_apps(&AppQuery {
-            domain: Some(h.name.clone()),
-            ..Default::default()
-        })
-        .await
-    }))
-    .await?;
+    let apps_at_hosts: Vec<crate::cloudflare::AccessApp> = if needs_app_check.is_empty() {
+        vec![]
+    } else {
+        cf.list_access_apps(&AppQuery::default())
+            .await?
+            .into_iter()
+            .filter(|a| needs_app_check.iter().any(|h| covers(a, &h.name)))
+            .collect()
+    };
 
     Ok(Observed {
         tunnel,
         config,
         app,
-        apps_at_hosts: apps_at_hosts.into_iter().flatten().collect(),
+        apps_at_hosts,
         policies,
         records,
         token,

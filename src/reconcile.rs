@@ -99,6 +99,19 @@ pub async fn reconcile_service(
     mode: Mode,
     account_hint: Option<&str>,
 ) -> Outcome {
+    reconcile_service_with(deps, svc, mode, account_hint, false).await
+}
+
+/// Like [`reconcile_service`]; with `check_removal` (an untag or delete event), an
+/// untagged service is searched for leftovers even when it carries no status tag (a tool
+/// that owns the tags may have removed ours in the same change).
+pub async fn reconcile_service_with(
+    deps: &Deps,
+    svc: &ServiceId,
+    mode: Mode,
+    account_hint: Option<&str>,
+    check_removal: bool,
+) -> Outcome {
     let info = match deps.ecs.describe_service(&svc.cluster, &svc.service).await {
         Ok(i) => i,
         Err(e) => return failed(svc, &ReconcileError::Aws(e)),
@@ -114,7 +127,7 @@ pub async fn reconcile_service(
     };
     let intent = match active {
         Some(i) if !i.tags.contains_key(TAG_HOSTNAME) => {
-            if !i.tags.contains_key(TAG_STATUS) {
+            if !i.tags.contains_key(TAG_STATUS) && !check_removal {
                 return Outcome::new(svc, State::NotManaged);
             }
             Intent::Remove
@@ -153,11 +166,13 @@ pub async fn reconcile_service(
         }
         None => {
             // Gone or being deleted. A service that was never ours costs a few reads.
-            if info.as_ref().is_some_and(|i| {
-                !i.tags.is_empty()
-                    && !i.tags.contains_key(TAG_HOSTNAME)
-                    && !i.tags.contains_key(TAG_STATUS)
-            }) {
+            if !check_removal
+                && info.as_ref().is_some_and(|i| {
+                    !i.tags.is_empty()
+                        && !i.tags.contains_key(TAG_HOSTNAME)
+                        && !i.tags.contains_key(TAG_STATUS)
+                })
+            {
                 return Outcome::new(svc, State::NotManaged);
             }
             Intent::Remove
@@ -218,6 +233,9 @@ async fn converge(
             return Ok(out);
         }
         if plan.changes.is_empty() {
+            if target.is_none() && out.changes.is_empty() {
+                out.state = State::NotManaged; // nothing of ours was there
+            }
             return Ok(out);
         }
         let applied = apply(deps, &ctx, target.as_ref(), &observed, &plan).await?;
@@ -225,7 +243,7 @@ async fn converge(
         out.changes.extend(plan.changes);
         out.tunnel_id = applied.tunnel_id;
     }
-    Err(ReconcileError::Setup(format!(
+    Err(ReconcileError::NotConverged(format!(
         "did not converge after {MAX_PASSES} passes; the next run continues"
     )))
 }

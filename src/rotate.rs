@@ -125,6 +125,20 @@ async fn rotate_inner(
         if reason == Reason::Schedule {
             return Ok(());
         }
+        let account = info.account_region().map(|(a, _)| a);
+        let owner = deps
+            .owner(account.as_deref())
+            .map_err(ReconcileError::Setup)?;
+        if !deps
+            .tokens
+            .get(svc)
+            .await?
+            .is_some_and(|p| owner.owns_ssm(&p.tags))
+        {
+            return Err(ReconcileError::Setup(format!(
+                "{svc} has no token secret managed by this install: run ecs-tunnels apply first"
+            )));
+        }
         out.due = true;
         if dry_run {
             return Ok(());

@@ -88,6 +88,26 @@ pub async fn handle(deps: &Deps, event: &Value) -> Result<Value, ReconcileError>
         if step == Step::Finish && info.tags.contains_key(REDEPLOY_TAG) {
             redeploy(deps, sm, &info, &svc).await?;
         }
+        if step == Step::Finish
+            && info.tags.get(ROTATION_TAG).map(String::as_str) == Some("compromised")
+        {
+            let name = owner.tunnel_name(&svc);
+            if let Some(t) = deps
+                .cf
+                .list_tunnels(&TunnelQuery {
+                    name: Some(name.clone()),
+                    ..Default::default()
+                })
+                .await?
+                .into_iter()
+                .find(|t| t.name == name)
+            {
+                deps.cf.delete_tunnel_connections(&t.id).await?;
+            }
+            sm.add_tags_by_id(&info.arn, &rotated_now("compromised"))
+                .await?;
+            sm.remove_tag_by_id(&info.arn, ROTATION_TAG).await?;
+        }
         return Ok(json!({"step": step_name, "service": svc, "result": "already current"}));
     }
     if step != Step::Create && !info.has_stage(version, "AWSPENDING") {

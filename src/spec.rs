@@ -413,6 +413,9 @@ fn check_origin(v: &str, errors: &mut Vec<SpecError>) -> String {
 
 /// True for a Go duration made of number+unit pairs with units s, m or h (e.g. `1h30m`).
 pub fn valid_go_duration(v: &str) -> bool {
+    if v.chars().filter(|c| c.is_ascii_digit()).all(|c| c == '0') {
+        return false; // zero length
+    }
     let mut rest = v;
     if rest.is_empty() {
         return false;
@@ -636,7 +639,7 @@ mod tests {
         for ok in ["30m", "24h", "1h30m", "45s"] {
             assert!(valid_go_duration(ok), "{ok}");
         }
-        for bad in ["", "24", "h", "1d", "1.5h", "-1h"] {
+        for bad in ["", "24", "h", "1d", "1.5h", "-1h", "0s", "0h0m"] {
             assert!(!valid_go_duration(bad), "{bad}");
         }
     }

@@ -87,7 +87,8 @@ async fn foreign_access_app_is_a_conflict() {
         .cf(
             reqwest::Method::POST,
             "/accounts/0123456789abcdef0123456789abcdef/access/apps",
-            Some(json!({"type": "self_hosted", "name": "hand made", "domain": "web.example.com"})),
+            Some(json!({"type": "self_hosted", "name": "hand made", "domain": "portal.example.com",
+                "destinations": [{"type": "public", "uri": "portal.example.com"}, {"type": "public", "uri": "web.example.com"}]})),
         )
         .await;
     assert_eq!(app["success"], true, "{app}");

@@ -373,10 +373,3 @@ fn teardown_never_touches_what_is_not_ours() {
         matches!(&plan.changes[0], Change::DeleteDns { id, .. } if *id == format!("rec-app.example.com-{}", format!("{TID}.cfargotunnel.com").len()))
     );
 }
-
-#[test]
-fn diff_is_deterministic() {
-    let a = diff(&ctx(), Some(&target(true)), &Observed::default());
-    let b = diff(&ctx(), Some(&target(true)), &Observed::default());
-    assert_eq!(a, b);
-}

@@ -20,6 +20,21 @@ async fn create_repeat_untag() {
         w.output()
     );
 
+    // Safe order, as Cloudflare saw it: the Access app exists before the config that
+    // carries its AUD, and both before the DNS record makes the hostname reachable.
+    let log = w.requests().await["log"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let first = |method: &str, path: &str| {
+        log.iter()
+            .position(|r| r["method"] == method && r["path"].as_str().unwrap_or("").ends_with(path))
+            .unwrap_or_else(|| panic!("no {method} {path} in {log:?}"))
+    };
+    assert!(first("POST", "/access/apps") < first("PUT", "/configurations"));
+    assert!(first("PUT", "/configurations") < first("POST", "/dns_records"));
+    assert!(first("POST", "/cfd_tunnel") < first("POST", "/dns_records"));
+
     // One tunnel, remotely managed, named with our owner id.
     let tunnels = w.live_tunnels().await;
     assert_eq!(tunnels.len(), 1, "{tunnels:?}");
@@ -315,4 +330,43 @@ async fn a_misconfigured_install_says_what_to_set() {
         }
         other => panic!("expected an error, got {other:?}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untag_that_also_strips_the_status_tag_still_tears_down() {
+    // A tool that owns the tags (Terraform, CloudFormation) removes ours in the same
+    // change: no status tag is left to say the service was managed.
+    let mut w = World::start().await;
+    w.spawn_function().await;
+    w.seed("demo", "web", &exposed("web.example.com")).await;
+    w.invoke_ok(task_event("demo", "web", false)).await;
+    w.remove_tags(
+        "demo",
+        "web",
+        &[
+            "ecs-tunnels:hostname",
+            "ecs-tunnels:allow-email-domains",
+            "ecs-tunnels:status",
+        ],
+    )
+    .await;
+    let resp = w
+        .invoke_ok(untag_event(
+            "demo",
+            "web",
+            &["ecs-tunnels:hostname", "ecs-tunnels:status"],
+        ))
+        .await;
+    assert_eq!(resp["outcomes"][0]["state"], "removed", "{resp}");
+    assert!(
+        w.live_tunnels().await.is_empty()
+            && w.dns_records().await.is_empty()
+            && w.access_apps().await.is_empty()
+    );
+    assert!(w.token_parameter("demo", "web").await.is_none());
+    // A task event of an untagged service stays cheap: one ECS read, no Cloudflare call.
+    w.reset_requests().await;
+    let resp = w.invoke_ok(task_event("demo", "web", false)).await;
+    assert_eq!(resp["outcomes"][0]["state"], "not_managed");
+    assert_eq!(w.requests().await["total"], 0);
 }

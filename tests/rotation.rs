@@ -268,6 +268,33 @@ async fn a_crash_at_each_rotation_step_is_repaired_by_the_next_run() {
         "the owed redeploy happened"
     );
 
+    // 3b. A PATCH nobody marked (two rotations raced, or a teardown revoked the secret
+    //     and died): the next run still finds the stale token and repairs it.
+    patch_behind_our_back(&w, &tid).await;
+    w.invoke_ok(task_event("demo", "web", false)).await;
+    assert_token_consistent(&w, "web").await;
+
+    // 3c. A compromised rotation that died before its PATCH: the possibly leaked secret
+    //     must not survive, so the next run rotates and drops every connection.
+    let (leaked, _) = w.token_parameter("demo", "web").await.unwrap();
+    assert!(connect(&w, &leaked).await["client_id"].is_string());
+    set_param_tags(&w, "web", &[("ecs-tunnels:rotation", "compromised")]).await;
+    w.invoke_ok(task_event("demo", "web", false)).await;
+    assert!(
+        connect(&w, &leaked).await["client_id"].is_null(),
+        "leaked token refused"
+    );
+    let t = tunnel_of(&w, "web").await;
+    assert_eq!(t["connectors"], json!([]), "every connection dropped: {t}");
+    assert_token_consistent(&w, "web").await;
+    assert_eq!(
+        w.token_parameter_tags("demo", "web")
+            .await
+            .get("ecs-tunnels:rotated-by")
+            .map(String::as_str),
+        Some("compromised")
+    );
+
     // 4. A 500 on the PATCH itself: the rotation fails loudly, the next run is clean.
     w.fault(
         json!({"method": "PATCH", "path_contains": "/cfd_tunnel/", "status": 500, "count": 20}),

@@ -119,11 +119,11 @@ impl Ecs {
             .container_definitions()
             .iter()
             .filter(|c| c.essential().unwrap_or(true))
-            .filter(|c| {
+            .find(|c| {
                 let image = c.image().unwrap_or_default();
                 !(c.name() == Some("cloudflared") || image.contains("cloudflare/cloudflared"))
             })
-            .find_map(|c| c.port_mappings().iter().find_map(|p| p.container_port()));
+            .and_then(|c| c.port_mappings().iter().find_map(|p| p.container_port()));
         Ok(port.map(|p| format!("http://localhost:{p}")))
     }
 

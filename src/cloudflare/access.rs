@@ -259,9 +259,10 @@ impl AppQuery {
     fn matches(&self, app: &AccessApp) -> bool {
         self.name.as_ref().is_none_or(|n| &app.name == n)
             && self.domain.as_ref().is_none_or(|d| {
-                app.domain
-                    .trim_end_matches('/')
-                    .eq_ignore_ascii_case(d.trim_end_matches('/'))
+                let d = d.trim_end_matches('/');
+                std::iter::once(app.domain.as_str())
+                    .chain(app.destinations.iter().map(|x| x.uri.as_str()))
+                    .any(|h| h.trim_end_matches('/').eq_ignore_ascii_case(d))
             })
     }
 }

@@ -37,8 +37,8 @@ pub struct Tunnel {
     /// `cloudflare` (remotely managed) or `local`.
     #[serde(default)]
     pub config_src: Option<String>,
-    /// Connector token; present in create and PATCH responses only.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Connector token; present in create and PATCH responses only. Never serialised.
+    #[serde(default, skip_serializing)]
     pub token: Option<Secret>,
 }
 

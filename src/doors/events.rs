@@ -19,6 +19,9 @@ pub enum Trigger {
         service: ServiceId,
         /// The AWS account, when the event says.
         account: Option<String>,
+        /// The event may mean the service stopped being exposed (an untag, a delete):
+        /// look for leftovers even if the service carries no status tag.
+        check_removal: bool,
     },
     /// Nothing to do, and why (costs no call).
     Ignore(String),
@@ -111,6 +114,7 @@ fn task_state_change(event: &Value, account: Option<String>) -> Trigger {
         Some(cluster) => Trigger::Service {
             service: ServiceId::new(cluster_name(cluster), service),
             account,
+            check_removal: false,
         },
         None => Trigger::Ignore("task event without clusterArn".into()),
     }
@@ -184,7 +188,11 @@ fn cloudtrail(event: &Value, account: Option<String>) -> Trigger {
         }
     };
     match found {
-        Some(service) => Trigger::Service { service, account },
+        Some(service) => Trigger::Service {
+            service,
+            account,
+            check_removal: matches!(name, "UntagResource" | "DeleteService"),
+        },
         None => Trigger::Ignore(format!("{name} event without a service")),
     }
 }
@@ -205,8 +213,13 @@ fn tag_change(event: &Value, account: Option<String>) -> Trigger {
         .get(0)
         .and_then(Value::as_str)
         .unwrap_or_default();
+    let hostname_gone = d["tags"].get(crate::spec::TAG_HOSTNAME).is_none();
     match ServiceId::from_arn(arn) {
-        Some(service) => Trigger::Service { service, account },
+        Some(service) => Trigger::Service {
+            service,
+            account,
+            check_removal: hostname_gone,
+        },
         None => Trigger::Ignore(format!("tag change without a service ARN ({arn})")),
     }
 }
@@ -232,9 +245,14 @@ mod tests {
     use serde_json::json;
 
     fn svc(c: &str, s: &str) -> Trigger {
+        svc_checked(c, s, false)
+    }
+
+    fn svc_checked(c: &str, s: &str, check_removal: bool) -> Trigger {
         Trigger::Service {
             service: ServiceId::new(c, s),
             account: Some("123456789012".into()),
+            check_removal,
         }
     }
 
@@ -267,7 +285,7 @@ mod tests {
             ),
             (
                 ct("DeleteService", json!({"cluster": "prod", "service": ARN})),
-                svc("prod", "web"),
+                svc_checked("prod", "web", true),
             ),
             (
                 ct(
@@ -281,14 +299,14 @@ mod tests {
                     "UntagResource",
                     json!({"resourceArn": ARN, "tagKeys": ["ecs-tunnels:hostname"]}),
                 ),
-                svc("prod", "web"),
+                svc_checked("prod", "web", true),
             ),
         ];
         for (event, want) in cases {
             assert_eq!(recognise(&event).unwrap(), vec![want], "{event}");
         }
         let tag = json!({"detail-type": "Tag Change on Resource", "account": "123456789012", "resources": [ARN],
-            "detail": {"service": "ecs", "resource-type": "service", "changed-tag-keys": ["ecs-tunnels:access"], "tags": {}}});
+            "detail": {"service": "ecs", "resource-type": "service", "changed-tag-keys": ["ecs-tunnels:access"], "tags": {"ecs-tunnels:hostname": "a.example.com"}}});
         assert_eq!(recognise(&tag).unwrap(), vec![svc("prod", "web")]);
         let sched = json!({"detail-type": "Scheduled Event", "resources": ["arn:aws:events:us-east-1:1:rule/ecs-tunnels-sweep"], "detail": {}});
         assert_eq!(recognise(&sched).unwrap(), vec![Trigger::Sweep]);

@@ -41,12 +41,22 @@ pub async fn handle(deps: &Deps, event: LambdaEvent<Value>) -> Result<Value, Err
         Error::from(e)
     })?;
     let mut work: Vec<Work> = Vec::new();
+    let mut check_removal = std::collections::BTreeSet::new();
     let mut ignored = Vec::new();
     let mut outcomes: Vec<Outcome> = Vec::new();
     for t in triggers {
         match t {
-            Trigger::Service { service, account } => {
-                work.push((service, account.or_else(|| fn_account.clone())))
+            Trigger::Service {
+                service,
+                account,
+                check_removal: check,
+            } => {
+                if check {
+                    check_removal.insert(service.clone());
+                }
+                if !work.iter().any(|(s, _)| *s == service) {
+                    work.push((service, account.or_else(|| fn_account.clone())));
+                }
             }
             Trigger::Ignore(why) => {
                 info!(reason = %why, "event ignored");
@@ -95,7 +105,7 @@ pub async fn handle(deps: &Deps, event: LambdaEvent<Value>) -> Result<Value, Err
             }
         }
     }
-    outcomes.extend(reconcile_many(deps, work, Mode::Apply).await);
+    outcomes.extend(reconcile_many(deps, work, Mode::Apply, &check_removal).await);
     let calls = deps.cf.stats().total - calls_before;
     let transient: Vec<String> = outcomes
         .iter()

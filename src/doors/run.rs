@@ -4,9 +4,10 @@
 use crate::aws::AwsError;
 use crate::context::Deps;
 use crate::ownership::ServiceId;
-use crate::reconcile::{reconcile_service, Mode, Outcome};
+use crate::reconcile::{reconcile_service_with, Mode, Outcome};
 use crate::spec::{TAG_HOSTNAME, TAG_STATUS};
 use futures::stream::{self, StreamExt};
+use std::collections::BTreeSet;
 
 /// Services reconciled at once by one process.
 pub const CONCURRENCY: usize = 4;
@@ -14,11 +15,18 @@ pub const CONCURRENCY: usize = 4;
 /// A service to reconcile, with the AWS account it lives in when known.
 pub type Work = (ServiceId, Option<String>);
 
-/// Reconciles each service (at most [`CONCURRENCY`] at a time), in input order.
-pub async fn reconcile_many(deps: &Deps, work: Vec<Work>, mode: Mode) -> Vec<Outcome> {
+/// Reconciles each service (at most [`CONCURRENCY`] at a time), in input order. Services
+/// in `check_removal` are searched for leftovers even without a status tag.
+pub async fn reconcile_many(
+    deps: &Deps,
+    work: Vec<Work>,
+    mode: Mode,
+    check_removal: &BTreeSet<ServiceId>,
+) -> Vec<Outcome> {
     stream::iter(work)
         .map(|(svc, account)| async move {
-            reconcile_service(deps, &svc, mode, account.as_deref()).await
+            let check = check_removal.contains(&svc);
+            reconcile_service_with(deps, &svc, mode, account.as_deref(), check).await
         })
         .buffered(CONCURRENCY)
         .collect()
