@@ -325,7 +325,8 @@ pub async fn sweep(
     let rate_limited_at_start = deps.cf.stats().rate_limited;
     let queue: Vec<ServiceId> = work.into_iter().collect();
     let mut done = 0;
-    for svc in &queue {
+    let hint = account.as_deref().or(account_hint);
+    for batch in queue.chunks(crate::doors::run::CONCURRENCY) {
         let spent = deps.cf.stats().total - stats0.total;
         let late = limits.deadline.is_some_and(|d| Instant::now() >= d);
         if spent >= limits.max_calls || late || deps.cf.stats().rate_limited > rate_limited_at_start
@@ -333,15 +334,22 @@ pub async fn sweep(
             report.complete = false;
             break;
         }
-        let outcome = reconcile_service(deps, svc, mode, account.as_deref().or(account_hint)).await;
-        for c in &outcome.changes {
-            *report.changes.entry(c.kind().to_string()).or_default() += 1;
+        let outcomes = futures::future::join_all(
+            batch
+                .iter()
+                .map(|svc| reconcile_service(deps, svc, mode, hint)),
+        )
+        .await;
+        for outcome in outcomes {
+            for c in &outcome.changes {
+                *report.changes.entry(c.kind().to_string()).or_default() += 1;
+            }
+            if let Some(e) = &outcome.error {
+                report.errors.push(format!("{}: {e}", outcome.service));
+            }
+            report.outcomes.push(outcome);
+            done += 1;
         }
-        if let Some(e) = &outcome.error {
-            report.errors.push(format!("{svc}: {e}"));
-        }
-        report.outcomes.push(outcome);
-        done += 1;
     }
     report.remaining = queue.len() - done;
     let stats = deps.cf.stats();
