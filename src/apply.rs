@@ -236,9 +236,9 @@ pub async fn apply(
 
     // 7. Redeploy, then clear the marker that says one is owed.
     if let Some(c) = changes.iter().find(|c| matches!(c, Change::Redeploy)) {
-        deps.ecs
-            .redeploy(&ctx.svc.cluster, &ctx.svc.service)
-            .await?;
+        if let Some(r) = &ctx.redeploy {
+            deps.ecs.redeploy(&r.cluster, &r.service).await?;
+        }
         deps.tokens
             .remove_tag(&ctx.svc, crate::aws::token_store::REDEPLOY_TAG)
             .await?;
@@ -271,9 +271,9 @@ pub async fn apply(
                         .await?;
                     deps.tokens.overwrite(&ctx.svc, &token).await?;
                     deps.cf.delete_tunnel_connections(tid).await?;
-                    deps.ecs
-                        .redeploy(&ctx.svc.cluster, &ctx.svc.service)
-                        .await?;
+                    if let Some(r) = &ctx.redeploy {
+                        deps.ecs.redeploy(&r.cluster, &r.service).await?;
+                    }
                     deps.tokens
                         .remove_tag(&ctx.svc, crate::aws::token_store::REDEPLOY_TAG)
                         .await?;

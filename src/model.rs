@@ -103,6 +103,8 @@ pub struct PlanContext {
     pub account_id: String,
     /// Zero Trust team name (`<team>.cloudflareaccess.com`).
     pub team_name: String,
+    /// The ECS service to redeploy after a token change (`None`: nothing to redeploy).
+    pub redeploy: Option<ServiceId>,
 }
 
 /// `<tunnel-id>.cfargotunnel.com`.

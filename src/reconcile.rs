@@ -44,6 +44,15 @@ pub enum State {
     Pending,
 }
 
+/// An Access application's id and audience tag.
+#[derive(Debug, Clone, Serialize)]
+pub struct AppRef {
+    /// Application id.
+    pub id: String,
+    /// Audience (AUD) tag.
+    pub aud: String,
+}
+
 /// The outcome of reconciling one service.
 #[derive(Debug, Clone, Serialize)]
 pub struct Outcome {
@@ -59,6 +68,9 @@ pub struct Outcome {
     /// Kinds of the changes made.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub applied: Vec<&'static str>,
+    /// The Access application, when one exists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_app: Option<AppRef>,
     /// What went wrong, in words a person can act on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -73,6 +85,7 @@ impl Outcome {
             service: service.clone(),
             state,
             tunnel_id: None,
+            access_app: None,
             changes: vec![],
             applied: vec![],
             error: None,
@@ -178,7 +191,7 @@ pub async fn reconcile_service_with(
             Intent::Remove
         }
     };
-    let outcome = match converge(deps, svc, owner, &intent, mode).await {
+    let outcome = match converge(deps, svc, owner, &intent, mode, Some(svc.clone())).await {
         Ok(o) => o,
         Err(e) => failed(svc, &e),
     };
@@ -191,6 +204,7 @@ async fn converge(
     owner: crate::ownership::Owner,
     intent: &Intent,
     mode: Mode,
+    redeploy: Option<ServiceId>,
 ) -> Result<Outcome, ReconcileError> {
     let target = match intent {
         Intent::Expose(spec) => {
@@ -207,6 +221,7 @@ async fn converge(
         owner,
         account_id: deps.cf.account_id().to_string(),
         team_name,
+        redeploy,
     };
     let mut out = Outcome::new(
         svc,
@@ -220,6 +235,10 @@ async fn converge(
         let observed = observe(deps, &ctx, target.as_ref(), pass > 0).await?;
         let plan: Plan = diff(&ctx, target.as_ref(), &observed);
         out.tunnel_id = observed.tunnel.as_ref().map(|t| t.id.clone());
+        out.access_app = observed.app.as_ref().map(|a| AppRef {
+            id: a.id.clone(),
+            aud: a.aud.clone(),
+        });
         if !plan.conflicts.is_empty() {
             return Err(ReconcileError::Conflict(plan.conflicts));
         }
@@ -306,4 +325,21 @@ async fn finish(
         (None, true) => {}
     }
     outcome
+}
+
+/// Reconciles objects that are not tied to an ECS service's tags (a CloudFormation custom
+/// resource): `spec` `None` tears them down. `redeploy` is the service to redeploy after a
+/// token change, if any.
+pub async fn reconcile_resource(
+    deps: &Deps,
+    key: &ServiceId,
+    owner: crate::ownership::Owner,
+    spec: Option<spec::Spec>,
+    redeploy: Option<ServiceId>,
+) -> Result<Outcome, ReconcileError> {
+    let intent = match spec {
+        Some(s) => Intent::Expose(Box::new(s)),
+        None => Intent::Remove,
+    };
+    converge(deps, key, owner, &intent, Mode::Apply, redeploy).await
 }

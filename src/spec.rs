@@ -644,3 +644,155 @@ mod tests {
         }
     }
 }
+
+/// Custom resource property names and the tag each one mirrors.
+pub const PROPERTY_TAGS: &[(&str, &str)] = &[
+    ("Hostnames", TAG_HOSTNAME),
+    ("Origin", TAG_ORIGIN),
+    ("Access", TAG_ACCESS),
+    ("AllowEmails", TAG_ALLOW_EMAILS),
+    ("AllowEmailDomains", TAG_ALLOW_EMAIL_DOMAINS),
+    ("AllowGroups", TAG_ALLOW_GROUPS),
+    ("Policies", TAG_POLICIES),
+    ("Idps", TAG_IDPS),
+    ("SessionDuration", TAG_SESSION_DURATION),
+    ("RotateEvery", TAG_ROTATE_EVERY),
+];
+
+/// Properties that are not part of the spec (read by the custom resource door).
+const OTHER_PROPERTIES: &[&str] = &[
+    "ServiceToken",
+    "ServiceTimeout",
+    "ServiceArn",
+    "TokenParameterName",
+];
+
+/// Reads CloudFormation custom resource properties (`Hostnames` as a list or a
+/// space-separated string, the others as strings or lists) with the same grammar as the
+/// tags; every error names the property. A resource always wants exposure, so a missing
+/// `Hostnames` is an error rather than "not managed".
+pub fn from_properties(props: &serde_json::Value, defaults: &Defaults) -> Desired {
+    let mut tags = BTreeMap::new();
+    let mut errors = Vec::new();
+    if let Some(obj) = props.as_object() {
+        for (name, value) in obj {
+            let Some((_, tag)) = PROPERTY_TAGS.iter().find(|(p, _)| p == name) else {
+                if !OTHER_PROPERTIES.contains(&name.as_str()) {
+                    errors.push(SpecError::new(name, "is not a property of Custom::CloudflareTunnel: see the README for the list"));
+                }
+                continue;
+            };
+            let text = match value {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Array(items) if items.iter().all(|i| i.is_string()) => items
+                    .iter()
+                    .filter_map(|i| i.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                _ => {
+                    errors.push(SpecError::new(
+                        name,
+                        "must be a string or a list of strings",
+                    ));
+                    continue;
+                }
+            };
+            tags.insert(tag.to_string(), text);
+        }
+    } else {
+        errors.push(SpecError::new("ResourceProperties", "must be an object"));
+    }
+    if !tags.contains_key(TAG_HOSTNAME) {
+        errors.push(SpecError::new(
+            "Hostnames",
+            "is required: give one or more hostnames",
+        ));
+    }
+    let rename = |e: SpecError| {
+        let key = PROPERTY_TAGS
+            .iter()
+            .find(|(_, t)| *t == e.key)
+            .map(|(p, _)| p.to_string())
+            .unwrap_or(e.key);
+        let mut message = e.message;
+        for (p, t) in PROPERTY_TAGS {
+            message = message
+                .replace(&format!("{t}="), &format!("{p}: "))
+                .replace(t, p);
+        }
+        SpecError { key, message }
+    };
+    if !errors.is_empty() {
+        return Desired::Invalid(errors);
+    }
+    match from_tags(&tags, defaults) {
+        Desired::Invalid(errs) => Desired::Invalid(errs.into_iter().map(rename).collect()),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod property_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn defaults() -> Defaults {
+        Defaults {
+            origin: None,
+            rotate_every: Duration::from_secs(30 * 86400),
+        }
+    }
+
+    #[test]
+    fn properties_mirror_tags() {
+        let d = from_properties(
+            &json!({"ServiceToken": "arn:x", "Hostnames": ["a.example.com", "b.example.com"], "Origin": "http://localhost:80",
+                    "AllowEmails": ["x@example.com"], "SessionDuration": "8h"}),
+            &defaults(),
+        );
+        let Desired::Managed(s) = d else {
+            panic!("{d:?}")
+        };
+        assert_eq!(s.hostnames, vec!["a.example.com", "b.example.com"]);
+        assert_eq!(s.origin, "http://localhost:80");
+    }
+
+    #[test]
+    fn errors_name_the_property() {
+        for (props, key) in [
+            (
+                json!({"Origin": "http://localhost:80", "Access": "public"}),
+                "Hostnames",
+            ),
+            (
+                json!({"Hostnames": ["a.example.com"], "Origin": "http://localhost:80"}),
+                "Access",
+            ),
+            (
+                json!({"Hostnames": "a.example.com", "Origin": "localhost", "Access": "public"}),
+                "Origin",
+            ),
+            (
+                json!({"Hostnames": "a.example.com", "Origin": "http://x:1", "AllowEmails": ["bob"]}),
+                "AllowEmails",
+            ),
+            (
+                json!({"Hostnames": "a.example.com", "Origin": "http://x:1", "Access": "public", "Colour": "blue"}),
+                "Colour",
+            ),
+            (
+                json!({"Hostnames": {"a": 1}, "Origin": "http://x:1"}),
+                "Hostnames",
+            ),
+        ] {
+            let Desired::Invalid(errs) = from_properties(&props, &defaults()) else {
+                panic!("{props}")
+            };
+            assert!(errs.iter().any(|e| e.key == key), "{props}: {errs:?}");
+            assert!(
+                errs.iter().all(|e| !e.message.contains("ecs-tunnels:")),
+                "{errs:?}"
+            );
+        }
+    }
+}

@@ -19,6 +19,7 @@ fn ctx() -> PlanContext {
         owner: Owner::parse("123456789012-us-east-1").unwrap(),
         account_id: ACCOUNT.into(),
         team_name: "team".into(),
+        redeploy: Some(ServiceId::new("prod", "web")),
     }
 }
 

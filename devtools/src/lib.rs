@@ -1,5 +1,6 @@
 pub mod cloudflare_sim;
 pub mod function;
 pub mod moto;
+pub mod response_sink;
 pub mod runtime_api;
 pub mod seed;

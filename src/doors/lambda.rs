@@ -16,6 +16,17 @@ use tracing::{info, warn};
 pub async fn serve(deps: Result<Deps, String>) -> Result<(), Error> {
     let deps = &deps;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        // A CloudFormation request is always answered, even by a misconfigured install.
+        if let (Err(e), Some(_)) = (deps, event.payload.get("ResponseURL")) {
+            let deadline = event.context.deadline();
+            return crate::doors::custom_resource::handle(
+                Err(e.as_str()),
+                &event.payload,
+                deadline,
+            )
+            .await
+            .map_err(Error::from);
+        }
         match deps {
             Ok(d) => handle(d, event).await,
             Err(e) => Err(Error::from(format!("ecs-tunnels is misconfigured: {e}"))),
@@ -92,9 +103,11 @@ pub async fn handle(deps: &Deps, event: LambdaEvent<Value>) -> Result<Value, Err
                     json!({ "rotations": rotations, "cloudflare_calls": deps.cf.stats().total - calls_before }),
                 );
             }
-            Trigger::CustomResource(_) => return Err(Error::from(
-                "CloudFormation custom resources are not available in this version of ecs-tunnels",
-            )),
+            Trigger::CustomResource(event) => {
+                return crate::doors::custom_resource::handle(Ok(deps), &event, ctx.deadline())
+                    .await
+                    .map_err(Error::from);
+            }
             Trigger::SecretsRotation(event) => {
                 return crate::secrets_rotation::handle(deps, &event)
                     .await

@@ -1,0 +1,351 @@
+//! The CloudFormation custom resource `Custom::CloudflareTunnel`: a door like the others.
+//! It turns a request into a reconcile of the resource's objects and always answers with
+//! exactly one PUT to `ResponseURL` — whatever happens: bad properties, a Cloudflare
+//! outage, a panic, the Lambda deadline approaching (FAILED 10 s before it), or a
+//! misconfigured install.
+//!
+//! Identity: objects are keyed `cfn.<stack name>/<logical id>` (a dot cannot occur in an
+//! ECS cluster name, so the sweep never takes them for a service's and never collects
+//! them as orphans). The PhysicalResourceId is deterministic,
+//! `ecs-tunnels:<owner>:cfn.<stack>/<logical id>`; Update and Delete echo the one they
+//! get. No property change needs a new tunnel (hostnames, origin and Access change in
+//! place), so Update never replaces. A Delete tears down only the objects of the id it is
+//! given, and answers SUCCESS when there is nothing (left) to delete, including for the
+//! id of a failed Create.
+
+use crate::context::Deps;
+use crate::ownership::{Owner, ServiceId};
+use crate::reconcile::reconcile_resource;
+use crate::spec::{self, Defaults, Desired};
+use futures::FutureExt;
+use serde_json::{json, Map, Value};
+use std::time::{Duration, SystemTime};
+use tracing::{error, info, warn};
+
+/// The whole response body may not exceed 4,096 bytes.
+const MAX_BODY: usize = 4096;
+/// Answer FAILED this long before the Lambda deadline.
+const DEADLINE_MARGIN: Duration = Duration::from_secs(10);
+
+struct Request {
+    request_type: String,
+    response_url: String,
+    stack_id: String,
+    request_id: String,
+    logical_id: String,
+    physical_id: Option<String>,
+    properties: Value,
+}
+
+fn field(v: &Value, k: &str) -> String {
+    v.get(k)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn parse(event: &Value) -> Request {
+    Request {
+        request_type: field(event, "RequestType"),
+        response_url: field(event, "ResponseURL"),
+        stack_id: field(event, "StackId"),
+        request_id: field(event, "RequestId"),
+        logical_id: field(event, "LogicalResourceId"),
+        physical_id: event
+            .get("PhysicalResourceId")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        properties: event
+            .get("ResourceProperties")
+            .cloned()
+            .unwrap_or(Value::Null),
+    }
+}
+
+/// `arn:<partition>:cloudformation:<region>:<account>:stack/<name>/<id>` → parts.
+fn stack_parts(stack_id: &str) -> (String, String, String, String) {
+    let p: Vec<&str> = stack_id.splitn(6, ':').collect();
+    let name = p
+        .get(5)
+        .and_then(|r| r.split('/').nth(1))
+        .unwrap_or("stack");
+    (
+        p.get(1).copied().unwrap_or("aws").to_string(),
+        p.get(3).copied().unwrap_or_default().to_string(),
+        p.get(4).copied().unwrap_or_default().to_string(),
+        name.to_string(),
+    )
+}
+
+/// The objects' key for a stack's logical resource.
+pub fn resource_key(stack_name: &str, logical_id: &str) -> ServiceId {
+    ServiceId::new(format!("cfn.{stack_name}"), logical_id)
+}
+
+/// The deterministic physical id of a resource.
+pub fn physical_id(owner: &Owner, key: &ServiceId) -> String {
+    format!("ecs-tunnels:{owner}:{key}")
+}
+
+fn key_of_physical_id(owner: &Owner, id: &str) -> Option<ServiceId> {
+    let key = id.strip_prefix(&format!("ecs-tunnels:{owner}:"))?;
+    let (c, s) = key.split_once('/')?;
+    c.starts_with("cfn.").then(|| ServiceId::new(c, s))
+}
+
+/// Handles one request and PUTs the answer. `deps` is the cold start's result (an error
+/// there is answered as FAILED too). Returns the body sent.
+pub async fn handle(
+    deps: Result<&Deps, &str>,
+    event: &Value,
+    deadline: SystemTime,
+) -> Result<Value, String> {
+    let req = parse(event);
+    if req.response_url.is_empty() {
+        return Err("custom resource request without ResponseURL: nothing to answer".into());
+    }
+    let (partition, region, account, stack_name) = stack_parts(&req.stack_id);
+    let key = resource_key(&stack_name, &req.logical_id);
+    let fallback_id = req
+        .physical_id
+        .clone()
+        .unwrap_or_else(|| format!("ecs-tunnels:failed:{key}"));
+    let budget = deadline
+        .duration_since(SystemTime::now())
+        .unwrap_or_default()
+        .saturating_sub(DEADLINE_MARGIN);
+    let work = async {
+        match deps {
+            Ok(d) => process(d, &req, &key, (&partition, &region, &account)).await,
+            // The rollback Delete of a Create this install failed: nothing was made.
+            Err(_)
+                if req.request_type == "Delete"
+                    && fallback_id.starts_with("ecs-tunnels:failed:") =>
+            {
+                Ok((fallback_id.clone(), Map::new()))
+            }
+            Err(e) => Err((
+                fallback_id.clone(),
+                format!("ecs-tunnels is misconfigured: {e}"),
+            )),
+        }
+    };
+    let result = match tokio::time::timeout(budget, std::panic::AssertUnwindSafe(work).catch_unwind()).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(_)) => Err((fallback_id.clone(), "internal error (a panic); see the function's log".to_string())),
+        Err(_) => Err((fallback_id.clone(), "timed out before finishing; see the function's log. Retrying the stack operation continues where it stopped".to_string())),
+    };
+    let body = match result {
+        Ok((id, data)) => response(&req, "SUCCESS", None, &id, data),
+        Err((id, reason)) => {
+            warn!(request_type = %req.request_type, logical_id = %req.logical_id, reason = %reason, "custom resource failed");
+            response(&req, "FAILED", Some(&reason), &id, Map::new())
+        }
+    };
+    put_response(&req.response_url, &body).await?;
+    info!(request_type = %req.request_type, logical_id = %req.logical_id, status = %body["Status"], "custom resource answered");
+    Ok(body)
+}
+
+type Answer = Result<(String, Map<String, Value>), (String, String)>;
+
+async fn process(
+    deps: &Deps,
+    req: &Request,
+    key: &ServiceId,
+    (partition, region, account): (&str, &str, &str),
+) -> Answer {
+    let owner = deps
+        .owner(Some(account))
+        .map_err(|e| (physical_id_guess(req, key), e))?;
+    let own_id = physical_id(&owner, key);
+    match req.request_type.as_str() {
+        "Create" | "Update" => {
+            let id = req
+                .physical_id
+                .clone()
+                .filter(|_| req.request_type == "Update")
+                .unwrap_or_else(|| own_id.clone());
+            let key = key_of_physical_id(&owner, &id).unwrap_or_else(|| key.clone());
+            let fail = |reason: String| (id.clone(), reason);
+            let service = match req.properties.get("ServiceArn").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+                Some(arn) => Some(ServiceId::from_arn(arn).ok_or_else(|| fail(format!("ServiceArn {arn:?} is not an ECS service ARN (arn:aws:ecs:<region>:<account>:service/<cluster>/<service>)")))?),
+                None => None,
+            };
+            let expected_name = deps.tokens.location(&key);
+            if let Some(name) = req
+                .properties
+                .get("TokenParameterName")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+            {
+                if name.trim_start_matches('/') != expected_name.trim_start_matches('/') {
+                    return Err(fail(format!("TokenParameterName: ecs-tunnels names the token parameter itself ({expected_name}); remove the property and use !GetAtt <resource>.TokenParameterName")));
+                }
+            }
+            let origin = match &service {
+                Some(s) if req.properties.get("Origin").is_none() => {
+                    let info = deps
+                        .ecs
+                        .describe_service(&s.cluster, &s.service)
+                        .await
+                        .map_err(|e| fail(e.to_string()))?;
+                    match info.and_then(|i| i.task_definition) {
+                        Some(td) => deps
+                            .default_origin(&td)
+                            .await
+                            .map_err(|e| fail(e.to_string()))?,
+                        None => None,
+                    }
+                }
+                _ => None,
+            };
+            let spec = match spec::from_properties(
+                &req.properties,
+                &Defaults {
+                    origin,
+                    rotate_every: deps.config.rotate_every,
+                },
+            ) {
+                Desired::Managed(s) => s,
+                Desired::Invalid(errors) => {
+                    let text = errors
+                        .iter()
+                        .map(|e| e.to_string())
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    return Err(fail(format!("invalid properties: {text}")));
+                }
+                Desired::NotManaged => return Err(fail("Hostnames is required".into())),
+            };
+            let outcome = reconcile_resource(deps, &key, owner, Some(spec), service)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            let tunnel_id = outcome.tunnel_id.clone().unwrap_or_default();
+            let token_name = deps.tokens.location(&key);
+            let token_arn = match &deps.tokens {
+                crate::aws::token_store::TokenStore::Ssm(_) => format!(
+                    "arn:{partition}:ssm:{region}:{account}:parameter/{}",
+                    token_name.trim_start_matches('/')
+                ),
+                crate::aws::token_store::TokenStore::SecretsManager(sm) => sm
+                    .describe(&token_name)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|i| i.arn)
+                    .unwrap_or_default(),
+            };
+            let mut data = Map::new();
+            data.insert("TunnelId".into(), json!(tunnel_id));
+            data.insert("TokenParameterName".into(), json!(token_name));
+            data.insert("TokenParameterArn".into(), json!(token_arn));
+            data.insert(
+                "Cname".into(),
+                json!(if tunnel_id.is_empty() {
+                    String::new()
+                } else {
+                    crate::model::tunnel_cname(&tunnel_id)
+                }),
+            );
+            data.insert(
+                "AccessAppId".into(),
+                json!(outcome
+                    .access_app
+                    .as_ref()
+                    .map(|a| a.id.clone())
+                    .unwrap_or_default()),
+            );
+            data.insert(
+                "AccessAud".into(),
+                json!(outcome
+                    .access_app
+                    .as_ref()
+                    .map(|a| a.aud.clone())
+                    .unwrap_or_default()),
+            );
+            Ok((id, data))
+        }
+        "Delete" => {
+            let id = req.physical_id.clone().unwrap_or(own_id);
+            let Some(key) = key_of_physical_id(&owner, &id) else {
+                // The id of a Create that failed before it made anything, or not ours.
+                return Ok((id, Map::new()));
+            };
+            reconcile_resource(deps, &key, owner, None, None)
+                .await
+                .map_err(|e| (id.clone(), e.to_string()))?;
+            Ok((id, Map::new()))
+        }
+        other => Err((
+            physical_id_guess(req, key),
+            format!("unknown RequestType {other:?}: expected Create, Update or Delete"),
+        )),
+    }
+}
+
+fn physical_id_guess(req: &Request, key: &ServiceId) -> String {
+    req.physical_id
+        .clone()
+        .unwrap_or_else(|| format!("ecs-tunnels:failed:{key}"))
+}
+
+/// The response body, never over 4,096 bytes (the Reason is trimmed to fit) and never
+/// carrying a secret: `Data` holds only ids and names.
+fn response(
+    req: &Request,
+    status: &str,
+    reason: Option<&str>,
+    physical_id: &str,
+    data: Map<String, Value>,
+) -> Value {
+    let mut reason = reason
+        .map(str::to_string)
+        .unwrap_or_else(|| "See the function's CloudWatch log".into());
+    loop {
+        let body = json!({
+            "Status": status,
+            "Reason": reason,
+            "PhysicalResourceId": physical_id,
+            "StackId": req.stack_id,
+            "RequestId": req.request_id,
+            "LogicalResourceId": req.logical_id,
+            "NoEcho": false,
+            "Data": data,
+        });
+        let size = body.to_string().len();
+        if size <= MAX_BODY || reason.is_empty() {
+            return body;
+        }
+        let keep = reason.chars().count().saturating_sub(size - MAX_BODY + 3);
+        reason = reason.chars().take(keep).collect::<String>() + "...";
+        if keep == 0 {
+            reason.clear();
+        }
+    }
+}
+
+/// PUTs the body with no Content-Type (the pre-signed URL may have signed it empty),
+/// retrying transport errors and 5xx a bounded number of times.
+async fn put_response(url: &str, body: &Value) -> Result<(), String> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let text = body.to_string();
+    let mut last = String::new();
+    for attempt in 0..5u32 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(500 * 2u64.pow(attempt - 1))).await;
+        }
+        match client.put(url).body(text.clone()).send().await {
+            Ok(r) if r.status().is_success() => return Ok(()),
+            Ok(r) => last = format!("HTTP {}", r.status()),
+            Err(e) => last = e.without_url().to_string(),
+        }
+    }
+    error!(error = %last, "could not send the custom resource response");
+    Err(format!(
+        "could not send the response to CloudFormation: {last}"
+    ))
+}

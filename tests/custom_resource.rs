@@ -1,0 +1,444 @@
+//! `Custom::CloudflareTunnel` through the binary's Lambda door, with a local HTTP server
+//! standing in for CloudFormation's pre-signed response URL.
+
+mod common;
+use common::*;
+use devtools::response_sink::{Received, ResponseSink};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+const STACK: &str =
+    "arn:aws:cloudformation:us-east-1:123456789012:stack/app/11112222-3333-4444-5555-666677778888";
+
+fn request(
+    sink: &ResponseSink,
+    kind: &str,
+    logical: &str,
+    props: Value,
+    physical: Option<&str>,
+) -> Value {
+    let request_id = format!("req-{}-{}", kind, rand_suffix());
+    let mut props = props;
+    props["ServiceToken"] = json!("arn:aws:lambda:us-east-1:123456789012:function:ecs-tunnels");
+    let mut e = json!({
+        "RequestType": kind,
+        "ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:ecs-tunnels",
+        "ResponseURL": sink.response_url(&request_id),
+        "StackId": STACK,
+        "RequestId": request_id,
+        "ResourceType": "Custom::CloudflareTunnel",
+        "LogicalResourceId": logical,
+        "ResourceProperties": props,
+    });
+    if let Some(p) = physical {
+        e["PhysicalResourceId"] = json!(p);
+    }
+    if kind == "Update" {
+        e["OldResourceProperties"] = json!({});
+    }
+    e
+}
+
+fn rand_suffix() -> String {
+    format!("{:?}", Instant::now())
+        .chars()
+        .filter(|c| c.is_ascii_digit())
+        .collect()
+}
+
+/// Invokes and returns the one response PUT for this request.
+async fn answer(w: &World, sink: &ResponseSink, event: Value) -> Received {
+    let before = sink.received().len();
+    let _ = w.invoke(event.clone()).await;
+    let got = sink.received();
+    assert_eq!(
+        got.len(),
+        before + 1,
+        "exactly one response per request: {got:?}\n{}",
+        w.output()
+    );
+    let r = got.last().unwrap().clone();
+    assert_eq!(r.method, "PUT");
+    assert!(
+        r.header("content-type").is_none_or(|v| v.is_empty()),
+        "no Content-Type: {:?}",
+        r.headers
+    );
+    assert!(
+        r.body.len() <= 4096,
+        "body over 4096 bytes: {}",
+        r.body.len()
+    );
+    let b = r.json();
+    assert_eq!(b["RequestId"], event["RequestId"]);
+    assert_eq!(b["StackId"], STACK);
+    assert_eq!(b["LogicalResourceId"], event["LogicalResourceId"]);
+    assert!(!b["PhysicalResourceId"].as_str().unwrap().is_empty());
+    r
+}
+
+fn props(hosts: &[&str]) -> Value {
+    json!({"Hostnames": hosts, "Origin": "http://localhost:8080", "AllowEmailDomains": ["example.com"], "SessionDuration": "8h"})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_update_delete() {
+    let mut w = World::start().await;
+    w.spawn_function().await;
+    let sink = ResponseSink::start().await.unwrap();
+    let arn = w.seed("demo", "web", &[("team", "a")]).await;
+    let deployment = w.deployment_id("demo", "web").await;
+
+    // Create, three times (CloudFormation's async invoke + Lambda's retries): one of each.
+    let mut p = props(&["cr.example.com"]);
+    p["ServiceArn"] = json!(arn);
+    p.as_object_mut().unwrap().remove("Origin"); // default origin from the service's task definition
+    let create = request(&sink, "Create", "Tunnel", p.clone(), None);
+    let mut bodies = vec![];
+    for _ in 0..3 {
+        bodies.push(answer(&w, &sink, create.clone()).await.json());
+    }
+    let b = &bodies[0];
+    assert_eq!(b["Status"], "SUCCESS", "{b}\n{}", w.output());
+    assert!(
+        bodies
+            .iter()
+            .all(|x| x["PhysicalResourceId"] == b["PhysicalResourceId"] && x["Data"] == b["Data"]),
+        "{bodies:?}"
+    );
+    let id = b["PhysicalResourceId"].as_str().unwrap().to_string();
+    assert_eq!(id, format!("ecs-tunnels:{OWNER}:cfn.app/Tunnel"));
+    let data = b["Data"].as_object().unwrap();
+    let mut keys: Vec<&str> = data.keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        vec![
+            "AccessAppId",
+            "AccessAud",
+            "Cname",
+            "TokenParameterArn",
+            "TokenParameterName",
+            "TunnelId"
+        ]
+    );
+    assert!(
+        data.values()
+            .all(|v| v.is_string() && !v.as_str().unwrap().is_empty()),
+        "{data:?}"
+    );
+    let tunnels = w.live_tunnels().await;
+    assert_eq!(tunnels.len(), 1);
+    let tid = tunnels[0]["id"].as_str().unwrap();
+    assert_eq!(data["TunnelId"], tid);
+    assert_eq!(data["Cname"], format!("{tid}.cfargotunnel.com"));
+    assert_eq!(
+        data["TokenParameterName"],
+        "/ecs-tunnels/cfn.app/Tunnel/token"
+    );
+    assert_eq!(
+        data["TokenParameterArn"],
+        "arn:aws:ssm:us-east-1:123456789012:parameter/ecs-tunnels/cfn.app/Tunnel/token"
+    );
+    assert_eq!(
+        tunnels[0]["config"]["ingress"][0]["service"],
+        "http://localhost:8080"
+    );
+    assert_eq!(w.access_apps().await[0]["aud"], data["AccessAud"]);
+    assert_eq!(w.dns_records().await.len(), 1);
+    assert_eq!(w.policies().await.len(), 1);
+    let ssm = aws_sdk_ssm::Client::new(&w.sdk);
+    let token = ssm
+        .get_parameter()
+        .name("/ecs-tunnels/cfn.app/Tunnel/token")
+        .with_decryption(true)
+        .send()
+        .await
+        .unwrap();
+    let token = token.parameter().unwrap().value().unwrap().to_string();
+    assert!(
+        !sink
+            .received()
+            .iter()
+            .any(|r| String::from_utf8_lossy(&r.body).contains(&token)),
+        "token never in a response"
+    );
+    assert_ne!(
+        w.deployment_id("demo", "web").await,
+        deployment,
+        "ServiceArn redeployed after the token was written"
+    );
+
+    // The sweep neither collects nor fights the custom resource's objects.
+    w.reset_requests().await;
+    let sweep = w.invoke_ok(sample("schedule-sweep.json")).await;
+    assert_eq!(sweep["sweep"]["orphans"], 0, "{sweep}");
+    assert_eq!(w.writes().await, 0);
+
+    // Update in place: same id, hostnames and Access rules follow.
+    let mut p2 = props(&["cr2.example.com", "cr3.example.net"]);
+    p2["AllowEmails"] = json!(["bob@example.org"]);
+    let upd = answer(&w, &sink, request(&sink, "Update", "Tunnel", p2, Some(&id)))
+        .await
+        .json();
+    assert_eq!(upd["Status"], "SUCCESS", "{upd}");
+    assert_eq!(upd["PhysicalResourceId"], id.as_str());
+    assert_eq!(upd["Data"]["TunnelId"], tid, "same tunnel");
+    let mut names: Vec<String> = w
+        .dns_records()
+        .await
+        .iter()
+        .map(|r| r["name"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(names, vec!["cr2.example.com", "cr3.example.net"]);
+    let app = &w.access_apps().await[0];
+    assert_eq!(app["domain"], "cr2.example.com");
+    assert_eq!(
+        w.policies().await[0]["include"].as_array().unwrap().len(),
+        2
+    );
+
+    // A Delete of another (old) physical id removes only that resource's objects.
+    let old = answer(
+        &w,
+        &sink,
+        request(
+            &sink,
+            "Create",
+            "OldTunnel",
+            props(&["old.example.com"]),
+            None,
+        ),
+    )
+    .await
+    .json();
+    assert_eq!(old["Status"], "SUCCESS");
+    let del_old = answer(
+        &w,
+        &sink,
+        request(
+            &sink,
+            "Delete",
+            "OldTunnel",
+            props(&["old.example.com"]),
+            old["PhysicalResourceId"].as_str(),
+        ),
+    )
+    .await
+    .json();
+    assert_eq!(del_old["Status"], "SUCCESS");
+    assert_eq!(w.live_tunnels().await.len(), 1);
+    assert_eq!(w.live_tunnels().await[0]["id"], tid);
+    assert_eq!(w.dns_records().await.len(), 2);
+
+    // Delete: everything goes, the token last; a second Delete still succeeds.
+    for _ in 0..2 {
+        let del = answer(
+            &w,
+            &sink,
+            request(&sink, "Delete", "Tunnel", json!({}), Some(&id)),
+        )
+        .await
+        .json();
+        assert_eq!(del["Status"], "SUCCESS", "{del}");
+    }
+    assert!(
+        w.live_tunnels().await.is_empty()
+            && w.dns_records().await.is_empty()
+            && w.access_apps().await.is_empty()
+            && w.policies().await.is_empty()
+    );
+    assert!(ssm
+        .get_parameter()
+        .name("/ecs-tunnels/cfn.app/Tunnel/token")
+        .send()
+        .await
+        .is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_are_answered() {
+    let mut w = World::start().await;
+    w.spawn_function().await;
+    let sink = ResponseSink::start().await.unwrap();
+
+    // Bad properties: FAILED naming the property, nothing written; the rollback Delete succeeds.
+    w.reset_requests().await;
+    let bad = answer(
+        &w,
+        &sink,
+        request(
+            &sink,
+            "Create",
+            "Bad",
+            json!({"Hostnames": ["bad.example.com"], "Origin": "http://localhost:1"}),
+            None,
+        ),
+    )
+    .await
+    .json();
+    assert_eq!(bad["Status"], "FAILED");
+    let reason = bad["Reason"].as_str().unwrap();
+    assert!(
+        reason.contains("Access") && reason.contains("AllowEmails"),
+        "{reason}"
+    );
+    assert_eq!(w.writes().await, 0);
+    let del = answer(
+        &w,
+        &sink,
+        request(
+            &sink,
+            "Delete",
+            "Bad",
+            json!({}),
+            bad["PhysicalResourceId"].as_str(),
+        ),
+    )
+    .await
+    .json();
+    assert_eq!(del["Status"], "SUCCESS", "{del}");
+    let unknown = answer(&w, &sink, request(&sink, "Create", "Bad2", json!({"Hostnames": "x.example.com", "Access": "public", "Origin": "http://a:1", "Colour": "blue"}), None)).await.json();
+    assert!(
+        unknown["Reason"].as_str().unwrap().contains("Colour"),
+        "{unknown}"
+    );
+
+    // A huge Reason is trimmed to fit 4,096 bytes.
+    let long: Vec<String> = (0..300).map(|i| format!("not-an-email-{i}")).collect();
+    let big = answer(
+        &w,
+        &sink,
+        request(
+            &sink,
+            "Create",
+            "Big",
+            json!({"Hostnames": "x.example.com", "Origin": "http://a:1", "AllowEmails": long}),
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(big.json()["Status"], "FAILED");
+
+    // Cloudflare failing: FAILED with a clear reason, well before the deadline.
+    w.fault(json!({"status": 500, "count": 100000})).await;
+    let started = Instant::now();
+    let cf = answer(
+        &w,
+        &sink,
+        request(&sink, "Create", "Down", props(&["down.example.com"]), None),
+    )
+    .await
+    .json();
+    assert_eq!(cf["Status"], "FAILED");
+    assert!(
+        cf["Reason"].as_str().unwrap().contains("Cloudflare"),
+        "{cf}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+    w.clear_faults().await;
+
+    // Cloudflare too slow for the deadline: FAILED at least 10 s before it.
+    w.fault(json!({"latency_ms": 4000, "count": 100000})).await;
+    let event = request(&sink, "Create", "Slow", props(&["slow.example.com"]), None);
+    let before = sink.received().len();
+    let started = Instant::now();
+    let inv =
+        w.rt.invoke_with_deadline(event, Duration::from_secs(16), Duration::from_secs(30))
+            .await
+            .unwrap();
+    let took = started.elapsed();
+    assert!(inv.outcome.response().is_some(), "{:?}", inv.outcome);
+    assert!(
+        took < Duration::from_secs(16),
+        "answered before the deadline: {took:?}"
+    );
+    let got = sink.received();
+    assert_eq!(got.len(), before + 1);
+    let slow = got.last().unwrap().json();
+    assert_eq!(slow["Status"], "FAILED");
+    assert!(
+        slow["Reason"].as_str().unwrap().contains("timed out"),
+        "{slow}"
+    );
+    w.clear_faults().await;
+
+    // The response PUT is retried on transport trouble.
+    sink.fail_next(2);
+    let ok = answer(
+        &w,
+        &sink,
+        request(
+            &sink,
+            "Create",
+            "Retry",
+            props(&["retry.example.com"]),
+            None,
+        ),
+    )
+    .await
+    .json();
+    assert_eq!(ok["Status"], "SUCCESS", "{ok}");
+
+    let out = w.output();
+    assert!(!out.contains(API_TOKEN));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_misconfigured_install_still_answers() {
+    let mut w = World::start().await;
+    w.extra_env
+        .push(("ECS_TUNNELS_TOKEN_STORE".into(), "vault".into()));
+    w.spawn_function().await;
+    let sink = ResponseSink::start().await.unwrap();
+    let r = answer(
+        &w,
+        &sink,
+        request(&sink, "Create", "Tunnel", props(&["x.example.com"]), None),
+    )
+    .await
+    .json();
+    assert_eq!(r["Status"], "FAILED");
+    assert!(
+        r["Reason"]
+            .as_str()
+            .unwrap()
+            .contains("ECS_TUNNELS_TOKEN_STORE"),
+        "{r}"
+    );
+    let d = answer(
+        &w,
+        &sink,
+        request(
+            &sink,
+            "Delete",
+            "Tunnel",
+            json!({}),
+            r["PhysicalResourceId"].as_str(),
+        ),
+    )
+    .await
+    .json();
+    assert_eq!(
+        d["Status"], "SUCCESS",
+        "the rollback of a Create that made nothing never blocks the stack: {d}"
+    );
+    let d = answer(
+        &w,
+        &sink,
+        request(
+            &sink,
+            "Delete",
+            "Tunnel",
+            json!({}),
+            Some(&format!("ecs-tunnels:{OWNER}:cfn.app/Tunnel")),
+        ),
+    )
+    .await
+    .json();
+    assert_eq!(
+        d["Status"], "FAILED",
+        "objects may exist: the install must be fixed first: {d}"
+    );
+}
