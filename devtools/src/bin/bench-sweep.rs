@@ -124,8 +124,7 @@ async fn main() {
         })
         .collect();
     // Seed clusters first (serially), then services 8 at a time.
-    for c in 0..clusters.min(n) {
-        let (cl, sv, host) = &work[c];
+    for (cl, sv, host) in work.iter().take(clusters.min(n)) {
         devtools::seed::seed_service(
             &sdk,
             cl,
