@@ -89,7 +89,9 @@ pub struct SweepReport {
     pub remaining: usize,
     /// Wall time.
     pub duration_ms: u128,
-    /// Outcomes of the services that needed work.
+    /// Services that needed work and now are as their tags say.
+    pub settled: usize,
+    /// Outcomes of the services that needed work and did not settle.
     pub outcomes: Vec<Outcome>,
 }
 
@@ -347,7 +349,10 @@ pub async fn sweep(
             if let Some(e) = &outcome.error {
                 report.errors.push(format!("{}: {e}", outcome.service));
             }
-            report.outcomes.push(outcome);
+            report.settled += usize::from(settled(&outcome));
+            if !settled(&outcome) {
+                report.outcomes.push(outcome);
+            }
             done += 1;
         }
     }
