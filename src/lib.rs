@@ -15,6 +15,7 @@ pub mod diff;
 pub mod doors;
 pub mod error;
 pub mod logging;
+pub mod metrics;
 pub mod model;
 pub mod observe;
 pub mod ownership;

@@ -35,6 +35,18 @@ async fn create_repeat_untag() {
     assert!(first("PUT", "/configurations") < first("POST", "/dns_records"));
     assert!(first("POST", "/cfd_tunnel") < first("POST", "/dns_records"));
 
+    // One CloudWatch EMF line per invocation, with the changes and Cloudflare calls.
+    let emf: Vec<serde_json::Value> = w
+        .output()
+        .lines()
+        .filter(|l| l.contains("CloudWatchMetrics"))
+        .map(|l| serde_json::from_str(l).expect("EMF line is JSON"))
+        .collect();
+    assert_eq!(emf.len(), 1, "{emf:?}");
+    assert_eq!(emf[0]["Trigger"], "event");
+    assert_eq!(emf[0]["Change_create_tunnel"], 1.0);
+    assert!(emf[0]["CloudflareCalls"].as_f64().unwrap() > 0.0);
+
     // One tunnel, remotely managed, named with our owner id.
     let tunnels = w.live_tunnels().await;
     assert_eq!(tunnels.len(), 1, "{tunnels:?}");

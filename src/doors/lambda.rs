@@ -28,11 +28,42 @@ pub async fn serve(deps: Result<Deps, String>) -> Result<(), Error> {
             .map_err(Error::from);
         }
         match deps {
-            Ok(d) => handle(d, event).await,
+            Ok(d) => {
+                let trigger = trigger_name(&event.payload);
+                let before = d.cf.stats();
+                let result = handle(d, event).await;
+                let after = d.cf.stats();
+                let mut m = match &result {
+                    Ok(v) => crate::metrics::InvocationMetrics::from_response(trigger, v),
+                    Err(_) => {
+                        let mut m = crate::metrics::InvocationMetrics {
+                            trigger,
+                            ..Default::default()
+                        };
+                        m.errors.insert("invocation".into(), 1);
+                        m
+                    }
+                };
+                m.cloudflare_calls = after.total - before.total;
+                m.rate_limited = after.rate_limited - before.rate_limited;
+                m.emit();
+                result
+            }
             Err(e) => Err(Error::from(format!("ecs-tunnels is misconfigured: {e}"))),
         }
     }))
     .await
+}
+
+/// The metrics dimension for an event.
+fn trigger_name(payload: &Value) -> &'static str {
+    match recognise(payload).ok().and_then(|t| t.into_iter().next()) {
+        Some(Trigger::Sweep) => "sweep",
+        Some(Trigger::Rotate) => "rotate",
+        Some(Trigger::CustomResource(_)) => "custom_resource",
+        Some(Trigger::SecretsRotation(_)) => "secrets_rotation",
+        _ => "event",
+    }
 }
 
 fn account_of_function(arn: &str) -> Option<String> {
