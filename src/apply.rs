@@ -11,7 +11,7 @@
 //! Every step is idempotent and tolerates a concurrent run doing the same thing: a
 //! duplicate tunnel name or Access domain is adopted if it is ours.
 
-use crate::cloudflare::{AccessAppBody, AppQuery, CfError, DnsQuery, PolicyLink, TunnelQuery};
+use crate::cloudflare::{AccessAppBody, AppQuery, CfError, DnsQuery, PolicyLink};
 use crate::context::Deps;
 use crate::diff::{desired_record, Change, Plan};
 use crate::error::ReconcileError;
@@ -344,21 +344,12 @@ async fn ensure_tunnel(
             });
             Ok((t.id, Some(token)))
         }
-        Err(CfError::TunnelNameTaken { .. }) => {
-            let found = deps
-                .cf
-                .list_tunnels(&TunnelQuery {
-                    name: Some(name.to_string()),
-                    ..Default::default()
-                })
-                .await?;
-            match found.into_iter().find(|t| t.name == name) {
-                Some(t) => Ok((t.id, None)),
-                None => Err(ReconcileError::Cloudflare(CfError::TunnelNameTaken {
-                    name: name.to_string(),
-                })),
-            }
-        }
+        Err(CfError::TunnelNameTaken { .. }) => match deps.cf.find_tunnel_by_name(name).await? {
+            Some(t) => Ok((t.id, None)),
+            None => Err(ReconcileError::Cloudflare(CfError::TunnelNameTaken {
+                name: name.to_string(),
+            })),
+        },
         Err(e) => Err(e.into()),
     }
 }

@@ -64,6 +64,26 @@ pub struct StoredToken {
     pub matches_cloudflare: Option<bool>,
 }
 
+impl StoredToken {
+    /// Describes a stored token (its account and tunnel, never its secret) and marks.
+    pub fn describe(
+        value: &crate::secret::Secret,
+        owned: bool,
+        redeploy_pending: bool,
+        rotation: Option<String>,
+    ) -> Self {
+        let identity = crate::token::token_identity(value);
+        StoredToken {
+            account: identity.as_ref().map(|(a, _)| a.clone()),
+            tunnel_id: identity.map(|(_, t)| t),
+            owned,
+            redeploy_pending,
+            rotation,
+            matches_cloudflare: None,
+        }
+    }
+}
+
 /// A DNS record seen in a zone.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ObservedRecord {

@@ -2,7 +2,7 @@
 //! policies, IdPs) to Cloudflare ids. Every read filters by ownership markers; nothing
 //! here writes.
 
-use crate::cloudflare::{AppQuery, DnsQuery, TunnelQuery, Zone};
+use crate::cloudflare::{AppQuery, DnsQuery, Zone};
 use crate::context::Deps;
 use crate::error::ReconcileError;
 use crate::model::{
@@ -212,12 +212,9 @@ pub async fn observe(
     let app_name = ctx.owner.access_app_name(&ctx.svc);
     let (tunnels, apps, stored) = futures::try_join!(
         async {
-            cf.list_tunnels(&TunnelQuery {
-                name: Some(tunnel_name.clone()),
-                ..Default::default()
-            })
-            .await
-            .map_err(ReconcileError::from)
+            cf.find_tunnel_by_name(&tunnel_name)
+                .await
+                .map_err(ReconcileError::from)
         },
         async {
             cf.list_access_apps(&AppQuery {
@@ -234,27 +231,18 @@ pub async fn observe(
                 .map_err(ReconcileError::from)
         },
     )?;
-    let tunnel = tunnels
-        .into_iter()
-        .find(|t| t.name == tunnel_name && t.deleted_at.is_none());
+    let tunnel = tunnels;
     let app = apps.into_iter().find(|a| a.name == app_name);
 
     let stored_value = stored.as_ref().map(|p| p.value.clone());
     let token = stored.map(|p| {
-        let identity = crate::token::token_identity(&p.value);
-        StoredToken {
-            account: identity.as_ref().map(|(a, _)| a.clone()),
-            tunnel_id: identity.map(|(_, t)| t),
-            owned: ctx.owner.owns_ssm(&p.tags),
-            redeploy_pending: p.tags.contains_key(crate::aws::token_store::REDEPLOY_TAG),
-            // With Secrets Manager, its own protocol owns unfinished rotations.
-            rotation: if deps.tokens.rotates_itself() {
-                None
-            } else {
-                p.tags.get(crate::aws::token_store::ROTATION_TAG).cloned()
-            },
-            matches_cloudflare: None,
-        }
+        // With Secrets Manager, its own protocol owns unfinished rotations.
+        let rotation = match deps.tokens.rotates_itself() {
+            true => None,
+            false => p.tags.get(crate::aws::token_store::ROTATION_TAG).cloned(),
+        };
+        let pending = p.tags.contains_key(crate::aws::token_store::REDEPLOY_TAG);
+        StoredToken::describe(&p.value, ctx.owner.owns_ssm(&p.tags), pending, rotation)
     });
     // Is the stored token the one Cloudflare serves? (One read; it catches a rotation
     // interrupted anywhere, two rotations racing, or a teardown that revoked the secret

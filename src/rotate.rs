@@ -11,7 +11,6 @@
 //! record), so a stored token the tunnel rejects lasts only until the next run.
 
 use crate::aws::token_store::{rotated_now, REDEPLOY_TAG, ROTATED_AT_TAG, ROTATION_TAG};
-use crate::cloudflare::TunnelQuery;
 use crate::context::Deps;
 use crate::error::ReconcileError;
 use crate::ownership::ServiceId;
@@ -188,13 +187,8 @@ async fn rotate_inner(
     let tunnel_name = owner.tunnel_name(svc);
     let tunnel = deps
         .cf
-        .list_tunnels(&TunnelQuery {
-            name: Some(tunnel_name.clone()),
-            ..Default::default()
-        })
+        .find_tunnel_by_name(&tunnel_name)
         .await?
-        .into_iter()
-        .find(|t| t.name == tunnel_name)
         .ok_or_else(|| {
             ReconcileError::Setup(format!(
                 "{svc} has no tunnel yet: run ecs-tunnels apply first"

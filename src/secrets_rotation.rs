@@ -15,7 +15,6 @@
 
 use crate::aws::secrets::{SecretInfo, SecretTokens};
 use crate::aws::token_store::{rotated_now, TokenStore, REDEPLOY_TAG, ROTATION_TAG};
-use crate::cloudflare::TunnelQuery;
 use crate::context::Deps;
 use crate::error::ReconcileError;
 use crate::ownership::{ServiceId, SSM_SERVICE_TAG};
@@ -92,16 +91,7 @@ pub async fn handle(deps: &Deps, event: &Value) -> Result<Value, ReconcileError>
             && info.tags.get(ROTATION_TAG).map(String::as_str) == Some("compromised")
         {
             let name = owner.tunnel_name(&svc);
-            if let Some(t) = deps
-                .cf
-                .list_tunnels(&TunnelQuery {
-                    name: Some(name.clone()),
-                    ..Default::default()
-                })
-                .await?
-                .into_iter()
-                .find(|t| t.name == name)
-            {
+            if let Some(t) = deps.cf.find_tunnel_by_name(&name).await? {
                 deps.cf.delete_tunnel_connections(&t.id).await?;
             }
             sm.add_tags_by_id(&info.arn, &rotated_now("compromised"))
@@ -119,13 +109,8 @@ pub async fn handle(deps: &Deps, event: &Value) -> Result<Value, ReconcileError>
     let tunnel_name = owner.tunnel_name(&svc);
     let tunnel = deps
         .cf
-        .list_tunnels(&TunnelQuery {
-            name: Some(tunnel_name.clone()),
-            ..Default::default()
-        })
+        .find_tunnel_by_name(&tunnel_name)
         .await?
-        .into_iter()
-        .find(|t| t.name == tunnel_name)
         .ok_or_else(|| setup(format!("{svc} has no tunnel: run ecs-tunnels apply first")))?;
     let pending = sm
         .value(&info.arn, Some(version), Some("AWSPENDING"))

@@ -445,26 +445,11 @@ async fn needs_work(
     };
     let token = match &bulk.tokens {
         Some(tokens) => tokens.get(svc).map(|p| {
-            let identity = crate::token::token_identity(&p.value);
-            StoredToken {
-                account: identity.as_ref().map(|(a, _)| a.clone()),
-                tunnel_id: identity.map(|(_, t)| t),
-                owned: p.owned,
-                redeploy_pending: p.redeploy_pending,
-                rotation: p.rotation.clone(),
-                matches_cloudflare: None,
-            }
+            StoredToken::describe(&p.value, p.owned, p.redeploy_pending, p.rotation.clone())
         }),
         None => deps.tokens.get(svc).await?.map(|p| {
-            let identity = crate::token::token_identity(&p.value);
-            StoredToken {
-                account: identity.as_ref().map(|(a, _)| a.clone()),
-                tunnel_id: identity.map(|(_, t)| t),
-                owned: owner.owns_ssm(&p.tags),
-                redeploy_pending: p.tags.contains_key(crate::aws::token_store::REDEPLOY_TAG),
-                rotation: None,
-                matches_cloudflare: None,
-            }
+            let pending = p.tags.contains_key(crate::aws::token_store::REDEPLOY_TAG);
+            StoredToken::describe(&p.value, owner.owns_ssm(&p.tags), pending, None)
         }),
     };
     let policy_name = owner.policy_name(svc);

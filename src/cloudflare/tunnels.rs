@@ -167,6 +167,19 @@ impl CloudflareClient {
             .collect())
     }
 
+    /// The live tunnel with exactly this name, if any.
+    pub async fn find_tunnel_by_name(&self, name: &str) -> Result<Option<Tunnel>, CfError> {
+        let q = TunnelQuery {
+            name: Some(name.to_string()),
+            ..Default::default()
+        };
+        Ok(self
+            .list_tunnels(&q)
+            .await?
+            .into_iter()
+            .find(|t| t.name == name && t.deleted_at.is_none()))
+    }
+
     /// Creates a remotely-managed tunnel (`config_src: cloudflare`) with the given secret
     /// (already base64). A taken name is [`CfError::TunnelNameTaken`].
     pub async fn create_tunnel(&self, name: &str, secret: &Secret) -> Result<Tunnel, CfError> {
