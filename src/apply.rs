@@ -255,28 +255,7 @@ pub async fn apply(
                 if !rotated {
                     // The rotation died before its PATCH: the possibly leaked secret is
                     // still valid, so rotate now rather than only drop connections.
-                    let secret = crate::token::new_tunnel_secret();
-                    let t = deps.cf.rotate_tunnel_secret(tid, &secret).await?;
-                    let token = t.token.unwrap_or_else(|| {
-                        crate::token::encode_token(deps.cf.account_id(), tid, &secret)
-                    });
-                    deps.tokens
-                        .add_tags(
-                            &ctx.svc,
-                            &[(
-                                crate::aws::token_store::REDEPLOY_TAG.to_string(),
-                                "pending".to_string(),
-                            )],
-                        )
-                        .await?;
-                    deps.tokens.overwrite(&ctx.svc, &token).await?;
-                    deps.cf.delete_tunnel_connections(tid).await?;
-                    if let Some(r) = &ctx.redeploy {
-                        deps.ecs.redeploy(&r.cluster, &r.service).await?;
-                    }
-                    deps.tokens
-                        .remove_tag(&ctx.svc, crate::aws::token_store::REDEPLOY_TAG)
-                        .await?;
+                    change_tunnel_secret(deps, &ctx.svc, tid, true, ctx.redeploy.as_ref()).await?;
                     rotated = true;
                 } else {
                     deps.cf.delete_tunnel_connections(tid).await?;
@@ -471,6 +450,37 @@ async fn write_token_to_store(
             deps.tokens.overwrite(&ctx.svc, token).await?;
         }
     }
+    Ok(())
+}
+
+/// Gives a tunnel a new secret and puts the new token into service: PATCH the tunnel,
+/// optionally drop every connection (a compromised token), store the token (marked as
+/// owing a redeploy, so a crash before the redeploy is finished by the next run),
+/// redeploy, clear the mark. Shared by rotation and by the repair of an interrupted one.
+pub async fn change_tunnel_secret(
+    deps: &Deps,
+    svc: &crate::ownership::ServiceId,
+    tunnel_id: &str,
+    drop_connections: bool,
+    redeploy: Option<&crate::ownership::ServiceId>,
+) -> Result<(), ReconcileError> {
+    use crate::aws::token_store::REDEPLOY_TAG;
+    let secret = crate::token::new_tunnel_secret();
+    let patched = deps.cf.rotate_tunnel_secret(tunnel_id, &secret).await?;
+    let token = patched
+        .token
+        .unwrap_or_else(|| crate::token::encode_token(deps.cf.account_id(), tunnel_id, &secret));
+    if drop_connections {
+        deps.cf.delete_tunnel_connections(tunnel_id).await?;
+    }
+    deps.tokens
+        .add_tags(svc, &[(REDEPLOY_TAG.to_string(), "pending".to_string())])
+        .await?;
+    deps.tokens.overwrite(svc, &token).await?;
+    if let Some(r) = redeploy {
+        deps.ecs.redeploy(&r.cluster, &r.service).await?;
+    }
+    deps.tokens.remove_tag(svc, REDEPLOY_TAG).await?;
     Ok(())
 }
 

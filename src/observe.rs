@@ -41,52 +41,59 @@ impl Lookups {
     }
 
     async fn groups(&self, deps: &Deps, needed: bool) -> Result<IdNames, ReconcileError> {
-        if !needed {
-            return Ok(vec![]);
-        }
-        let v = self
-            .groups
-            .get_or_try_init(|| async {
-                deps.cf
-                    .list_access_groups()
-                    .await
-                    .map(|g| g.into_iter().map(|x| (x.id, x.name)).collect())
-            })
-            .await?;
-        Ok(v.clone())
+        once(&self.groups, needed, || async {
+            Ok(deps
+                .cf
+                .list_access_groups()
+                .await?
+                .into_iter()
+                .map(|x| (x.id, x.name))
+                .collect())
+        })
+        .await
     }
 
     async fn policies(&self, deps: &Deps, needed: bool) -> Result<IdNames, ReconcileError> {
-        if !needed {
-            return Ok(vec![]);
-        }
-        let v = self
-            .policies
-            .get_or_try_init(|| async {
-                deps.cf
-                    .list_reusable_policies()
-                    .await
-                    .map(|g| g.into_iter().map(|x| (x.id, x.name)).collect())
-            })
-            .await?;
-        Ok(v.clone())
+        once(&self.policies, needed, || async {
+            Ok(deps
+                .cf
+                .list_reusable_policies()
+                .await?
+                .into_iter()
+                .map(|x| (x.id, x.name))
+                .collect())
+        })
+        .await
     }
 
     async fn idps(&self, deps: &Deps, needed: bool) -> Result<IdNames, ReconcileError> {
-        if !needed {
-            return Ok(vec![]);
-        }
-        let v = self
-            .idps
-            .get_or_try_init(|| async {
-                deps.cf
-                    .list_identity_providers()
-                    .await
-                    .map(|g| g.into_iter().map(|x| (x.id, x.name)).collect())
-            })
-            .await?;
-        Ok(v.clone())
+        once(&self.idps, needed, || async {
+            Ok(deps
+                .cf
+                .list_identity_providers()
+                .await?
+                .into_iter()
+                .map(|x| (x.id, x.name))
+                .collect())
+        })
+        .await
     }
+}
+
+/// Fetches a list into `cell` the first time it is needed.
+async fn once<F, Fut>(
+    cell: &tokio::sync::OnceCell<IdNames>,
+    needed: bool,
+    fetch: F,
+) -> Result<IdNames, ReconcileError>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<IdNames, crate::cloudflare::CfError>>,
+{
+    if !needed {
+        return Ok(vec![]);
+    }
+    Ok(cell.get_or_try_init(fetch).await?.clone())
 }
 
 /// The zone a hostname belongs to: the longest zone name it ends with.

@@ -201,28 +201,20 @@ async fn rotate_inner(
             &[(ROTATION_TAG.to_string(), reason.as_str().to_string())],
         )
         .await?;
-    let secret = crate::token::new_tunnel_secret();
-    let patched = deps.cf.rotate_tunnel_secret(&tunnel.id, &secret).await?;
-    let token = patched
-        .token
-        .unwrap_or_else(|| crate::token::encode_token(deps.cf.account_id(), &tunnel.id, &secret));
-    info!(service = %svc, reason = reason.as_str(), tunnel_id = %tunnel.id, "tunnel secret rotated at Cloudflare");
-    if reason == Reason::Compromised {
-        deps.cf.delete_tunnel_connections(&tunnel.id).await?;
-        info!(service = %svc, tunnel_id = %tunnel.id, "every connection dropped (compromised token)");
-    }
-    deps.tokens
-        .add_tags(svc, &[(REDEPLOY_TAG.to_string(), "pending".to_string())])
-        .await?;
-    deps.tokens.overwrite(svc, &token).await?;
-    deps.ecs.redeploy(&svc.cluster, &svc.service).await?;
-    deps.tokens.remove_tag(svc, REDEPLOY_TAG).await?;
+    crate::apply::change_tunnel_secret(
+        deps,
+        svc,
+        &tunnel.id,
+        reason == Reason::Compromised,
+        Some(svc),
+    )
+    .await?;
+    info!(service = %svc, reason = reason.as_str(), tunnel_id = %tunnel.id, "tunnel secret rotated, new token stored, service redeployed");
     deps.tokens
         .add_tags(svc, &rotated_now(reason.as_str()))
         .await?;
     deps.tokens.remove_tag(svc, ROTATION_TAG).await?;
     out.rotated = true;
-    info!(service = %svc, reason = reason.as_str(), "rotation finished: new token stored, service redeployed");
     Ok(())
 }
 

@@ -309,17 +309,49 @@ async fn a_crash_at_each_rotation_step_is_repaired_by_the_next_run() {
     assert_eq!(out.0, 0, "{out:?}");
     assert_token_consistent(&w, "web").await;
 
-    // 5. Killed at several points of a slow rotation: the next run always repairs.
-    w.fault(json!({"latency_ms": 150, "count": 100000})).await;
-    for kill_ms in [100u64, 250, 400, 600] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ecs-tunnels"))
+    // 5a. Killed right after the PATCH landed and before the token was stored: the
+    //     simulator applies the PATCH and holds its answer, the test waits until the new
+    //     secret is live at Cloudflare, then kills the process. The stored token is then
+    //     refused, and the next run must repair it.
+    let spawn_rotate = || {
+        Command::new(env!("CARGO_BIN_EXE_ecs-tunnels"))
             .args(["rotate", "--cluster", "demo", "--service", "web"])
             .env_clear()
             .envs(w.env())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
-            .unwrap();
+            .unwrap()
+    };
+    for _ in 0..2 {
+        let secret_before = tunnel_of(&w, "web").await["secret_sha"].clone();
+        w.fault(json!({"method": "PATCH", "path_contains": "/cfd_tunnel/", "after_ms": 3000, "count": 1})).await;
+        let mut child = spawn_rotate();
+        let mut patched = false;
+        for _ in 0..100 {
+            if tunnel_of(&w, "web").await["secret_sha"] != secret_before {
+                patched = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(patched, "the rotation reached its PATCH");
+        let (stored, _) = w.token_parameter("demo", "web").await.unwrap();
+        assert!(
+            connect(&w, &stored).await["client_id"].is_null(),
+            "killed inside the window: the stored token is stale"
+        );
+        w.clear_faults().await;
+        w.invoke_ok(task_event("demo", "web", false)).await;
+        assert_token_consistent(&w, "web").await;
+    }
+
+    // 5b. Killed at assorted points of a slow rotation: the next run always repairs.
+    w.fault(json!({"latency_ms": 150, "count": 100000})).await;
+    for kill_ms in [100u64, 250, 400, 600] {
+        let mut child = spawn_rotate();
         tokio::time::sleep(Duration::from_millis(kill_ms)).await;
         let _ = child.kill();
         let _ = child.wait();

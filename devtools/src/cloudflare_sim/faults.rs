@@ -43,8 +43,9 @@ pub(crate) fn parse_fault(body: &Map<String, Value>) -> Result<Fault, String> {
         }
     }
     let latency_ms = opt_u64("latency_ms")?;
-    if status.is_none() && latency_ms.is_none() {
-        return Err("give a status, a latency_ms, or both".into());
+    let after_ms = opt_u64("after_ms")?;
+    if status.is_none() && latency_ms.is_none() && after_ms.is_none() {
+        return Err("give a status, a latency_ms, an after_ms, or a combination".into());
     }
     let count = opt_u64("count")?.unwrap_or(1);
     if count == 0 {
@@ -62,6 +63,7 @@ pub(crate) fn parse_fault(body: &Map<String, Value>) -> Result<Fault, String> {
         remaining: u32::try_from(count).unwrap_or(u32::MAX),
         code,
         latency_ms,
+        after_ms,
     })
 }
 
@@ -135,6 +137,9 @@ pub(crate) async fn api_layer(State(app): State<App>, req: Request, next: Next) 
         None if !authorized(&app, &req) => ApiError::auth().into_response(),
         None => next.run(req).await,
     };
+    if let Some(ms) = fault.as_ref().and_then(|f| f.after_ms) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
     let status = response.status().as_u16();
     tracing::debug!(%method, %path, status, "sim: api request");
     app.lock().requests.record(LogEntry {

@@ -122,6 +122,7 @@ fn render_fault(f: &Fault) -> Value {
         "remaining": f.remaining,
         "code": f.code,
         "latency_ms": f.latency_ms,
+        "after_ms": f.after_ms,
     })
 }
 

@@ -168,6 +168,9 @@ pub(crate) struct Fault {
     pub remaining: u32,
     pub code: Option<i64>,
     pub latency_ms: Option<u64>,
+    /// Delay the answer by this much after the request was applied (the change lands,
+    /// the caller waits: a window in which a caller can die after a write).
+    pub after_ms: Option<u64>,
 }
 
 /// One logged API request.
