@@ -6,6 +6,7 @@ use crate::cloudflare::{
     AccessApp, AccessAppBody, AccessPolicyBody, Destination, DnsRecordBody, PolicyLink,
 };
 use crate::model::{render_config, tunnel_cname, Observed, PlanContext, Target};
+use crate::normalise::{hostname, same_host, AppView, ConfigView, PolicyView};
 use serde::Serialize;
 
 /// One change. Changes that need an id not known yet (a tunnel or an Access app about to
@@ -220,39 +221,7 @@ pub fn desired_record(ctx: &PlanContext, hostname: &str, tunnel_id: &str) -> Dns
 }
 
 fn app_matches(app: &AccessApp, body: &AccessAppBody) -> bool {
-    let mut linked: Vec<(i64, &str)> = app
-        .policies
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (p.precedence.unwrap_or(i as i64 + 1), p.id.as_str()))
-        .collect();
-    linked.sort();
-    let linked: Vec<&str> = linked.into_iter().map(|(_, id)| id).collect();
-    let wanted: Vec<&str> = body.policies.iter().map(|p| p.id.as_str()).collect();
-    let uris = |d: &[Destination]| {
-        d.iter()
-            .map(|x| x.uri.to_ascii_lowercase())
-            .collect::<Vec<_>>()
-    };
-    let mut idps_have = app.allowed_idps.clone();
-    idps_have.sort();
-    let mut idps_want = body.allowed_idps.clone();
-    idps_want.sort();
-    app.name == body.name
-        && app.domain.eq_ignore_ascii_case(&body.domain)
-        && uris(&app.destinations) == uris(&body.destinations)
-        && app.session_duration.as_deref().unwrap_or("24h") == body.session_duration
-        && idps_have == idps_want
-        && app.auto_redirect_to_identity == body.auto_redirect_to_identity
-        && app.app_launcher_visible == body.app_launcher_visible
-        && body.tags.iter().all(|t| app.tags.contains(t))
-        && linked == wanted
-}
-
-fn sorted_rules(rules: &[serde_json::Value]) -> Vec<String> {
-    let mut v: Vec<String> = rules.iter().map(|r| r.to_string()).collect();
-    v.sort();
-    v
+    AppView::of(app) == AppView::of_body(body) && body.tags.iter().all(|t| app.tags.contains(t))
 }
 
 /// Plans the changes that bring `observed` to `target` (`None`: tear everything down).
@@ -316,7 +285,7 @@ fn plan_present(ctx: &PlanContext, target: &Target, observed: &Observed) -> Plan
         if !target
             .hosts
             .iter()
-            .any(|h| h.name.eq_ignore_ascii_case(&r.record.name))
+            .any(|h| same_host(&h.name, &r.record.name))
         {
             changes.push(Change::DeleteDns {
                 zone_id: r.zone_id.clone(),
@@ -354,7 +323,7 @@ fn plan_present(ctx: &PlanContext, target: &Target, observed: &Observed) -> Plan
             .chain(app.destinations.iter().map(|d| d.uri.as_str()))
             .collect();
         for h in &target.hosts {
-            if hosts.iter().any(|x| x.eq_ignore_ascii_case(&h.name)) {
+            if hosts.iter().any(|x| same_host(x, &h.name)) {
                 conflicts.push(format!(
                     "hostname {} is already protected by the Access application {:?}, which ecs-tunnels does not own: remove the hostname from that application or choose another hostname",
                     h.name, app.name
@@ -385,12 +354,7 @@ fn plan_present(ctx: &PlanContext, target: &Target, observed: &Observed) -> Plan
                 body: body.clone(),
             }),
             Some(p) => {
-                if p.decision != "allow"
-                    || sorted_rules(&p.include) != sorted_rules(&body.include)
-                    || !p.exclude.is_empty()
-                    || !p.require.is_empty()
-                    || p.name != body.name
-                {
+                if PolicyView::of(p) != PolicyView::of_body(body) {
                     changes.push(Change::UpdatePolicy {
                         id: p.id.clone(),
                         body: body.clone(),
@@ -430,9 +394,13 @@ fn plan_present(ctx: &PlanContext, target: &Target, observed: &Observed) -> Plan
 
     // Config: needs the tunnel and (with Access) the app's audience tag.
     let fresh_app = target.access.is_some() && aud.is_none();
+    let wanted_config = ConfigView::of(&render_config(target, &ctx.team_name, aud.as_deref()));
     let config_ok = !fresh_app
         && tunnel_id.is_some()
-        && observed.config.as_ref() == Some(&render_config(target, &ctx.team_name, aud.as_deref()));
+        && observed
+            .config
+            .as_ref()
+            .is_some_and(|c| ConfigView::of(c) == wanted_config);
     if !config_ok {
         changes.push(Change::PutConfig {
             hostnames: target.hosts.iter().map(|h| h.name.clone()).collect(),
@@ -465,7 +433,7 @@ fn plan_present(ctx: &PlanContext, target: &Target, observed: &Observed) -> Plan
         let at_name: Vec<_> = observed
             .records
             .iter()
-            .filter(|r| r.zone_id == h.zone_id && r.record.name.eq_ignore_ascii_case(&h.name))
+            .filter(|r| r.zone_id == h.zone_id && same_host(&r.record.name, &h.name))
             .filter(|r| matches!(r.record.record_type.as_str(), "CNAME" | "A" | "AAAA"))
             .collect();
         let ours = at_name
@@ -495,10 +463,11 @@ fn plan_present(ctx: &PlanContext, target: &Target, observed: &Observed) -> Plan
                 name: h.name.clone(),
             }),
             Some(r) => {
-                let good = r.record.record_type == "CNAME"
+                let good = r.record.record_type.eq_ignore_ascii_case("CNAME")
                     && r.record.proxied
-                    && tunnel_id
-                        .is_some_and(|id| r.record.content.eq_ignore_ascii_case(&tunnel_cname(id)));
+                    && tunnel_id.is_some_and(|id| {
+                        hostname(&r.record.content) == hostname(&tunnel_cname(id))
+                    });
                 if !good {
                     changes.push(Change::UpdateDns {
                         zone_id: h.zone_id.clone(),

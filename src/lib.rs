@@ -17,6 +17,7 @@ pub mod error;
 pub mod logging;
 pub mod metrics;
 pub mod model;
+pub mod normalise;
 pub mod observe;
 pub mod ownership;
 pub mod reconcile;

@@ -9,6 +9,7 @@ use crate::model::{
     own_policy_rules, Observed, ObservedRecord, PlanContext, StoredToken, Target, TargetAccess,
     TargetHost,
 };
+use crate::normalise::same_host;
 use crate::spec::{
     AccessSpec, Spec, SpecError, TAG_ALLOW_GROUPS, TAG_HOSTNAME, TAG_IDPS, TAG_POLICIES,
 };
@@ -343,11 +344,7 @@ pub async fn observe(
     let missing: Vec<_> = target
         .iter()
         .flat_map(|t| t.hosts.iter())
-        .filter(|h| {
-            !records
-                .iter()
-                .any(|r| r.record.name.eq_ignore_ascii_case(&h.name))
-        })
+        .filter(|h| !records.iter().any(|r| same_host(&r.record.name, &h.name)))
         .collect();
     let at_hosts = try_join_all(missing.iter().map(|h| {
         let q = DnsQuery {
@@ -372,10 +369,7 @@ pub async fn observe(
     // whatever the access mode: the hostname must not be served by an app we do not own.
     // One paged list, matched on domain and destinations here.
     let covers = |a: &crate::cloudflare::AccessApp, host: &str| {
-        a.domain.eq_ignore_ascii_case(host)
-            || a.destinations
-                .iter()
-                .any(|d| d.uri.eq_ignore_ascii_case(host))
+        same_host(&a.domain, host) || a.destinations.iter().any(|d| same_host(&d.uri, host))
     };
     let needs_app_check: Vec<_> = target
         .iter()

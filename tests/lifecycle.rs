@@ -199,6 +199,60 @@ async fn create_repeat_untag() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_server_answers_cause_no_rewrites() {
+    // The simulator answers like Cloudflare does (World::start turns server shapes on):
+    // zero values spelled out in the tunnel config, `originRequest: {}`, `warp-routing`,
+    // server-only app fields, lower-cased emails and hostnames, `1h30m0s` for `90m`, and
+    // destinations in the server's own order. None of that is drift.
+    let mut w = World::start().await;
+    w.spawn_function().await;
+    w.seed(
+        "demo",
+        "web",
+        &[
+            ("ecs-tunnels:hostname", "web.example.com api.example.net"),
+            ("ecs-tunnels:allow-emails", "Alice@Example.com"),
+            ("ecs-tunnels:allow-email-domains", "Example.org"),
+            ("ecs-tunnels:session-duration", "90m"),
+        ],
+    )
+    .await;
+    let resp = w.invoke_ok(task_event("demo", "web", false)).await;
+    assert_eq!(
+        resp["outcomes"][0]["state"],
+        "ready",
+        "{resp}\n{}",
+        w.output()
+    );
+    let app = w.access_apps().await.remove(0);
+    assert_eq!(
+        app["session_duration"], "1h30m0s",
+        "server shapes are on: {app}"
+    );
+
+    w.reset_requests().await;
+    for event in [
+        task_event("demo", "web", false),
+        tag_event(
+            "demo",
+            "web",
+            &[("ecs-tunnels:allow-emails", "Alice@Example.com")],
+        ),
+        sample("schedule-sweep.json"),
+        task_event("demo", "web", true),
+    ] {
+        let r = w.invoke_ok(event).await;
+        assert!(!r.to_string().contains("pending"), "{r}");
+    }
+    assert_eq!(
+        w.writes().await,
+        0,
+        "repeat events and a sweep rewrote objects: {}",
+        w.requests().await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn untagged_service_costs_one_ecs_read_and_no_cloudflare_call() {
     let mut w = World::start().await;
     w.spawn_function().await;

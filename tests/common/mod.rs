@@ -86,9 +86,15 @@ pub fn delete_event(cluster: &str, service: &str) -> Value {
 }
 
 impl World {
-    /// Starts moto, the simulator and the Runtime API emulator.
+    /// Starts moto, the simulator and the Runtime API emulator. The simulator answers
+    /// the way Cloudflare's API does (server shapes: zero values spelled out, server-only
+    /// fields, canonical hostnames, emails and durations), not by echoing requests.
     pub async fn start() -> World {
-        Self::start_with(SimOptions::default()).await
+        Self::start_with(SimOptions {
+            server_shapes: true,
+            ..SimOptions::default()
+        })
+        .await
     }
 
     /// Same, with simulator options.

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! cloudflare-sim --port 8787 --token TOKEN --account-id ACCOUNT \
-//!     --zone example.com --zone example.net [--page-cap N] [--team-name myteam]
+//!     --zone example.com --zone example.net [--page-cap N] [--team-name myteam] \
+//!     [--server-shapes]
 //! ```
 //!
 //! Prints the API base URL (`http://127.0.0.1:PORT/client/v4`) as one line on
@@ -38,6 +39,10 @@ struct Args {
     /// Zero Trust team name (`<team>.cloudflareaccess.com`).
     #[arg(long = "team-name")]
     team_name: Option<String>,
+    /// Answer the way Cloudflare's API does (zero values, server-only fields, canonical
+    /// hostnames, emails and durations) instead of echoing requests.
+    #[arg(long = "server-shapes")]
+    server_shapes: bool,
 }
 
 #[tokio::main]
@@ -54,6 +59,7 @@ async fn main() -> std::io::Result<()> {
         },
         team_name: args.team_name.unwrap_or(defaults.team_name),
         page_cap: args.page_cap,
+        server_shapes: args.server_shapes,
         port: args.port,
     };
     let sim = start(opts).await?;

@@ -12,6 +12,7 @@ use super::envelope::{ok, paginate, PageSpec};
 use super::errors::{codes, ApiError, ApiResult};
 use super::input::{json_object, Fields, Params};
 use super::model::{AccessApp, App, Sim};
+use super::server_shapes;
 use super::util::{hex, is_go_duration, now_rfc3339, random_bytes, uuid};
 
 /// Optional, documented app fields that are stored and echoed back as sent.
@@ -82,16 +83,32 @@ pub(crate) fn render(a: &AccessApp, sim: &Sim) -> Value {
             Some(v)
         })
         .collect();
+    let shapes = sim.opts.server_shapes;
+    let (domain, destinations, session_duration, tags) = if shapes {
+        (
+            server_shapes::hostname(&a.domain),
+            server_shapes::destinations(&a.destinations),
+            server_shapes::go_duration(&a.session_duration),
+            server_shapes::sorted(&a.tags),
+        )
+    } else {
+        (
+            a.domain.clone(),
+            a.destinations.clone(),
+            a.session_duration.clone(),
+            a.tags.clone(),
+        )
+    };
     let mut v = json!({
         "id": a.id,
         "uid": a.id,
         "aud": a.aud,
         "name": a.name,
-        "domain": a.domain,
+        "domain": domain,
         "type": a.app_type,
-        "destinations": a.destinations,
-        "self_hosted_domains": public_uris(&a.destinations),
-        "session_duration": a.session_duration,
+        "self_hosted_domains": public_uris(&destinations),
+        "destinations": destinations,
+        "session_duration": session_duration,
         "allowed_idps": a.allowed_idps,
         "auto_redirect_to_identity": a.auto_redirect_to_identity,
         "app_launcher_visible": a.app_launcher_visible,
@@ -100,12 +117,17 @@ pub(crate) fn render(a: &AccessApp, sim: &Sim) -> Value {
         "options_preflight_bypass": false,
         "service_auth_401_redirect": false,
         "skip_interstitial": false,
-        "tags": a.tags,
+        "tags": tags,
         "policies": policies,
         "created_at": a.created_at,
         "updated_at": a.updated_at,
     });
     let obj = v.as_object_mut().expect("object literal");
+    if shapes {
+        for (k, val) in server_shapes::app_server_fields() {
+            obj.insert(k, val);
+        }
+    }
     for (k, val) in &a.extras {
         obj.insert(k.clone(), val.clone());
     }

@@ -9,6 +9,7 @@ use super::envelope::{ok, paginate, PageSpec};
 use super::errors::{ApiError, ApiResult};
 use super::input::{json_object, Fields, Params};
 use super::model::{App, Group, Policy, Sim};
+use super::server_shapes;
 use super::util::{is_go_duration, now_rfc3339, uuid};
 
 const DECISIONS: &[&str] = &["allow", "deny", "non_identity", "bypass"];
@@ -32,14 +33,29 @@ pub(crate) fn render_policy(p: &Policy, sim: &Sim) -> Value {
         .iter()
         .filter(|a| a.policies.iter().any(|(id, _)| *id == p.id))
         .count();
+    let (include, exclude, require, session_duration) = if sim.opts.server_shapes {
+        (
+            server_shapes::rules(&p.include),
+            server_shapes::rules(&p.exclude),
+            server_shapes::rules(&p.require),
+            server_shapes::go_duration(&p.session_duration),
+        )
+    } else {
+        (
+            p.include.clone(),
+            p.exclude.clone(),
+            p.require.clone(),
+            p.session_duration.clone(),
+        )
+    };
     let mut v = json!({
         "id": p.id,
         "name": p.name,
         "decision": p.decision,
-        "include": p.include,
-        "exclude": p.exclude,
-        "require": p.require,
-        "session_duration": p.session_duration,
+        "include": include,
+        "exclude": exclude,
+        "require": require,
+        "session_duration": session_duration,
         "approval_required": false,
         "isolation_required": false,
         "purpose_justification_required": false,
@@ -51,6 +67,9 @@ pub(crate) fn render_policy(p: &Policy, sim: &Sim) -> Value {
     let obj = v.as_object_mut().expect("object literal");
     for (k, val) in &p.extras {
         obj.insert(k.clone(), val.clone());
+    }
+    if sim.opts.server_shapes {
+        obj.retain(|_, val| *val != Value::Bool(false));
     }
     v
 }

@@ -28,19 +28,30 @@ fn bad(code: i64, msg: impl Into<String>) -> ApiError {
     ApiError::bad_request(code, msg)
 }
 
-/// The record object as Cloudflare returns it.
-pub(crate) fn render(r: &DnsRecord, zone_name: &str) -> Value {
+/// The record object as Cloudflare returns it (`shapes`: content lower-cased and a
+/// CNAME's `settings` spelled out, as the real API answers).
+pub(crate) fn render(r: &DnsRecord, zone_name: &str, shapes: bool) -> Value {
+    let content = if shapes && r.rtype != "TXT" {
+        r.content.to_ascii_lowercase()
+    } else {
+        r.content.clone()
+    };
+    let settings = if shapes && r.rtype == "CNAME" {
+        json!({"flatten_cname": false})
+    } else {
+        json!({})
+    };
     let mut v = json!({
         "id": r.id,
         "zone_id": r.zone_id,
         "zone_name": zone_name,
         "name": r.name,
         "type": r.rtype,
-        "content": r.content,
+        "content": content,
         "proxiable": proxiable(&r.rtype),
         "proxied": r.proxied,
         "ttl": r.ttl,
-        "settings": {},
+        "settings": settings,
         "meta": {
             "auto_added": false,
             "managed_by_apps": false,
@@ -487,7 +498,11 @@ pub(crate) async fn list(
         .filter(|r| combine(&plain, match_any, r) && combine(&tags, tag_any, r))
         .collect();
     sort_records(&mut records, &params);
-    let items = records.iter().map(|r| render(r, &zone.name)).collect();
+    let shapes = sim.opts.server_shapes;
+    let items = records
+        .iter()
+        .map(|r| render(r, &zone.name, shapes))
+        .collect();
     paginate(items, &params, PageSpec::DNS, sim.opts.page_cap)
 }
 
@@ -519,7 +534,7 @@ pub(crate) async fn create(
         created_on: now.clone(),
         modified_on: now,
     };
-    let out = render(&record, &zone.name);
+    let out = render(&record, &zone.name, sim.opts.server_shapes);
     sim.dns.push(record);
     ok(out)
 }
@@ -532,7 +547,7 @@ pub(crate) async fn get_one(
     let sim = app.lock();
     let zone = zones::find(&sim, &zone_id)?;
     let i = record_index(&sim, &zone.id, &record_id)?;
-    ok(render(&sim.dns[i], &zone.name))
+    ok(render(&sim.dns[i], &zone.name, sim.opts.server_shapes))
 }
 
 fn update(app: &App, zone_id: &str, record_id: &str, body: &[u8], patch: bool) -> ApiResult {
@@ -544,6 +559,7 @@ fn update(app: &App, zone_id: &str, record_id: &str, body: &[u8], patch: bool) -
     let input = parse_input(&body, &zone, patch.then_some(&current))?;
     check_conflicts(&sim, &zone.id, &input, Some(record_id))?;
     let now = now_rfc3339();
+    let shapes = sim.opts.server_shapes;
     let r = &mut sim.dns[i];
     if r.comment != input.comment {
         r.comment_modified_on = input.comment.as_ref().map(|_| now.clone());
@@ -560,7 +576,7 @@ fn update(app: &App, zone_id: &str, record_id: &str, body: &[u8], patch: bool) -
     r.comment = input.comment;
     r.tags = input.tags;
     r.modified_on = now;
-    ok(render(r, &zone.name))
+    ok(render(r, &zone.name, shapes))
 }
 
 /// `PUT /zones/{zone_id}/dns_records/{record_id}`: full overwrite.

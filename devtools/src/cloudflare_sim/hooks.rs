@@ -231,7 +231,7 @@ async fn state(State(app): State<App>) -> Response {
             "account_id": account,
             "team_name": sim.opts.team_name,
             "zones": sim.zones.iter().map(|z| zones::render(z, &sim)).collect::<Vec<_>>(),
-            "dns_records": sim.dns.iter().map(|r| dns::render(r, &zone_name(&r.zone_id))).collect::<Vec<_>>(),
+            "dns_records": sim.dns.iter().map(|r| dns::render(r, &zone_name(&r.zone_id), sim.opts.server_shapes)).collect::<Vec<_>>(),
             "tunnels": tunnels,
             "access_apps": sim.apps.iter().map(|a| access_apps::render(a, &sim)).collect::<Vec<_>>(),
             "access_policies": sim.policies.iter().map(|p| access_policies::render_policy(p, &sim)).collect::<Vec<_>>(),

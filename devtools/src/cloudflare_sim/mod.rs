@@ -36,6 +36,7 @@ mod faults;
 mod hooks;
 mod input;
 mod model;
+mod server_shapes;
 mod tunnel_config;
 mod tunnels;
 mod util;
@@ -68,6 +69,10 @@ pub struct SimOptions {
     pub team_name: String,
     /// If set, every `per_page` is lowered to at most this, to force pagination.
     pub page_cap: Option<u32>,
+    /// Answer the way Cloudflare's API does rather than echoing requests: zero values
+    /// spelled out, empty objects, server-only fields, canonical hostnames, emails and
+    /// durations (see `server_shapes.rs`).
+    pub server_shapes: bool,
     /// Port on 127.0.0.1; 0 picks any free port.
     pub port: u16,
 }
@@ -80,6 +85,7 @@ impl Default for SimOptions {
             zones: vec!["example.com".into(), "example.net".into()],
             team_name: "ecs-tunnels-demo".into(),
             page_cap: None,
+            server_shapes: false,
             port: 0,
         }
     }
@@ -93,6 +99,7 @@ impl fmt::Debug for SimOptions {
             .field("zones", &self.zones)
             .field("team_name", &self.team_name)
             .field("page_cap", &self.page_cap)
+            .field("server_shapes", &self.server_shapes)
             .field("port", &self.port)
             .finish()
     }

@@ -9,6 +9,7 @@ use super::envelope::ok;
 use super::errors::{codes, ApiError, ApiResult};
 use super::input::{json_object, Fields};
 use super::model::{App, Tunnel};
+use super::server_shapes;
 use super::tunnels::live_index;
 use super::util::now_rfc3339;
 
@@ -45,12 +46,16 @@ const STRING_KEYS: &[&str] = &[
 ];
 
 /// The configuration object (`config` is null before the first PUT).
-fn render(t: &Tunnel, account_id: &str) -> Value {
+fn render(t: &Tunnel, account_id: &str, shapes: bool) -> Value {
+    let config = match (&t.config, shapes) {
+        (Some(c), true) => Some(server_shapes::config(c)),
+        (c, _) => c.clone(),
+    };
     json!({
         "tunnel_id": t.id,
         "account_id": account_id,
         "version": t.config_version,
-        "config": t.config,
+        "config": config,
         "source": if t.config_src == "local" { "local" } else { "cloudflare" },
         "created_at": t.config_created_at,
     })
@@ -197,7 +202,7 @@ pub(crate) async fn get_config(
     let sim = app.lock();
     sim.check_account(&account_id)?;
     let i = live_index(&sim, &tunnel_id)?;
-    ok(render(&sim.tunnels[i], &account_id))
+    ok(render(&sim.tunnels[i], &account_id, sim.opts.server_shapes))
 }
 
 /// `PUT .../configurations` `{config:{ingress:[...], originRequest?}}`: validates,
@@ -215,11 +220,12 @@ pub(crate) async fn put_config(
         .object("config")?
         .ok_or_else(|| bad("config: is required".into()))?;
     validate_config(config)?;
+    let shapes = sim.opts.server_shapes;
     let t = &mut sim.tunnels[i];
     t.config = Some(Value::Object(config.clone()));
     t.config_version += 1;
     t.config_created_at = now_rfc3339();
-    ok(render(t, &account_id))
+    ok(render(t, &account_id, shapes))
 }
 
 #[cfg(test)]
