@@ -443,3 +443,74 @@ async fn a_long_rate_limit_fails_fast_and_is_retried_later() {
     let resp = w.invoke_ok(task_event("demo", "web", false)).await;
     assert_eq!(resp["outcomes"][0]["state"], "ready");
 }
+
+/// An SQS record carrying `body`, as the event source mapping delivers it.
+fn sqs_record(message_id: &str, body: String) -> Value {
+    json!({"messageId": message_id, "receiptHandle": format!("rh-{message_id}"), "body": body,
+           "attributes": {"ApproximateReceiveCount": "1"}, "messageAttributes": {},
+           "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:ecs-tunnels-events",
+           "awsRegion": "us-east-1"})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_bad_message_fails_alone_in_an_sqs_batch() {
+    // A mixed batch: a good message (twice), a malformed one, one whose service is
+    // rate-limited, and one whose service is in a conflict. Only the malformed and the
+    // rate-limited messages are reported as failures: the rest of the batch is done and
+    // is not retried into the dead-letter queue with them.
+    let mut w = World::start().await;
+    w.spawn_function().await;
+    for s in ["a", "b", "c"] {
+        let host: &'static str = Box::leak(format!("{s}.example.com").into_boxed_str());
+        w.seed("demo", s, &exposed(host)).await;
+    }
+    let zone = zone_id(&w, "example.com").await;
+    let foreign = w
+        .cf(reqwest::Method::POST, &format!("/zones/{zone}/dns_records"), Some(json!({"type": "CNAME", "name": "c.example.com", "content": "legacy.example.net", "proxied": true, "ttl": 1})))
+        .await;
+    assert_eq!(foreign["success"], true);
+    // Service b's first lookup (its tunnel by name) is rate-limited beyond what a Lambda
+    // waits for (Retry-After 120 s > 60 s): a transient failure.
+    w.fault(json!({"status": 429, "retry_after": 120, "path_contains": "demo.b", "count": 5}))
+        .await;
+    let batch = json!({"Records": [
+        sqs_record("m1", task_event("demo", "a", false).to_string()),
+        sqs_record("m2", "{not json".to_string()),
+        sqs_record("m3", task_event("demo", "b", false).to_string()),
+        sqs_record("m4", task_event("demo", "c", false).to_string()),
+        sqs_record("m5", task_event("demo", "a", false).to_string()),
+    ]});
+    let resp = w.invoke_ok(batch).await;
+    assert_eq!(
+        resp["batchItemFailures"],
+        json!([{"itemIdentifier": "m2"}, {"itemIdentifier": "m3"}]),
+        "{resp}\n{}",
+        w.output()
+    );
+    let state = |svc: &str| {
+        resp["outcomes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["service"]["service"] == svc)
+            .map(|o| o["state"].clone())
+    };
+    assert_eq!(state("a"), Some(json!("ready")), "{resp}");
+    assert_eq!(state("b"), Some(json!("pending")), "{resp}");
+    assert_eq!(state("c"), Some(json!("error")), "{resp}");
+    assert_eq!(resp["outcomes"].as_array().unwrap().len(), 3, "a once");
+
+    // The retry of the failed messages alone settles b.
+    w.clear_faults().await;
+    let retry = json!({"Records": [
+        sqs_record("m2", "{not json".to_string()),
+        sqs_record("m3", task_event("demo", "b", false).to_string()),
+    ]});
+    let resp = w.invoke_ok(retry).await;
+    assert_eq!(
+        resp["batchItemFailures"],
+        json!([{"itemIdentifier": "m2"}]),
+        "{resp}"
+    );
+    assert_eq!(resp["outcomes"][0]["state"], "ready", "{resp}");
+}

@@ -95,6 +95,46 @@ pub fn recognise(event: &Value) -> Result<Vec<Trigger>, String> {
     Ok(vec![trigger])
 }
 
+/// One message of an SQS batch, recognised on its own, so that one bad message fails
+/// alone (partial batch responses) instead of failing its whole batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchItem {
+    /// The SQS `messageId`, reported back in `batchItemFailures`.
+    pub message_id: String,
+    /// What the message asks for, or why it cannot be read.
+    pub triggers: Result<Vec<Trigger>, String>,
+}
+
+/// The messages of an SQS batch (`Records` with `eventSource` `aws:sqs`); `None` when
+/// the event is not an SQS batch. A record without a `messageId` cannot be reported on
+/// its own, so it is an error for the whole batch.
+pub fn sqs_batch(event: &Value) -> Option<Result<Vec<BatchItem>, String>> {
+    let records = event.get("Records")?.as_array()?;
+    if records.is_empty()
+        || records
+            .iter()
+            .any(|r| s(r, &["eventSource"]) != Some("aws:sqs"))
+    {
+        return None;
+    }
+    let items = records.iter().enumerate().map(|(i, r)| {
+        let message_id = s(r, &["messageId"])
+            .filter(|m| !m.is_empty())
+            .ok_or_else(|| format!("SQS record {i} has no messageId"))?;
+        let triggers = match s(r, &["body"]) {
+            None => Err("the SQS message has no body".to_string()),
+            Some(body) => serde_json::from_str::<Value>(body)
+                .map_err(|e| format!("the SQS message body is not JSON: {e}"))
+                .and_then(|inner| recognise(&inner)),
+        };
+        Ok(BatchItem {
+            message_id: message_id.to_string(),
+            triggers,
+        })
+    });
+    Some(items.collect())
+}
+
 fn dedupe(triggers: Vec<Trigger>) -> Vec<Trigger> {
     let mut out: Vec<Trigger> = Vec::new();
     for t in triggers {

@@ -4,11 +4,13 @@
 //! fix them (the status tag says what to do).
 
 use crate::context::Deps;
-use crate::doors::events::{recognise, Trigger};
+use crate::doors::events::{recognise, sqs_batch, BatchItem, Trigger};
 use crate::doors::run::{reconcile_many, Work};
+use crate::ownership::ServiceId;
 use crate::reconcile::{Mode, Outcome};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
 use tracing::{info, warn};
 
 /// Serves Lambda invocations until the runtime stops. `deps` is the result of the cold
@@ -78,6 +80,13 @@ pub async fn handle(deps: &Deps, event: LambdaEvent<Value>) -> Result<Value, Err
     let (payload, ctx) = event.into_parts();
     let calls_before = deps.cf.stats().total;
     let fn_account = account_of_function(&ctx.invoked_function_arn);
+    if let Some(batch) = sqs_batch(&payload) {
+        let batch = batch.map_err(|e| {
+            warn!(error = %e, "event rejected");
+            Error::from(e)
+        })?;
+        return Ok(handle_batch(deps, batch, fn_account, calls_before).await);
+    }
     let triggers = recognise(&payload).map_err(|e| {
         warn!(error = %e, "event rejected");
         Error::from(e)
@@ -160,4 +169,81 @@ pub async fn handle(deps: &Deps, event: LambdaEvent<Value>) -> Result<Value, Err
         return Err(Error::from(format!("will retry: {}", transient.join("; "))));
     }
     Ok(json!({ "outcomes": outcomes, "ignored": ignored, "cloudflare_calls": calls }))
+}
+
+/// Handles an SQS batch message by message: a malformed message, or one whose service
+/// hit a transient failure (a rate limit, a 5xx, throttling), is reported in
+/// `batchItemFailures` and retried alone; the others are done. (The event source mapping
+/// has `FunctionResponseTypes: [ReportBatchItemFailures]`.)
+async fn handle_batch(
+    deps: &Deps,
+    batch: Vec<BatchItem>,
+    fn_account: Option<String>,
+    calls_before: u64,
+) -> Value {
+    let mut failed: BTreeSet<String> = BTreeSet::new();
+    let mut senders: BTreeMap<ServiceId, Vec<String>> = BTreeMap::new();
+    let mut work: Vec<Work> = Vec::new();
+    let mut check_removal = BTreeSet::new();
+    let mut ignored = Vec::new();
+    for item in batch {
+        let triggers = match item.triggers {
+            Ok(t) => t,
+            Err(e) => {
+                warn!(message_id = %item.message_id, error = %e, "SQS message rejected; it is retried alone and then goes to the dead-letter queue");
+                failed.insert(item.message_id);
+                continue;
+            }
+        };
+        for t in triggers {
+            match t {
+                Trigger::Service {
+                    service,
+                    account,
+                    check_removal: check,
+                } => {
+                    if check {
+                        check_removal.insert(service.clone());
+                    }
+                    senders
+                        .entry(service.clone())
+                        .or_default()
+                        .push(item.message_id.clone());
+                    if !work.iter().any(|(s, _)| *s == service) {
+                        work.push((service, account.or_else(|| fn_account.clone())));
+                    }
+                }
+                Trigger::Ignore(why) => {
+                    info!(message_id = %item.message_id, reason = %why, "event ignored");
+                    ignored.push(why);
+                }
+                other => {
+                    let what = match other {
+                        Trigger::Sweep => "a sweep schedule",
+                        Trigger::Rotate => "a rotation schedule",
+                        Trigger::CustomResource(_) => "a CloudFormation request",
+                        _ => "a Secrets Manager rotation step",
+                    };
+                    warn!(message_id = %item.message_id, carries = what, "SQS message rejected: only ECS events belong on the event queue");
+                    failed.insert(item.message_id.clone());
+                }
+            }
+        }
+    }
+    let outcomes = reconcile_many(deps, work, Mode::Apply, &check_removal).await;
+    for o in outcomes.iter().filter(|o| o.is_transient()) {
+        for id in senders.get(&o.service).into_iter().flatten() {
+            failed.insert(id.clone());
+        }
+    }
+    let failures: Vec<Value> = failed
+        .iter()
+        .map(|id| json!({ "itemIdentifier": id }))
+        .collect();
+    json!({
+        "batchItemFailures": failures,
+        "outcomes": outcomes,
+        "ignored": ignored,
+        "cloudflare_calls": deps.cf.stats().total - calls_before,
+    })
 }
