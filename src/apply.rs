@@ -234,11 +234,28 @@ pub async fn apply(
         done.push(c.kind());
     }
 
-    // 7. Redeploy, then clear the marker that says one is owed.
+    // 7. Redeploy, then clear the marker that says one is owed (kept when the service's
+    // deployment controller refuses: its owner must deploy, and the next run says so).
+    let mut by_owner = None;
     if let Some(c) = changes.iter().find(|c| matches!(c, Change::Redeploy)) {
-        if let Some(r) = &ctx.redeploy {
-            deps.ecs.redeploy(&r.cluster, &r.service).await?;
+        let started = match &ctx.redeploy {
+            Some(r) => redeploy(deps, &r.service).await?,
+            None => true,
+        };
+        if started {
+            deps.tokens
+                .remove_tag(&ctx.svc, crate::aws::token_store::REDEPLOY_TAG)
+                .await?;
+            log_change(ctx, c);
+            done.push(c.kind());
+        } else {
+            by_owner = ctx.redeploy.as_ref().map(|r| r.service.clone());
         }
+    }
+    if let Some(c) = changes
+        .iter()
+        .find(|c| matches!(c, Change::ClearRedeployMark))
+    {
         deps.tokens
             .remove_tag(&ctx.svc, crate::aws::token_store::REDEPLOY_TAG)
             .await?;
@@ -255,7 +272,14 @@ pub async fn apply(
                 if !rotated {
                     // The rotation died before its PATCH: the possibly leaked secret is
                     // still valid, so rotate now rather than only drop connections.
-                    change_tunnel_secret(deps, &ctx.svc, tid, true, ctx.redeploy.as_ref()).await?;
+                    change_tunnel_secret(
+                        deps,
+                        &ctx.svc,
+                        tid,
+                        true,
+                        ctx.redeploy.as_ref().map(|r| &r.service),
+                    )
+                    .await?;
                     rotated = true;
                 } else {
                     deps.cf.delete_tunnel_connections(tid).await?;
@@ -273,10 +297,41 @@ pub async fn apply(
         log_change(ctx, c);
         done.push(c.kind());
     }
+    if let Some(svc) = by_owner {
+        // The plan did not know the controller (e.g. a custom resource's service): this
+        // run ends here, with what the owner must do.
+        let controller = match deps
+            .ecs
+            .describe_service(&svc.cluster, &svc.service)
+            .await?
+        {
+            Some(i) => i.deployment_controller,
+            None => "unknown".into(),
+        };
+        return Err(ReconcileError::Redeploy(crate::model::redeploy_notice(
+            &svc,
+            &controller,
+        )));
+    }
     Ok(Applied {
         changes: done,
         tunnel_id: p.tunnel_id,
     })
+}
+
+/// Starts a new deployment of `svc`; `false` when its deployment controller refuses
+/// (CodeDeploy, external), which leaves the redeploy to its owner.
+pub async fn redeploy(
+    deps: &Deps,
+    svc: &crate::ownership::ServiceId,
+) -> Result<bool, ReconcileError> {
+    match deps.ecs.redeploy(&svc.cluster, &svc.service).await? {
+        crate::aws::ecs::Redeploy::Started => Ok(true),
+        crate::aws::ecs::Redeploy::ByOwner { controller } => {
+            tracing::warn!(service = %svc, controller = %controller, "the service's deployment controller refuses a forced deployment; its owner must start one so tasks read the new token");
+            Ok(false)
+        }
+    }
 }
 
 fn link_own_policy(
@@ -457,13 +512,15 @@ async fn write_token_to_store(
 /// optionally drop every connection (a compromised token), store the token (marked as
 /// owing a redeploy, so a crash before the redeploy is finished by the next run),
 /// redeploy, clear the mark. Shared by rotation and by the repair of an interrupted one.
+/// Returns whether a deployment started (`false`: the service's deployment controller
+/// leaves it to its owner, and the mark stays until one is seen).
 pub async fn change_tunnel_secret(
     deps: &Deps,
     svc: &crate::ownership::ServiceId,
     tunnel_id: &str,
     drop_connections: bool,
-    redeploy: Option<&crate::ownership::ServiceId>,
-) -> Result<(), ReconcileError> {
+    redeploy_svc: Option<&crate::ownership::ServiceId>,
+) -> Result<bool, ReconcileError> {
     use crate::aws::token_store::REDEPLOY_TAG;
     let secret = crate::token::new_tunnel_secret();
     let patched = deps.cf.rotate_tunnel_secret(tunnel_id, &secret).await?;
@@ -477,11 +534,14 @@ pub async fn change_tunnel_secret(
         .add_tags(svc, &[(REDEPLOY_TAG.to_string(), "pending".to_string())])
         .await?;
     deps.tokens.overwrite(svc, &token).await?;
-    if let Some(r) = redeploy {
-        deps.ecs.redeploy(&r.cluster, &r.service).await?;
+    let started = match redeploy_svc {
+        Some(r) => redeploy(deps, r).await?,
+        None => true,
+    };
+    if started {
+        deps.tokens.remove_tag(svc, REDEPLOY_TAG).await?;
     }
-    deps.tokens.remove_tag(svc, REDEPLOY_TAG).await?;
-    Ok(())
+    Ok(started)
 }
 
 /// Revokes the secret (so running connectors cannot reconnect), drops connections and

@@ -105,6 +105,9 @@ pub enum Change {
     DeleteToken,
     /// Start a new deployment so tasks read the new token.
     Redeploy,
+    /// The service's tasks already read the current token (a new token nobody ran with
+    /// before, or a deployment since it was written): clear the mark that owes a redeploy.
+    ClearRedeployMark,
     /// Finish an interrupted rotation: record it, and for a compromised token drop
     /// every connection.
     FinishRotation {
@@ -134,6 +137,7 @@ impl Change {
             Change::DeleteTunnel { .. } => "delete_tunnel",
             Change::DeleteToken => "delete_token",
             Change::Redeploy => "redeploy",
+            Change::ClearRedeployMark => "clear_redeploy_mark",
             Change::FinishRotation { .. } => "finish_rotation",
         }
     }
@@ -146,12 +150,15 @@ pub struct Plan {
     pub changes: Vec<Change>,
     /// Objects in the way that are not ours; when non-empty, `changes` is empty.
     pub conflicts: Vec<String>,
+    /// What only a person can do (it blocks nothing): e.g. start a deployment of a
+    /// service whose deployment controller ecs-tunnels cannot drive.
+    pub notices: Vec<String>,
 }
 
 impl Plan {
-    /// Nothing to do and nothing in the way.
+    /// Nothing to do, nothing in the way and nothing owed by a person.
     pub fn is_empty(&self) -> bool {
-        self.changes.is_empty() && self.conflicts.is_empty()
+        self.changes.is_empty() && self.conflicts.is_empty() && self.notices.is_empty()
     }
 }
 
@@ -271,6 +278,7 @@ fn plan_absent(ctx: &PlanContext, observed: &Observed) -> Plan {
     Plan {
         changes,
         conflicts: vec![],
+        notices: vec![],
     }
 }
 
@@ -480,11 +488,9 @@ fn plan_present(ctx: &PlanContext, target: &Target, observed: &Observed) -> Plan
     }
 
     changes.extend(late_deletes);
-    let token_written = changes
-        .iter()
-        .any(|c| matches!(c, Change::WriteToken { .. }));
-    if token_written || observed.token.as_ref().is_some_and(|t| t.redeploy_pending) {
-        changes.push(Change::Redeploy);
+    let mut notices = Vec::new();
+    if let Some(c) = redeploy_change(ctx, observed, &changes, &mut notices) {
+        changes.push(c);
     }
     if let Some(t) = observed.token.as_ref().filter(|t| t.owned) {
         if let Some(reason) = &t.rotation {
@@ -495,11 +501,56 @@ fn plan_present(ctx: &PlanContext, target: &Target, observed: &Observed) -> Plan
         }
     }
     if conflicts.is_empty() {
-        Plan { changes, conflicts }
+        Plan {
+            changes,
+            conflicts,
+            notices,
+        }
     } else {
         Plan {
             changes: vec![],
             conflicts,
+            notices: vec![],
         }
+    }
+}
+
+/// A token written now, or earlier and not yet deployed, owes the service new tasks.
+/// ECS-deployed services get a new deployment. A service deployed by CodeDeploy or an
+/// external tool cannot be redeployed by ecs-tunnels: a brand-new token needs none (the
+/// tasks that could not start without it start with it), a deployment created since the
+/// token was written settles it, and otherwise its owner is told what to do.
+fn redeploy_change(
+    ctx: &PlanContext,
+    observed: &Observed,
+    changes: &[Change],
+    notices: &mut Vec<String>,
+) -> Option<Change> {
+    let written_now = changes.iter().find_map(|c| match c {
+        Change::WriteToken { overwrite } => Some(*overwrite),
+        _ => None,
+    });
+    let pending = observed.token.as_ref().is_some_and(|t| t.redeploy_pending);
+    if written_now.is_none() && !pending {
+        return None;
+    }
+    let Some((target, controller)) = ctx
+        .redeploy
+        .as_ref()
+        .and_then(|r| r.by_owner.as_ref().map(|c| (r, c)))
+    else {
+        return Some(Change::Redeploy);
+    };
+    let fresh = written_now == Some(false);
+    let deployed_since = written_now.is_none()
+        && matches!(
+            (target.last_deployed_at, observed.token.as_ref().and_then(|t| t.written_at)),
+            (Some(deployed), Some(written)) if deployed > written
+        );
+    if fresh || deployed_since {
+        Some(Change::ClearRedeployMark)
+    } else {
+        notices.push(crate::model::redeploy_notice(&target.service, controller));
+        None
     }
 }

@@ -25,6 +25,10 @@ pub enum ReconcileError {
     /// Concurrent changes kept the plan from emptying; the next run continues.
     #[error("{0}")]
     NotConverged(String),
+    /// The token changed and only the service's owner can start its new tasks (its
+    /// deployment controller is CodeDeploy or external).
+    #[error("{0}")]
+    Redeploy(String),
 }
 
 fn join(errors: &[SpecError]) -> String {
@@ -56,6 +60,7 @@ impl ReconcileError {
             ReconcileError::Aws(_) => "aws",
             ReconcileError::Setup(_) => "setup",
             ReconcileError::NotConverged(_) => "not_converged",
+            ReconcileError::Redeploy(_) => "redeploy",
         }
     }
 }

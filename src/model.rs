@@ -62,6 +62,8 @@ pub struct StoredToken {
     /// Whether the stored token equals the one Cloudflare serves; checked only while a
     /// rotation is unfinished (`None`: not checked).
     pub matches_cloudflare: Option<bool>,
+    /// When the token was last written (the `ecs-tunnels:rotated-at` tag), when known.
+    pub written_at: Option<std::time::SystemTime>,
 }
 
 impl StoredToken {
@@ -80,8 +82,60 @@ impl StoredToken {
             redeploy_pending,
             rotation,
             matches_cloudflare: None,
+            written_at: None,
         }
     }
+
+    /// The same, with the time the token was written (an RFC 3339 tag value).
+    pub fn written(mut self, rotated_at: Option<&str>) -> Self {
+        self.written_at = rotated_at.and_then(|t| humantime::parse_rfc3339(t.trim()).ok());
+        self
+    }
+}
+
+/// The ECS service that must start new tasks after its token changed, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedeployTarget {
+    /// The service.
+    pub service: ServiceId,
+    /// `None` when ECS deploys it (`forceNewDeployment`); otherwise its deployment
+    /// controller (`CODE_DEPLOY`, `EXTERNAL`), with which its owner must deploy.
+    pub by_owner: Option<String>,
+    /// When its newest deployment or task set was created.
+    pub last_deployed_at: Option<std::time::SystemTime>,
+}
+
+impl RedeployTarget {
+    /// A service ECS deploys, as far as is known.
+    pub fn ecs(service: ServiceId) -> Self {
+        RedeployTarget {
+            service,
+            by_owner: None,
+            last_deployed_at: None,
+        }
+    }
+
+    /// The target for a described service.
+    pub fn of(info: &crate::aws::ecs::ServiceInfo) -> Self {
+        RedeployTarget {
+            service: ServiceId::new(info.cluster.clone(), info.name.clone()),
+            by_owner: (!info.ecs_deploys()).then(|| info.deployment_controller.clone()),
+            last_deployed_at: info.last_deployed_at,
+        }
+    }
+}
+
+/// What the owner of a service must do after its token changed, when ECS cannot
+/// redeploy it.
+pub fn redeploy_notice(service: &ServiceId, controller: &str) -> String {
+    let how = if controller == "CODE_DEPLOY" {
+        "start a new CodeDeploy deployment"
+    } else {
+        "start a new deployment (a new task set) with your deployment tool"
+    };
+    format!(
+        "redeploy needed: the tunnel token changed, but {service} uses the {controller} deployment controller, which ecs-tunnels cannot redeploy; {how} so its tasks read the new token"
+    )
 }
 
 /// A DNS record seen in a zone.
@@ -124,7 +178,7 @@ pub struct PlanContext {
     /// Zero Trust team name (`<team>.cloudflareaccess.com`).
     pub team_name: String,
     /// The ECS service to redeploy after a token change (`None`: nothing to redeploy).
-    pub redeploy: Option<ServiceId>,
+    pub redeploy: Option<RedeployTarget>,
 }
 
 /// `<tunnel-id>.cfargotunnel.com`.

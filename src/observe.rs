@@ -250,7 +250,11 @@ pub async fn observe(
             false => p.tags.get(crate::aws::token_store::ROTATION_TAG).cloned(),
         };
         let pending = p.tags.contains_key(crate::aws::token_store::REDEPLOY_TAG);
-        StoredToken::describe(&p.value, ctx.owner.owns_ssm(&p.tags), pending, rotation)
+        StoredToken::describe(&p.value, ctx.owner.owns_ssm(&p.tags), pending, rotation).written(
+            p.tags
+                .get(crate::aws::token_store::ROTATED_AT_TAG)
+                .map(String::as_str),
+        )
     });
     // Is the stored token the one Cloudflare serves? (One read; it catches a rotation
     // interrupted anywhere, two rotations racing, or a teardown that revoked the secret

@@ -6,7 +6,7 @@ use crate::apply::apply;
 use crate::context::Deps;
 use crate::diff::{diff, Change, Plan};
 use crate::error::ReconcileError;
-use crate::model::PlanContext;
+use crate::model::{PlanContext, RedeployTarget};
 use crate::observe::{observe, resolve_target};
 use crate::ownership::ServiceId;
 use crate::spec::{self, Defaults, Desired, TAG_HOSTNAME, TAG_ORIGIN, TAG_STATUS};
@@ -74,9 +74,13 @@ pub struct Outcome {
     /// What went wrong, in words a person can act on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// Error kind (invalid, conflict, cloudflare, aws, setup).
+    /// Error kind (invalid, conflict, cloudflare, aws, setup, redeploy).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_kind: Option<&'static str>,
+    /// The status tag could not be written (e.g. the service already has 50 tags). The
+    /// outcome stands; this is reported, not retried.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_error: Option<String>,
 }
 
 impl Outcome {
@@ -90,6 +94,7 @@ impl Outcome {
             applied: vec![],
             error: None,
             error_kind: None,
+            status_error: None,
         }
     }
 
@@ -191,7 +196,10 @@ pub async fn reconcile_service_with(
             Intent::Remove
         }
     };
-    let outcome = match converge(deps, svc, owner, &intent, mode, Some(svc.clone())).await {
+    let redeploy = active
+        .map(RedeployTarget::of)
+        .unwrap_or_else(|| RedeployTarget::ecs(svc.clone()));
+    let outcome = match converge(deps, svc, owner, &intent, mode, Some(redeploy)).await {
         Ok(o) => o,
         Err(e) => failed(svc, &e),
     };
@@ -204,7 +212,7 @@ async fn converge(
     owner: crate::ownership::Owner,
     intent: &Intent,
     mode: Mode,
-    redeploy: Option<ServiceId>,
+    redeploy: Option<RedeployTarget>,
 ) -> Result<Outcome, ReconcileError> {
     let target = match intent {
         Intent::Expose(spec) => {
@@ -241,6 +249,9 @@ async fn converge(
         });
         if !plan.conflicts.is_empty() {
             return Err(ReconcileError::Conflict(plan.conflicts));
+        }
+        if plan.changes.is_empty() && !plan.notices.is_empty() {
+            return Err(ReconcileError::Redeploy(plan.notices.join("; ")));
         }
         if mode == Mode::Plan {
             out.state = if plan.changes.is_empty() {
@@ -307,12 +318,10 @@ async fn finish(
             _ => Ok(()),
         };
         if let Err(e) = result {
-            warn!(service = %outcome.service, error = %e, "could not update the status tag");
-            if outcome.error.is_none() {
-                outcome.state = State::Pending;
-                outcome.error = Some(e.to_string());
-                outcome.error_kind = Some("aws");
-            }
+            // Reported, never retried for its own sake: a retry cannot give a service at
+            // ECS's 50-tag limit room, and the next event or sweep tries again anyway.
+            warn!(service = %outcome.service, state = ?outcome.state, error = %e, "could not write the status tag; the outcome stands (free a tag on the service, or allow ecs:TagResource for ecs-tunnels:status)");
+            outcome.status_error = Some(e.to_string());
         }
     }
     match (&outcome.error, outcome.applied.is_empty()) {
@@ -335,7 +344,7 @@ pub async fn reconcile_resource(
     key: &ServiceId,
     owner: crate::ownership::Owner,
     spec: Option<spec::Spec>,
-    redeploy: Option<ServiceId>,
+    redeploy: Option<RedeployTarget>,
 ) -> Result<Outcome, ReconcileError> {
     let intent = match spec {
         Some(s) => Intent::Expose(Box::new(s)),

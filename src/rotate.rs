@@ -201,7 +201,7 @@ async fn rotate_inner(
             &[(ROTATION_TAG.to_string(), reason.as_str().to_string())],
         )
         .await?;
-    crate::apply::change_tunnel_secret(
+    let redeployed = crate::apply::change_tunnel_secret(
         deps,
         svc,
         &tunnel.id,
@@ -209,7 +209,7 @@ async fn rotate_inner(
         Some(svc),
     )
     .await?;
-    info!(service = %svc, reason = reason.as_str(), tunnel_id = %tunnel.id, "tunnel secret rotated, new token stored, service redeployed");
+    info!(service = %svc, reason = reason.as_str(), tunnel_id = %tunnel.id, redeployed, "tunnel secret rotated, new token stored");
     deps.tokens
         .add_tags(svc, &rotated_now(reason.as_str()))
         .await?;

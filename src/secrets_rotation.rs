@@ -192,7 +192,8 @@ async fn redeploy(
     info: &SecretInfo,
     svc: &ServiceId,
 ) -> Result<(), ReconcileError> {
-    deps.ecs.redeploy(&svc.cluster, &svc.service).await?;
-    sm.remove_tag_by_id(&info.arn, REDEPLOY_TAG).await?;
+    if crate::apply::redeploy(deps, svc).await? {
+        sm.remove_tag_by_id(&info.arn, REDEPLOY_TAG).await?;
+    }
     Ok(())
 }

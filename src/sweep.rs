@@ -430,7 +430,7 @@ async fn needs_work(
         owner: owner.clone(),
         account_id: deps.cf.account_id().to_string(),
         team_name,
-        redeploy: Some(svc.clone()),
+        redeploy: Some(crate::model::RedeployTarget::of(info)),
     };
     let tunnel = bulk.tunnels.get(svc).cloned();
     let app = bulk.apps.get(&owner.access_app_name(svc)).cloned();

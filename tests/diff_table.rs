@@ -3,11 +3,12 @@
 use ecs_tunnels::cloudflare::{AccessApp, AccessPolicy, Tunnel};
 use ecs_tunnels::diff::{diff, Change, Plan};
 use ecs_tunnels::model::{
-    own_policy_rules, render_config, Observed, ObservedRecord, PlanContext, StoredToken, Target,
-    TargetAccess, TargetHost,
+    own_policy_rules, render_config, Observed, ObservedRecord, PlanContext, RedeployTarget,
+    StoredToken, Target, TargetAccess, TargetHost,
 };
 use ecs_tunnels::ownership::{Owner, ServiceId};
 use serde_json::{from_value, json};
+use std::time::{Duration, SystemTime};
 
 const ACCOUNT: &str = "0123456789abcdef0123456789abcdef";
 const TID: &str = "11111111-2222-3333-4444-555555555555";
@@ -19,7 +20,7 @@ fn ctx() -> PlanContext {
         owner: Owner::parse("123456789012-us-east-1").unwrap(),
         account_id: ACCOUNT.into(),
         team_name: "team".into(),
-        redeploy: Some(ServiceId::new("prod", "web")),
+        redeploy: Some(RedeployTarget::ecs(ServiceId::new("prod", "web"))),
     }
 }
 
@@ -81,6 +82,7 @@ fn token() -> StoredToken {
         redeploy_pending: false,
         rotation: None,
         matches_cloudflare: None,
+        written_at: None,
     }
 }
 
@@ -373,4 +375,103 @@ fn teardown_never_touches_what_is_not_ours() {
     assert!(
         matches!(&plan.changes[0], Change::DeleteDns { id, .. } if *id == format!("rec-app.example.com-{}", format!("{TID}.cfargotunnel.com").len()))
     );
+}
+
+#[test]
+fn answers_a_real_server_gives_are_not_drift() {
+    // What Cloudflare (or the simulator's server-shapes mode) answers for objects that
+    // are exactly as ecs-tunnels wrote them.
+    let mut o = converged();
+    let mut config = serde_json::to_value(o.config.as_ref().unwrap()).unwrap();
+    config["originRequest"] = json!({"noTLSVerify": false, "connectTimeout": 0});
+    config["warp-routing"] = json!({"enabled": false});
+    config["ingress"][0]["hostname"] = json!("APP.example.com.");
+    config["ingress"][0]["path"] = json!("");
+    config["ingress"][0]["originRequest"]["noTLSVerify"] = json!(false);
+    config["ingress"][0]["originRequest"]["http2Origin"] = json!(false);
+    config["ingress"][1]["hostname"] = json!("");
+    config["ingress"][1]["originRequest"] =
+        json!({"access": {"required": false, "teamName": "", "audTag": []}, "proxyPort": 0});
+    o.config = Some(from_value(config).unwrap());
+    let app = o.app.as_mut().unwrap();
+    app.session_duration = Some("24h0m0s".into());
+    app.domain = "App.Example.com".into();
+    app.tags.push("another-teams-tag".into());
+    let policy = &mut o.policies[0];
+    policy.include = vec![json!({"email": {"email": "A@Example.COM"}})];
+    policy.session_duration = Some("24h".into());
+    let plan = diff(&ctx(), Some(&target(true)), &o);
+    assert!(plan.is_empty(), "{:?}", kinds(&plan));
+
+    // ...while real drift still is.
+    let mut drifted = o.clone();
+    drifted.policies[0]
+        .include
+        .push(json!({"email": {"email": "mallory@evil.example"}}));
+    drifted.app.as_mut().unwrap().session_duration = Some("720h".into());
+    assert_eq!(
+        kinds(&diff(&ctx(), Some(&target(true)), &drifted)),
+        vec!["update_policy", "update_app"]
+    );
+}
+
+#[test]
+fn services_ecs_cannot_redeploy_are_left_to_their_owner() {
+    let codedeploy = |last_deployed_at: Option<SystemTime>| PlanContext {
+        redeploy: Some(RedeployTarget {
+            service: ServiceId::new("prod", "web"),
+            by_owner: Some("CODE_DEPLOY".into()),
+            last_deployed_at,
+        }),
+        ..ctx()
+    };
+    let written = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let pending = |written_at| {
+        let mut o = converged();
+        o.token = Some(StoredToken {
+            redeploy_pending: true,
+            written_at,
+            ..token()
+        });
+        o
+    };
+
+    // A brand-new token: the tasks that could not start without it start with it.
+    let mut fresh = converged();
+    fresh.token = None;
+    let plan = diff(&codedeploy(None), Some(&target(true)), &fresh);
+    assert_eq!(kinds(&plan), vec!["write_token", "clear_redeploy_mark"]);
+    assert!(plan.notices.is_empty());
+
+    // A changed token, no deployment since: nothing to do but tell the owner.
+    let plan = diff(
+        &codedeploy(Some(written - Duration::from_secs(60))),
+        Some(&target(true)),
+        &pending(Some(written)),
+    );
+    assert!(plan.changes.is_empty(), "{:?}", kinds(&plan));
+    assert!(
+        plan.notices[0].contains("CODE_DEPLOY")
+            && plan.notices[0].contains("start a new CodeDeploy deployment"),
+        "{:?}",
+        plan.notices
+    );
+
+    // The owner deployed after the token was written: the mark goes.
+    let plan = diff(
+        &codedeploy(Some(written + Duration::from_secs(60))),
+        Some(&target(true)),
+        &pending(Some(written)),
+    );
+    assert_eq!(kinds(&plan), vec!["clear_redeploy_mark"]);
+
+    // A repaired token on such a service: written, and the owner is told.
+    let mut stale = converged();
+    stale.token = Some(StoredToken {
+        matches_cloudflare: Some(false),
+        ..token()
+    });
+    let plan = diff(&codedeploy(None), Some(&target(true)), &stale);
+    assert_eq!(kinds(&plan), vec!["write_token"]);
+    assert_eq!(plan.notices.len(), 1);
 }

@@ -436,3 +436,145 @@ async fn untag_that_also_strips_the_status_tag_still_tears_down() {
     assert_eq!(resp["outcomes"][0]["state"], "not_managed");
     assert_eq!(w.requests().await["total"], 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_codedeploy_service_is_told_to_redeploy_not_retried_forever() {
+    // ECS refuses forceNewDeployment on services deployed by CodeDeploy (or an external
+    // tool). ecs-tunnels does not ask; it says what the owner must do, and notices when
+    // they did it.
+    let mut w = World::start().await;
+    w.spawn_function().await;
+    devtools::seed::seed_service_deployed_by(
+        &w.sdk,
+        "demo",
+        "web",
+        &exposed("web.example.com"),
+        "CODE_DEPLOY",
+    )
+    .await;
+
+    // A brand-new token needs no redeploy: the tasks that could not start without it
+    // start with it.
+    let resp = w.invoke_ok(task_event("demo", "web", false)).await;
+    assert_eq!(
+        resp["outcomes"][0]["state"],
+        "ready",
+        "{resp}\n{}",
+        w.output()
+    );
+    assert!(!w
+        .token_parameter_tags("demo", "web")
+        .await
+        .contains_key("ecs-tunnels:redeploy"));
+
+    // The stored token goes stale (a repair rewrites it): only the owner can deploy.
+    let tid = w.live_tunnels().await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let stale = ecs_tunnels::token::encode_token(
+        "0123456789abcdef0123456789abcdef",
+        &tid,
+        &ecs_tunnels::token::new_tunnel_secret(),
+    );
+    aws_sdk_ssm::Client::new(&w.sdk)
+        .put_parameter()
+        .name("/ecs-tunnels/demo/web/token")
+        .value(stale.expose())
+        .overwrite(true)
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .send()
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let resp = w.invoke_ok(task_event("demo", "web", false)).await;
+        let o = &resp["outcomes"][0];
+        assert_eq!(o["state"], "error", "{resp}\n{}", w.output());
+        assert_eq!(o["error_kind"], "redeploy", "{resp}");
+        assert!(
+            o["error"]
+                .as_str()
+                .unwrap()
+                .contains("start a new CodeDeploy deployment"),
+            "{resp}"
+        );
+        let status = w.service_tags("demo", "web").await["ecs-tunnels:status"].clone();
+        assert!(status.starts_with("error redeploy needed"), "{status}");
+    }
+    assert_eq!(
+        w.token_parameter_tags("demo", "web")
+            .await
+            .get("ecs-tunnels:redeploy"),
+        Some(&"pending".to_string())
+    );
+
+    // The owner deploys (a new task set, as CodeDeploy creates): the next event settles.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let ecs = aws_sdk_ecs::Client::new(&w.sdk);
+    let td = ecs
+        .describe_services()
+        .cluster("demo")
+        .services("web")
+        .send()
+        .await
+        .unwrap()
+        .services()[0]
+        .task_definition()
+        .unwrap()
+        .to_string();
+    ecs.create_task_set()
+        .cluster("demo")
+        .service("web")
+        .task_definition(td)
+        .send()
+        .await
+        .expect("CreateTaskSet");
+    let resp = w.invoke_ok(task_event("demo", "web", false)).await;
+    assert_eq!(
+        resp["outcomes"][0]["state"],
+        "ready",
+        "{resp}\n{}",
+        w.output()
+    );
+    assert!(!w
+        .token_parameter_tags("demo", "web")
+        .await
+        .contains_key("ecs-tunnels:redeploy"));
+    assert!(w.service_tags("demo", "web").await["ecs-tunnels:status"].starts_with("ready "));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_tag_that_cannot_be_written_is_reported_not_retried() {
+    // The service already has ECS's maximum of 50 tags: the status tag cannot be added.
+    // The service is still exposed; the failure is reported, and no retry loop starts.
+    let mut w = World::start().await;
+    w.spawn_function().await;
+    let fillers: Vec<(String, String)> = (0..48)
+        .map(|i| (format!("team:tag-{i:02}"), "x".to_string()))
+        .collect();
+    let mut tags: Vec<(&str, &str)> = exposed("web.example.com");
+    tags.extend(fillers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    assert_eq!(tags.len(), 50);
+    w.seed("demo", "web", &tags).await;
+    for _ in 0..2 {
+        let inv = w.invoke(task_event("demo", "web", false)).await;
+        let resp = inv.outcome.response().cloned().unwrap_or_else(|| {
+            panic!(
+                "must not fail the invocation: {:?}\n{}",
+                inv.outcome,
+                w.output()
+            )
+        });
+        let o = &resp["outcomes"][0];
+        assert_eq!(o["state"], "ready", "{resp}");
+        assert!(
+            o["status_error"].as_str().unwrap_or("").contains("50 tags"),
+            "{resp}"
+        );
+    }
+    assert!(!w
+        .service_tags("demo", "web")
+        .await
+        .contains_key("ecs-tunnels:status"));
+    assert_eq!(w.live_tunnels().await.len(), 1);
+}

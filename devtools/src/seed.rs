@@ -2,8 +2,9 @@
 //! ecs-tunnels: a Fargate service whose task definition has the stock cloudflared sidecar.
 
 use aws_sdk_ecs::types::{
-    AssignPublicIp, AwsVpcConfiguration, Compatibility, ContainerDefinition, LaunchType,
-    NetworkConfiguration, NetworkMode, PortMapping, PropagateTags, Secret, Tag, TransportProtocol,
+    AssignPublicIp, AwsVpcConfiguration, Compatibility, ContainerDefinition, DeploymentController,
+    DeploymentControllerType, LaunchType, NetworkConfiguration, NetworkMode, PortMapping,
+    PropagateTags, Secret, Tag, TransportProtocol,
 };
 
 use crate::moto::{ACCOUNT_ID, REGION};
@@ -32,6 +33,21 @@ pub async fn seed_service(
     cluster: &str,
     service: &str,
     tags: &[(&str, &str)],
+) -> String {
+    seed_service_deployed_by(cfg, cluster, service, tags, "ECS").await
+}
+
+/// Like [`seed_service`], with a deployment controller: `ECS`, `CODE_DEPLOY` or
+/// `EXTERNAL` (services ECS itself cannot redeploy).
+///
+/// # Panics
+/// On any API error: this is a test fixture.
+pub async fn seed_service_deployed_by(
+    cfg: &aws_config::SdkConfig,
+    cluster: &str,
+    service: &str,
+    tags: &[(&str, &str)],
+    controller: &str,
 ) -> String {
     let ecs = aws_sdk_ecs::Client::new(cfg);
 
@@ -139,7 +155,13 @@ pub async fn seed_service(
         .desired_count(1)
         .network_configuration(network)
         .propagate_tags(PropagateTags::Service)
-        .enable_ecs_managed_tags(true);
+        .enable_ecs_managed_tags(true)
+        .deployment_controller(
+            DeploymentController::builder()
+                .r#type(DeploymentControllerType::from(controller))
+                .build()
+                .expect("deployment controller has a type"),
+        );
     for (k, v) in tags {
         create = create.tags(Tag::builder().key(*k).value(*v).build());
     }

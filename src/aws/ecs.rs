@@ -4,6 +4,7 @@
 use super::AwsError;
 use aws_sdk_ecs::types::{ServiceField, Tag};
 use std::collections::BTreeMap;
+use std::time::SystemTime;
 
 /// What ecs-tunnels needs to know about a service.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,12 +21,23 @@ pub struct ServiceInfo {
     pub tags: BTreeMap<String, String>,
     /// Task definition ARN.
     pub task_definition: Option<String>,
+    /// The deployment controller: `ECS` (the default), `CODE_DEPLOY` or `EXTERNAL`.
+    pub deployment_controller: String,
+    /// When its newest deployment or task set was created (a deployment that started
+    /// after a token was written has tasks that read it).
+    pub last_deployed_at: Option<SystemTime>,
 }
 
 impl ServiceInfo {
     /// True while the service exists (not being deleted).
     pub fn is_active(&self) -> bool {
         self.status == "ACTIVE"
+    }
+
+    /// True when ECS itself deploys the service, so `forceNewDeployment` works; with
+    /// `CODE_DEPLOY` or `EXTERNAL` a new deployment is started by that tool.
+    pub fn ecs_deploys(&self) -> bool {
+        self.deployment_controller == "ECS"
     }
 
     /// `(account, region)` from the ARN.
@@ -58,7 +70,31 @@ fn to_info(s: &aws_sdk_ecs::types::Service) -> ServiceInfo {
             })
             .collect(),
         task_definition: s.task_definition().map(str::to_string),
+        deployment_controller: s
+            .deployment_controller()
+            .map(|c| c.r#type().as_str().to_string())
+            .unwrap_or_else(|| "ECS".to_string()),
+        last_deployed_at: s
+            .deployments()
+            .iter()
+            .filter_map(|d| d.created_at())
+            .chain(s.task_sets().iter().filter_map(|t| t.created_at()))
+            .filter_map(|t| SystemTime::try_from(*t).ok())
+            .max(),
     }
+}
+
+/// What a redeploy request came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Redeploy {
+    /// A new deployment started; its tasks read the current token.
+    Started,
+    /// The service's deployment controller (`CODE_DEPLOY`, `EXTERNAL`) refuses
+    /// `forceNewDeployment`: a person (or their deployment tool) must start one.
+    ByOwner {
+        /// The deployment controller.
+        controller: String,
+    },
 }
 
 impl Ecs {
@@ -152,17 +188,33 @@ impl Ecs {
         Ok(())
     }
 
-    /// Starts a new deployment, so new tasks read the current token.
-    pub async fn redeploy(&self, cluster: &str, service: &str) -> Result<(), AwsError> {
-        self.client
+    /// Starts a new deployment, so new tasks read the current token. ECS refuses
+    /// `forceNewDeployment` on services whose deployment controller is `CODE_DEPLOY` or
+    /// `EXTERNAL`; such a refusal is confirmed with a DescribeServices and reported as
+    /// [`Redeploy::ByOwner`], not as a failure.
+    pub async fn redeploy(&self, cluster: &str, service: &str) -> Result<Redeploy, AwsError> {
+        let refused = match self
+            .client
             .update_service()
             .cluster(cluster)
             .service(service)
             .force_new_deployment(true)
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("ecs:UpdateService", e))?;
-        Ok(())
+        {
+            Ok(_) => return Ok(Redeploy::Started),
+            Err(e) => AwsError::from_sdk("ecs:UpdateService", e),
+        };
+        if refused.code.as_deref() == Some("InvalidParameterException") {
+            if let Some(info) = self.describe_service(cluster, service).await? {
+                if !info.ecs_deploys() {
+                    return Ok(Redeploy::ByOwner {
+                        controller: info.deployment_controller,
+                    });
+                }
+            }
+        }
+        Err(refused)
     }
 
     /// Names of all clusters.

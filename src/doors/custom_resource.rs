@@ -183,22 +183,24 @@ async fn process(
                     return Err(fail(format!("TokenParameterName: ecs-tunnels names the token parameter itself ({expected_name}); remove the property and use !GetAtt <resource>.TokenParameterName")));
                 }
             }
-            let origin = match &service {
-                Some(s) if req.properties.get("Origin").is_none() => {
-                    let info = deps
-                        .ecs
-                        .describe_service(&s.cluster, &s.service)
-                        .await
-                        .map_err(|e| fail(e.to_string()))?;
-                    match info.and_then(|i| i.task_definition) {
-                        Some(td) => deps
-                            .default_origin(&td)
-                            .await
-                            .map_err(|e| fail(e.to_string()))?,
-                        None => None,
-                    }
-                }
+            let info = match &service {
+                Some(s) => deps
+                    .ecs
+                    .describe_service(&s.cluster, &s.service)
+                    .await
+                    .map_err(|e| fail(e.to_string()))?,
+                None => None,
+            };
+            let origin = match info.as_ref().and_then(|i| i.task_definition.as_deref()) {
+                Some(td) if req.properties.get("Origin").is_none() => deps
+                    .default_origin(td)
+                    .await
+                    .map_err(|e| fail(e.to_string()))?,
                 _ => None,
+            };
+            let redeploy = match (&info, service) {
+                (Some(i), _) => Some(crate::model::RedeployTarget::of(i)),
+                (None, s) => s.map(crate::model::RedeployTarget::ecs),
             };
             let spec = match spec::from_properties(
                 &req.properties,
@@ -218,7 +220,7 @@ async fn process(
                 }
                 Desired::NotManaged => return Err(fail("Hostnames is required".into())),
             };
-            let outcome = reconcile_resource(deps, &key, owner, Some(spec), service)
+            let outcome = reconcile_resource(deps, &key, owner, Some(spec), redeploy)
                 .await
                 .map_err(|e| fail(e.to_string()))?;
             let tunnel_id = outcome.tunnel_id.clone().unwrap_or_default();
