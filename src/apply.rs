@@ -163,7 +163,7 @@ pub async fn apply(
                 Some(t) => t.clone(),
                 None => deps.cf.tunnel_token(tid).await?,
             };
-            write_token_to_store(deps, ctx, target, tid, &token, *overwrite).await?;
+            write_token_to_store(deps, ctx, tid, &token, *overwrite).await?;
             log_change(ctx, c);
         }
         Ok::<_, ReconcileError>(())
@@ -171,6 +171,14 @@ pub async fn apply(
     futures::try_join!(config_fut, token_fut)?;
     done.extend(put_config.map(Change::kind));
     done.extend(write_token.map(Change::kind));
+    if let Some(c @ Change::ScheduleRotation { expression }) = changes
+        .iter()
+        .find(|c| matches!(c, Change::ScheduleRotation { .. }))
+    {
+        deps.tokens.schedule_rotation(&ctx.svc, expression).await?;
+        log_change(ctx, c);
+        done.push(c.kind());
+    }
 
     // 4. DNS records.
     let dns_writes = pick(|c| matches!(c, Change::CreateDns { .. } | Change::UpdateDns { .. }));
@@ -460,7 +468,6 @@ async fn ensure_record(
 async fn write_token_to_store(
     deps: &Deps,
     ctx: &PlanContext,
-    target: Option<&Target>,
     tunnel_id: &str,
     token: &Secret,
     overwrite: bool,
@@ -479,13 +486,7 @@ async fn write_token_to_store(
     let mut tags = ctx.owner.ssm_tags(&ctx.svc);
     tags.push(pending.clone());
     tags.extend(crate::aws::token_store::rotated_now("created"));
-    if deps.tokens.create(&ctx.svc, token, &tags).await? {
-        if let Some(t) = target {
-            deps.tokens
-                .schedule_rotation(&ctx.svc, t.rotate_every)
-                .await?;
-        }
-    } else {
+    if !deps.tokens.create(&ctx.svc, token, &tags).await? {
         // A concurrent run created it: keep theirs if it is for the same tunnel.
         let existing = deps.tokens.get(&ctx.svc).await?;
         let same = existing

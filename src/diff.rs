@@ -103,6 +103,11 @@ pub enum Change {
     },
     /// Delete the token parameter.
     DeleteToken,
+    /// Give the token secret its rotation schedule (Secrets Manager).
+    ScheduleRotation {
+        /// Schedule expression, e.g. `rate(30 days)`.
+        expression: String,
+    },
     /// Start a new deployment so tasks read the new token.
     Redeploy,
     /// The service's tasks already read the current token (a new token nobody ran with
@@ -136,6 +141,7 @@ impl Change {
             Change::DeletePolicy { .. } => "delete_policy",
             Change::DeleteTunnel { .. } => "delete_tunnel",
             Change::DeleteToken => "delete_token",
+            Change::ScheduleRotation { .. } => "schedule_rotation",
             Change::Redeploy => "redeploy",
             Change::ClearRedeployMark => "clear_redeploy_mark",
             Change::FinishRotation { .. } => "finish_rotation",
@@ -434,6 +440,18 @@ fn plan_present(ctx: &PlanContext, target: &Target, observed: &Observed) -> Plan
         changes.push(Change::WriteToken {
             overwrite: observed.token.is_some(),
         });
+    }
+    if let Some(function) = &ctx.rotation_function {
+        let expression = crate::aws::token_store::rotation_expression(target.rotate_every);
+        let scheduled = observed
+            .token
+            .as_ref()
+            .filter(|t| t.owned)
+            .and_then(|t| t.rotation_schedule.as_ref())
+            .is_some_and(|s| s.is(function, &expression));
+        if !scheduled {
+            changes.push(Change::ScheduleRotation { expression });
+        }
     }
 
     // DNS records for each hostname, after everything above.

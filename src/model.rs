@@ -64,6 +64,8 @@ pub struct StoredToken {
     pub matches_cloudflare: Option<bool>,
     /// When the token was last written (the `ecs-tunnels:rotated-at` tag), when known.
     pub written_at: Option<std::time::SystemTime>,
+    /// The store's own rotation schedule (Secrets Manager; `None` for SSM).
+    pub rotation_schedule: Option<crate::aws::token_store::RotationSchedule>,
 }
 
 impl StoredToken {
@@ -83,6 +85,7 @@ impl StoredToken {
             rotation,
             matches_cloudflare: None,
             written_at: None,
+            rotation_schedule: None,
         }
     }
 
@@ -179,6 +182,9 @@ pub struct PlanContext {
     pub team_name: String,
     /// The ECS service to redeploy after a token change (`None`: nothing to redeploy).
     pub redeploy: Option<RedeployTarget>,
+    /// The function the token store's own rotation schedule invokes (Secrets Manager
+    /// with `ECS_TUNNELS_ROTATION_FUNCTION_ARN`); `None`: no schedule to keep.
+    pub rotation_function: Option<String>,
 }
 
 /// `<tunnel-id>.cfargotunnel.com`.

@@ -230,6 +230,7 @@ async fn converge(
         account_id: deps.cf.account_id().to_string(),
         team_name,
         redeploy,
+        rotation_function: deps.tokens.rotation_function().map(str::to_string),
     };
     let mut out = Outcome::new(
         svc,

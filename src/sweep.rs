@@ -431,6 +431,7 @@ async fn needs_work(
         account_id: deps.cf.account_id().to_string(),
         team_name,
         redeploy: Some(crate::model::RedeployTarget::of(info)),
+        rotation_function: deps.tokens.rotation_function().map(str::to_string),
     };
     let tunnel = bulk.tunnels.get(svc).cloned();
     let app = bulk.apps.get(&owner.access_app_name(svc)).cloned();
@@ -449,7 +450,9 @@ async fn needs_work(
         }),
         None => deps.tokens.get(svc).await?.map(|p| {
             let pending = p.tags.contains_key(crate::aws::token_store::REDEPLOY_TAG);
-            StoredToken::describe(&p.value, owner.owns_ssm(&p.tags), pending, None)
+            let mut t = StoredToken::describe(&p.value, owner.owns_ssm(&p.tags), pending, None);
+            t.rotation_schedule = p.rotation_schedule;
+            t
         }),
     };
     let policy_name = owner.policy_name(svc);

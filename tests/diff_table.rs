@@ -21,6 +21,7 @@ fn ctx() -> PlanContext {
         account_id: ACCOUNT.into(),
         team_name: "team".into(),
         redeploy: Some(RedeployTarget::ecs(ServiceId::new("prod", "web"))),
+        rotation_function: None,
     }
 }
 
@@ -83,6 +84,7 @@ fn token() -> StoredToken {
         rotation: None,
         matches_cloudflare: None,
         written_at: None,
+        rotation_schedule: None,
     }
 }
 
@@ -474,4 +476,62 @@ fn services_ecs_cannot_redeploy_are_left_to_their_owner() {
     let plan = diff(&codedeploy(None), Some(&target(true)), &stale);
     assert_eq!(kinds(&plan), vec!["write_token"]);
     assert_eq!(plan.notices.len(), 1);
+}
+
+#[test]
+fn the_rotation_schedule_is_planned_like_any_drift() {
+    use ecs_tunnels::aws::token_store::RotationSchedule;
+    const FUNCTION: &str = "arn:aws:lambda:us-east-1:123456789012:function:rotate";
+    let ctx = PlanContext {
+        rotation_function: Some(FUNCTION.into()),
+        ..ctx()
+    };
+    let with = |schedule: Option<RotationSchedule>| {
+        let mut o = converged();
+        o.token = Some(StoredToken {
+            rotation_schedule: schedule,
+            ..token()
+        });
+        o
+    };
+    let plan = |o: &Observed| kinds(&diff(&ctx, Some(&target(true)), o));
+    assert_eq!(plan(&with(None)), vec!["schedule_rotation"], "never set");
+    let good = RotationSchedule {
+        enabled: true,
+        function: Some(FUNCTION.into()),
+        expression: Some("rate(30 days)".into()),
+        after_days: Some(30),
+    };
+    assert!(plan(&with(Some(good.clone()))).is_empty());
+    let days_only = RotationSchedule {
+        expression: None,
+        ..good.clone()
+    };
+    assert!(
+        plan(&with(Some(days_only))).is_empty(),
+        "30 days described as days"
+    );
+    for drift in [
+        RotationSchedule {
+            enabled: false,
+            ..good.clone()
+        },
+        RotationSchedule {
+            function: Some("arn:aws:lambda:us-east-1:123456789012:function:other".into()),
+            ..good.clone()
+        },
+        RotationSchedule {
+            expression: Some("rate(7 days)".into()),
+            after_days: Some(7),
+            ..good.clone()
+        },
+    ] {
+        assert_eq!(
+            plan(&with(Some(drift.clone()))),
+            vec!["schedule_rotation"],
+            "{drift:?}"
+        );
+    }
+    // Without a rotation function the install keeps no schedule.
+    assert!(kinds(&diff(&self::ctx(), Some(&target(true)), &with(None))).is_empty());
 }

@@ -197,3 +197,80 @@ async fn secrets_manager_store_and_four_step_rotation() {
         assert!(!out.contains(s.as_str()), "token leaked into logs");
     }
 }
+
+/// The secret's rotation configuration as Secrets Manager describes it.
+async fn rotation_of(w: &World) -> (bool, Option<String>, Option<String>) {
+    let d = aws_sdk_secretsmanager::Client::new(&w.sdk)
+        .describe_secret()
+        .secret_id(SECRET)
+        .send()
+        .await
+        .unwrap();
+    (
+        d.rotation_enabled().unwrap_or(false),
+        d.rotation_lambda_arn().map(str::to_string),
+        d.rotation_rules()
+            .and_then(|r| r.schedule_expression())
+            .map(str::to_string),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rotation_schedule_is_observed_state_repaired_like_drift() {
+    // The rotation schedule is part of what a service should have: set when the secret is
+    // made, changed when ecs-tunnels:rotate-every changes, and put back by the next run
+    // when it is missing (a RotateSecret that failed once, or removed by hand).
+    const FUNCTION: &str = "arn:aws:lambda:us-east-1:123456789012:function:ecs-tunnels-rotation";
+    let mut w = World::start().await;
+    w.extra_env.extend([
+        ("ECS_TUNNELS_TOKEN_STORE".into(), "secretsmanager".into()),
+        ("ECS_TUNNELS_ROTATION_FUNCTION_ARN".into(), FUNCTION.into()),
+    ]);
+    w.spawn_function().await;
+    w.seed("demo", "web", &exposed("web.example.com")).await;
+    let resp = w.invoke_ok(task_event("demo", "web", false)).await;
+    assert_eq!(
+        resp["outcomes"][0]["state"],
+        "ready",
+        "{resp}\n{}",
+        w.output()
+    );
+    assert_eq!(
+        rotation_of(&w).await,
+        (true, Some(FUNCTION.into()), Some("rate(30 days)".into()))
+    );
+
+    // A converged service costs no write, the schedule included.
+    w.reset_requests().await;
+    let resp = w.invoke_ok(task_event("demo", "web", false)).await;
+    assert_eq!(resp["outcomes"][0]["changes"], json!([]), "{resp}");
+
+    // rotate-every changes: the schedule follows.
+    w.set_tags("demo", "web", &[("ecs-tunnels:rotate-every", "12h")])
+        .await;
+    let resp = w
+        .invoke_ok(tag_event(
+            "demo",
+            "web",
+            &[("ecs-tunnels:rotate-every", "12h")],
+        ))
+        .await;
+    assert_eq!(resp["outcomes"][0]["state"], "ready", "{resp}");
+    assert_eq!(rotation_of(&w).await.2.as_deref(), Some("rate(12 hours)"));
+
+    // Rotation turned off out of band (or the first RotateSecret failed): the sweep
+    // puts it back.
+    aws_sdk_secretsmanager::Client::new(&w.sdk)
+        .cancel_rotate_secret()
+        .secret_id(SECRET)
+        .send()
+        .await
+        .unwrap();
+    assert!(!rotation_of(&w).await.0);
+    let r = w.invoke_ok(sample("schedule-sweep.json")).await;
+    assert_eq!(r["sweep"]["needed_work"], 1, "{r}");
+    assert_eq!(
+        rotation_of(&w).await,
+        (true, Some(FUNCTION.into()), Some("rate(12 hours)".into()))
+    );
+}

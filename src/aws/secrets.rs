@@ -2,13 +2,12 @@
 //! deleted with the tunnel, tagged like the SSM parameter; plus the version-stage calls
 //! of Secrets Manager's rotation protocol.
 
-use super::token_store::StoredParameter;
+use super::token_store::{RotationSchedule, StoredParameter};
 use super::AwsError;
 use crate::ownership::ServiceId;
 use crate::secret::Secret;
 use aws_sdk_secretsmanager::types::{RotationRulesType, Tag};
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 /// A secret's metadata (never its value).
 #[derive(Debug, Clone, Default)]
@@ -21,6 +20,8 @@ pub struct SecretInfo {
     pub tags: BTreeMap<String, String>,
     /// Version id → staging labels.
     pub versions: BTreeMap<String, Vec<String>>,
+    /// The rotation configuration.
+    pub rotation: RotationSchedule,
 }
 
 impl SecretInfo {
@@ -109,7 +110,27 @@ impl SecretTokens {
                 .version_ids_to_stages()
                 .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
                 .unwrap_or_default(),
+            rotation: RotationSchedule {
+                enabled: out.rotation_enabled().unwrap_or(false),
+                function: out
+                    .rotation_lambda_arn()
+                    .filter(|a| !a.is_empty())
+                    .map(str::to_string),
+                expression: out
+                    .rotation_rules()
+                    .and_then(|r| r.schedule_expression())
+                    .filter(|e| !e.is_empty())
+                    .map(str::to_string),
+                after_days: out
+                    .rotation_rules()
+                    .and_then(|r| r.automatically_after_days()),
+            },
         }))
+    }
+
+    /// The rotation function this install schedules, if any.
+    pub fn rotation_function(&self) -> Option<&str> {
+        self.rotation_function.as_deref()
     }
 
     /// The value of one version (by id and/or stage); `None` if there is no such version.
@@ -145,6 +166,7 @@ impl SecretTokens {
             Some(value) => Ok(Some(StoredParameter {
                 value,
                 tags: info.tags,
+                rotation_schedule: Some(info.rotation),
             })),
             None => Ok(None),
         }
@@ -180,21 +202,17 @@ impl SecretTokens {
         }
     }
 
-    /// Turns on Secrets Manager's own rotation schedule for the secret, when the install
-    /// names its rotation function (`ECS_TUNNELS_ROTATION_FUNCTION_ARN`).
+    /// Sets Secrets Manager's own rotation schedule for the secret, when the install
+    /// names its rotation function (`ECS_TUNNELS_ROTATION_FUNCTION_ARN`). Secrets Manager
+    /// then tests the configuration by invoking the function's `testSecret` step with a
+    /// pending copy of the current value; no rotation starts.
     pub async fn schedule_rotation(
         &self,
         svc: &ServiceId,
-        every: Duration,
+        expression: &str,
     ) -> Result<(), AwsError> {
         let Some(function) = &self.rotation_function else {
             return Ok(());
-        };
-        let hours = (every.as_secs() / 3600).max(4);
-        let expression = if hours % 24 == 0 {
-            format!("rate({} days)", hours / 24)
-        } else {
-            format!("rate({hours} hours)")
         };
         self.client
             .rotate_secret()

@@ -63,7 +63,11 @@ impl SsmTokens {
             Err(e) if e.as_service_error().is_some_and(is_not_found) => return Ok(None),
             Err(e) => return Err(AwsError::from_sdk("ssm:ListTagsForResource", e)),
         };
-        Ok(Some(StoredParameter { value, tags }))
+        Ok(Some(StoredParameter {
+            value,
+            tags,
+            rotation_schedule: None,
+        }))
     }
 
     /// Creates the parameter with tags. `Ok(false)` if it already exists (a concurrent run).

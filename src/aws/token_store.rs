@@ -39,6 +39,49 @@ pub struct StoredParameter {
     pub value: Secret,
     /// The parameter's (or secret's) tags.
     pub tags: BTreeMap<String, String>,
+    /// The store's own rotation schedule (Secrets Manager only).
+    pub rotation_schedule: Option<RotationSchedule>,
+}
+
+/// A secret's rotation configuration as Secrets Manager describes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RotationSchedule {
+    /// `RotationEnabled`.
+    pub enabled: bool,
+    /// `RotationLambdaARN`.
+    pub function: Option<String>,
+    /// `RotationRules.ScheduleExpression`, e.g. `rate(30 days)`.
+    pub expression: Option<String>,
+    /// `RotationRules.AutomaticallyAfterDays` (also filled in by AWS for `rate(N days)`).
+    pub after_days: Option<i64>,
+}
+
+impl RotationSchedule {
+    /// True when it rotates with `function` on `expression` (a `rate(N days)` expression
+    /// also matches a schedule described only as N days).
+    pub fn is(&self, function: &str, expression: &str) -> bool {
+        let days = expression
+            .strip_prefix("rate(")
+            .and_then(|r| r.strip_suffix(" days)").or_else(|| r.strip_suffix(" day)")))
+            .and_then(|n| n.trim().parse::<i64>().ok());
+        self.enabled
+            && self.function.as_deref() == Some(function)
+            && match &self.expression {
+                Some(e) => e.trim() == expression,
+                None => days.is_some() && self.after_days == days,
+            }
+    }
+}
+
+/// The Secrets Manager schedule expression for a rotation period: whole days as
+/// `rate(N days)`, otherwise `rate(N hours)` (Secrets Manager's minimum is 4 hours).
+pub fn rotation_expression(every: std::time::Duration) -> String {
+    let hours = (every.as_secs() / 3600).max(4);
+    if hours % 24 == 0 {
+        format!("rate({} days)", hours / 24)
+    } else {
+        format!("rate({hours} hours)")
+    }
 }
 
 /// The configured token store.
@@ -126,15 +169,24 @@ impl TokenStore {
         }
     }
 
-    /// Turns on the store's own rotation schedule (Secrets Manager only).
+    /// Sets the store's own rotation schedule (Secrets Manager with a rotation function).
     pub async fn schedule_rotation(
         &self,
         svc: &ServiceId,
-        every: std::time::Duration,
+        expression: &str,
     ) -> Result<(), AwsError> {
         match self {
             TokenStore::Ssm(_) => Ok(()),
-            TokenStore::SecretsManager(s) => s.schedule_rotation(svc, every).await,
+            TokenStore::SecretsManager(s) => s.schedule_rotation(svc, expression).await,
+        }
+    }
+
+    /// The rotation function the store's own schedule invokes, when there is one
+    /// (Secrets Manager with `ECS_TUNNELS_ROTATION_FUNCTION_ARN`).
+    pub fn rotation_function(&self) -> Option<&str> {
+        match self {
+            TokenStore::Ssm(_) => None,
+            TokenStore::SecretsManager(s) => s.rotation_function(),
         }
     }
 
