@@ -2,7 +2,7 @@
 //! invocations; otherwise a CLI.
 
 use clap::Parser;
-use ecs_tunnels::{cli, config::Config, context::Deps, doors::lambda, logging};
+use ecs_tunnels::{cli, config::Config, doors::lambda, logging};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -22,14 +22,7 @@ fn main() -> ExitCode {
     if lambda_mode {
         logging::init_json();
         runtime.block_on(async {
-            let deps = match Config::from_env() {
-                Ok(c) => Deps::build(c).await,
-                Err(e) => Err(e),
-            };
-            if let Err(e) = &deps {
-                tracing::error!(error = %e, "configuration error");
-            }
-            match lambda::serve(deps).await {
+            match lambda::serve(lambda::Init::new(Config::from_env())).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %e, "runtime stopped");

@@ -578,3 +578,48 @@ async fn a_status_tag_that_cannot_be_written_is_reported_not_retried() {
         .contains_key("ecs-tunnels:status"));
     assert_eq!(w.live_tunnels().await.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_cold_start_is_retried_by_the_next_invocation() {
+    // Reading the API token fails at cold start (here: the parameter is not there yet).
+    // The container must not stay "misconfigured" for the rest of its life: the next
+    // invocation tries again.
+    let mut w = World::start().await;
+    let mut env: Vec<(String, String)> = w
+        .env()
+        .into_iter()
+        .filter(|(k, _)| k != "CLOUDFLARE_API_TOKEN")
+        .collect();
+    env.push((
+        "CLOUDFLARE_API_TOKEN_PARAMETER".into(),
+        "/cloudflare/api-token".into(),
+    ));
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_ecs-tunnels"));
+    w.functions
+        .push(devtools::function::FunctionProcess::spawn(bin, &w.rt.endpoint(), &env).unwrap());
+    w.seed("demo", "web", &exposed("web.example.com")).await;
+    let inv = w.invoke(task_event("demo", "web", false)).await;
+    match &inv.outcome {
+        devtools::runtime_api::Outcome::Error { error_message, .. } => assert!(
+            error_message.contains("/cloudflare/api-token"),
+            "{error_message}"
+        ),
+        other => panic!("expected an error, got {other:?}"),
+    }
+    aws_sdk_ssm::Client::new(&w.sdk)
+        .put_parameter()
+        .name("/cloudflare/api-token")
+        .value(API_TOKEN)
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .send()
+        .await
+        .unwrap();
+    let resp = w.invoke_ok(task_event("demo", "web", false)).await;
+    assert_eq!(
+        resp["outcomes"][0]["state"],
+        "ready",
+        "{resp}\n{}",
+        w.output()
+    );
+    assert!(!w.output().contains(API_TOKEN));
+}

@@ -3,6 +3,7 @@
 //! Lambda (or SQS) retries it; bad tags and conflicts are not, because a retry cannot
 //! fix them (the status tag says what to do).
 
+use crate::config::Config;
 use crate::context::Deps;
 use crate::doors::events::{recognise, sqs_batch, BatchItem, Trigger};
 use crate::doors::run::{reconcile_many, Work};
@@ -13,13 +14,51 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use tracing::{info, warn};
 
-/// Serves Lambda invocations until the runtime stops. `deps` is the result of the cold
-/// start: a configuration error is reported on every invocation.
-pub async fn serve(deps: Result<Deps, String>) -> Result<(), Error> {
-    let deps = &deps;
+/// The function's dependencies, built at cold start and, when that failed, again on
+/// each invocation until it works: one SSM or Secrets Manager throttle while reading the
+/// API token must not leave the container misconfigured for the rest of its life. A
+/// configuration error in the environment cannot change in a running container, so it
+/// is kept.
+pub struct Init {
+    config: Result<Config, String>,
+    deps: tokio::sync::OnceCell<Deps>,
+}
+
+impl Init {
+    /// Starts from the configuration read from the environment.
+    pub fn new(config: Result<Config, String>) -> Self {
+        Init {
+            config,
+            deps: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// The dependencies, building them if no earlier attempt succeeded.
+    pub async fn deps(&self) -> Result<&Deps, String> {
+        let config = self.config.as_ref().map_err(Clone::clone)?;
+        self.deps
+            .get_or_try_init(|| async {
+                let built = Deps::build(config.clone()).await;
+                if let Err(e) = &built {
+                    tracing::error!(error = %e, "initialisation failed; the next invocation tries again");
+                }
+                built
+            })
+            .await
+    }
+}
+
+/// Serves Lambda invocations until the runtime stops. Initialisation is tried at cold
+/// start and retried by each invocation until it succeeds.
+pub async fn serve(init: Init) -> Result<(), Error> {
+    if let Err(e) = init.deps().await {
+        tracing::error!(error = %e, "configuration error");
+    }
+    let init = &init;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        let deps = init.deps().await;
         // A CloudFormation request is always answered, even by a misconfigured install.
-        if let (Err(e), Some(_)) = (deps, event.payload.get("ResponseURL")) {
+        if let (Err(e), Some(_)) = (&deps, event.payload.get("ResponseURL")) {
             let deadline = event.context.deadline();
             return crate::doors::custom_resource::handle(
                 Err(e.as_str()),
