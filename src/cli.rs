@@ -6,7 +6,7 @@
 
 use crate::config::Config;
 use crate::context::Deps;
-use crate::doors::run::{managed_services, reconcile_many, Work};
+use crate::doors::run::{managed_services, reconcile_many};
 use crate::ownership::ServiceId;
 use crate::reconcile::{Mode, Outcome, State};
 use clap::{Args, Parser, Subcommand};
@@ -90,8 +90,51 @@ pub const EXIT_USAGE: u8 = 2;
 /// Exit code: transient failure.
 pub const EXIT_RETRY: u8 = 3;
 
-/// Runs the CLI.
+/// Which services a command is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Which {
+    /// Every managed service in the covered clusters.
+    All,
+    /// One service.
+    One(ServiceId),
+}
+
+/// `--cluster C --service S`, a service ARN, or `--all`; a usage error otherwise.
+fn which(cluster: Option<&str>, service: Option<&str>, all: bool) -> Result<Which, String> {
+    match (service, all) {
+        (None, true) => Ok(Which::All),
+        (Some(s), false) => ServiceId::from_arn(s)
+            .or_else(|| cluster.map(|c| ServiceId::new(crate::ownership::cluster_name(c), s)))
+            .map(Which::One)
+            .ok_or_else(|| {
+                format!("give --cluster with the service name {s:?} (or the service's full ARN)")
+            }),
+        _ => Err("give --cluster C --service S, or --all".into()),
+    }
+}
+
+/// Runs the CLI. The arguments are checked first, so a usage error (exit 2) is found
+/// before the environment is read or anything is called.
 pub async fn run(cli: Cli) -> ExitCode {
+    let selection = match &cli.command {
+        Command::Plan(t) | Command::Apply(t) => {
+            which(t.cluster.as_deref(), t.service.as_deref(), t.all).map(Some)
+        }
+        Command::Rotate {
+            cluster,
+            service,
+            all,
+            ..
+        } => which(cluster.as_deref(), service.as_deref(), *all).map(Some),
+        Command::Sweep { .. } => Ok(None),
+    };
+    let selection = match selection {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     let config = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {
@@ -141,37 +184,32 @@ pub async fn run(cli: Cli) -> ExitCode {
             }
         };
     }
+    let Some(selection) = selection else {
+        unreachable!("only sweep has no selection")
+    };
     if let Command::Rotate {
-        cluster,
-        service,
-        all,
         compromised,
         dry_run,
         json,
+        ..
     } = &cli.command
     {
-        return rotate(
-            &deps,
-            cluster.as_deref(),
-            service.as_deref(),
-            *all,
-            *compromised,
-            *dry_run,
-            *json,
-        )
-        .await;
+        return rotate(&deps, &selection, *compromised, *dry_run, *json).await;
     }
-    let (mode, json, work) = match cli.command {
-        Command::Plan(t) => (Mode::Plan, t.json, select(&deps, &t).await),
-        Command::Apply(t) => (Mode::Apply, t.json, select(&deps, &t).await),
+    let (mode, json) = match &cli.command {
+        Command::Plan(t) => (Mode::Plan, t.json),
+        Command::Apply(t) => (Mode::Apply, t.json),
         Command::Sweep { .. } | Command::Rotate { .. } => unreachable!("handled above"),
     };
-    let work = match work {
-        Ok(w) => w,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(EXIT_RETRY);
-        }
+    let work = match selection {
+        Which::All => match managed_services(&deps).await {
+            Ok(w) => w,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_RETRY);
+            }
+        },
+        Which::One(id) => vec![(id, None)],
     };
     let outcomes = reconcile_many(&deps, work, mode, &Default::default()).await;
     if json {
@@ -193,40 +231,28 @@ pub async fn run(cli: Cli) -> ExitCode {
 
 async fn rotate(
     deps: &Deps,
-    cluster: Option<&str>,
-    service: Option<&str>,
-    all: bool,
+    selection: &Which,
     compromised: bool,
     dry_run: bool,
     json: bool,
 ) -> ExitCode {
     use crate::rotate::{rotate_due, rotate_service, Reason};
-    let outcomes = match (service, all) {
-        (Some(s), _) => {
-            let Some(id) = ServiceId::from_arn(s)
-                .or_else(|| cluster.map(|c| ServiceId::new(crate::ownership::cluster_name(c), s)))
-            else {
-                eprintln!("error: give --cluster with a service name (or the service's full ARN)");
-                return ExitCode::from(EXIT_USAGE);
-            };
+    let outcomes = match selection {
+        Which::One(id) => {
             let reason = if compromised {
                 Reason::Compromised
             } else {
                 Reason::Manual
             };
-            vec![rotate_service(deps, &id, reason, true, dry_run).await]
+            vec![rotate_service(deps, id, reason, true, dry_run).await]
         }
-        (None, true) => match rotate_due(deps, dry_run).await {
+        Which::All => match rotate_due(deps, dry_run).await {
             Ok(o) => o,
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::from(EXIT_RETRY);
             }
         },
-        (None, false) => {
-            eprintln!("error: give --cluster C --service S, or --all");
-            return ExitCode::from(EXIT_USAGE);
-        }
     };
     if json {
         println!(
@@ -256,24 +282,6 @@ async fn rotate(
     } else {
         ExitCode::SUCCESS
     }
-}
-
-async fn select(deps: &Deps, t: &Target) -> Result<Vec<Work>, String> {
-    if t.all {
-        return managed_services(deps).await.map_err(|e| e.to_string());
-    }
-    let service = t
-        .service
-        .as_deref()
-        .ok_or("give --cluster C --service S, or --all")?;
-    let id = ServiceId::from_arn(service)
-        .or_else(|| {
-            t.cluster
-                .as_deref()
-                .map(|c| ServiceId::new(crate::ownership::cluster_name(c), service))
-        })
-        .ok_or("give --cluster with a service name (or the service's full ARN)")?;
-    Ok(vec![(id, None)])
 }
 
 fn describe(o: &Outcome) -> String {

@@ -217,3 +217,47 @@ async fn cli_plan_writes_nothing_and_apply_converges() {
     assert_eq!(code, 0);
     assert!(out.contains("plan") && out.contains("apply") && out.contains("sweep"));
 }
+
+/// Runs the CLI with exactly `env` (plus PATH).
+fn cli_with(env: &[(&str, &str)], args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ecs-tunnels"))
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .output()
+        .expect("run cli");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn usage_errors_exit_2_before_any_configuration_is_read() {
+    // A usage error is the person's mistake, not a transient failure (3): it exits 2,
+    // names the missing argument, and is found before the environment is checked (no
+    // CLOUDFLARE_ACCOUNT_ID here) and before anything is called.
+    for args in [
+        &["plan", "--service", "web"][..],
+        &["apply", "--service", "web"],
+        &["rotate", "--service", "web"],
+        &["rotate"],
+    ] {
+        let (code, out, err) = cli_with(&[], args);
+        assert_eq!(code, 2, "{args:?}: {out}{err}");
+        assert!(
+            err.contains("--cluster") || err.contains("--all"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("CLOUDFLARE_ACCOUNT_ID"), "{args:?}: {err}");
+    }
+    // Arguments right, environment wrong: also 2 (a misconfigured install), naming it.
+    let (code, _, err) = cli_with(&[], &["plan", "--cluster", "demo", "--service", "web"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("CLOUDFLARE_ACCOUNT_ID"), "{err}");
+    // clap's own usage errors are 2 as well.
+    let (code, _, _) = cli_with(&[], &["plan", "--bogus"]);
+    assert_eq!(code, 2);
+}
