@@ -22,7 +22,7 @@ struct Args {
     /// The ecs-tunnels binary to run as the Lambda function.
     #[arg(long, default_value = "target/debug/ecs-tunnels")]
     binary: PathBuf,
-    /// Show the function's JSON log lines.
+    /// Show the function's log lines beside the step that produced them.
     #[arg(long)]
     logs: bool,
 }
@@ -34,6 +34,79 @@ const API_TOKEN: &str = "demo-api-token";
 
 fn title(t: &str) {
     println!("\n== {t}");
+}
+
+/// An invocation's answer, readably: one line per service (state, tunnel, the changes
+/// made, or what went wrong) and the Cloudflare calls it cost.
+fn show_response(inv: &devtools::runtime_api::Invocation) {
+    let Some(r) = inv.outcome.response() else {
+        println!("invocation failed: {:?}", inv.outcome);
+        return;
+    };
+    println!("answered in {} ms", inv.duration.as_millis());
+    for o in r["outcomes"].as_array().into_iter().flatten() {
+        let svc = format!(
+            "{}/{}",
+            o["service"]["cluster"].as_str().unwrap_or(""),
+            o["service"]["service"].as_str().unwrap_or("")
+        );
+        let mut line = format!("  {svc}: {}", o["state"].as_str().unwrap_or("?"));
+        if let Some(t) = o["tunnel_id"].as_str() {
+            line.push_str(&format!(" (tunnel {t})"));
+        }
+        println!("{line}");
+        let changes: Vec<&str> = o["changes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["kind"].as_str())
+            .collect();
+        if !changes.is_empty() {
+            println!("    changes: {}", changes.join(", "));
+        }
+        if let Some(e) = o["error"].as_str() {
+            println!("    error: {e}");
+        }
+    }
+    for why in r["ignored"].as_array().into_iter().flatten() {
+        println!("  ignored: {}", why.as_str().unwrap_or(""));
+    }
+    println!("  Cloudflare calls: {}", r["cloudflare_calls"]);
+}
+
+/// The function's log lines printed since `from`, one readable line each.
+fn show_logs(function: &FunctionProcess, from: &mut usize) {
+    let lines = function.output_lines();
+    for l in lines.iter().skip(*from) {
+        let Ok(v) = serde_json::from_str::<Value>(l) else {
+            println!("    | {l}");
+            continue;
+        };
+        let fields = &v["fields"];
+        let message = fields["message"].as_str().unwrap_or("");
+        let extra: Vec<String> = fields
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| *k != "message" && *k != "detail")
+            .map(|(k, v)| {
+                format!(
+                    "{k}={}",
+                    v.as_str().map(str::to_string).unwrap_or(v.to_string())
+                )
+            })
+            .collect();
+        if v.get("_aws").is_some() {
+            println!("    | [metrics] CloudWatch EMF line ({} bytes)", l.len());
+        } else {
+            println!(
+                "    | [{}] {message} {}",
+                v["level"].as_str().unwrap_or(""),
+                extra.join(" ")
+            );
+        }
+    }
+    *from = lines.len();
 }
 
 fn event(name: &str) -> Value {
@@ -178,6 +251,7 @@ async fn main() {
     });
     let sim = cloudflare_sim::start(SimOptions {
         api_token: API_TOKEN.into(),
+        server_shapes: true,
         ..Default::default()
     })
     .await
@@ -221,18 +295,15 @@ async fn main() {
     rt.wait_for_pollers(1, Duration::from_secs(20)).await;
 
     title("Lambda invocation: ECS Task State Change (RUNNING) for demo/web");
+    let mut logged = 0;
     let inv = rt
         .invoke(event("ecs-task-running.json"), Duration::from_secs(60))
         .await
         .expect("invoke");
-    println!(
-        "response ({} ms): {}",
-        inv.duration.as_millis(),
-        inv.outcome
-            .response()
-            .map(|r| r.to_string())
-            .unwrap_or_else(|| format!("{:?}", inv.outcome))
-    );
+    show_response(&inv);
+    if args.logs {
+        show_logs(&function, &mut logged);
+    }
 
     title("What exists now");
     show_everything(&http, &sim.hooks_url, &sdk).await;
@@ -278,15 +349,12 @@ async fn main() {
         .json()
         .await
         .expect("json");
+    show_response(&inv);
+    if args.logs {
+        show_logs(&function, &mut logged);
+    }
     println!(
-        "response: {}",
-        inv.outcome
-            .response()
-            .map(|r| r["outcomes"][0]["state"].to_string())
-            .unwrap_or_default()
-    );
-    println!(
-        "Cloudflare calls: {} (writes: {})",
+        "  as the simulator counted them: {} calls, {} writes",
         counters["total"], counters["writes"]
     );
 
@@ -305,24 +373,19 @@ async fn main() {
         )
         .await
         .expect("invoke");
-    println!(
-        "response: {}",
-        inv.outcome
-            .response()
-            .map(|r| r.to_string())
-            .unwrap_or_else(|| format!("{:?}", inv.outcome))
-    );
+    show_response(&inv);
+    if args.logs {
+        show_logs(&function, &mut logged);
+    }
 
     title("What exists now");
     show_everything(&http, &sim.hooks_url, &sdk).await;
 
     title("Stopping everything");
     let logs = function.stop().await;
-    if args.logs {
-        println!("{logs}");
-    } else {
+    if !args.logs {
         println!(
-            "(function logged {} lines; run with --logs to see them)",
+            "(the function logged {} lines; run with --logs to see them beside each step)",
             logs.lines().count()
         );
     }
