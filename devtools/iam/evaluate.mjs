@@ -18,6 +18,7 @@
 // keys the caller could not supply (not in knownKeys) that mattered. Those come from a second
 // run in Discovery mode, where keys outside knownKeys count as unknown; discoveryResult says
 // what that run concluded (e.g. Strict denies but Discovery allows "if these conditions hold").
+// The second run is skipped for roles whose policies have no Condition at all.
 import { createInterface } from 'node:readline';
 import { isWildcardOnlyAction, runSimulation } from '@cloud-copilot/iam-simulate';
 
@@ -72,24 +73,30 @@ async function evaluateOne(item) {
     return { result: 'Error', wildcardOnly, errors: [JSON.stringify(strict.errors)] };
   }
   const strictOne = firstResult(strict);
+  const base = {
+    result: strict.overallResult,
+    ignoredContextKeys: strictOne?.ignoredContextKeys ?? [],
+    resourceType: strictOne?.resourceType ?? null,
+    wildcardOnly,
+    errors: [],
+  };
+  // Without any condition in the role's policies nothing can hinge on an unknown key.
+  if (!role.hasConditions) return { ...base, discoveryResult: strict.overallResult, unjudged: [] };
   const constraints = (item.knownKeys ?? []).map((keyName) => ({ keyName, presenceIsKnown: true, valueIsKnown: true }));
   const discovery = await runSimulation(simulation, { simulationMode: 'Discovery', discoveryContextKeyConstraints: constraints });
   const discoveryOne = discovery.resultType === 'error' ? undefined : firstResult(discovery);
   return {
-    result: strict.overallResult,
+    ...base,
     discoveryResult: discovery.resultType === 'error' ? 'Error' : discovery.overallResult,
-    ignoredContextKeys: strictOne?.ignoredContextKeys ?? [],
-    resourceType: strictOne?.resourceType ?? null,
-    wildcardOnly,
     unjudged: flattenIgnored(discoveryOne?.analysis),
-    errors: [],
   };
 }
 
 async function handle(msg) {
   if (msg.op === 'load') {
     for (const [name, role] of Object.entries(msg.roles ?? {})) {
-      roles.set(name, { policies: role.policies ?? [] });
+      const policies = role.policies ?? [];
+      roles.set(name, { policies, hasConditions: JSON.stringify(policies).includes('"Condition"') });
     }
     return { id: msg.id, ok: true };
   }

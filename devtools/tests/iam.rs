@@ -166,11 +166,18 @@ fn current_template_with_readme_parameters() {
 async fn api_token_parameter_with_leading_slash_known_template_bug() {
     let moto = Moto::start().await.expect("moto");
     let started = Instant::now();
-    let auth = IamAuthorizer::for_template(&iam::readme_parameters(), &moto.endpoint())
+    let expanded = iam::expanded_template().expect("expand");
+    let expand_time = started.elapsed();
+    let started = Instant::now();
+    let resolved =
+        ResolvedTemplate::resolve(&expanded, &iam::readme_parameters()).expect("resolve");
+    let resolve_time = started.elapsed();
+    let started = Instant::now();
+    let auth = IamAuthorizer::start(resolved, &moto.endpoint())
         .await
         .expect("authorizer");
     println!(
-        "authorizer start (cached expansion + Node + policy load): {:?}",
+        "cost: SAM expansion {expand_time:?} (once per test process), resolve {resolve_time:?}, Node start + policy load {:?}",
         started.elapsed()
     );
     let get = call(
