@@ -12,15 +12,15 @@
 //     -> {"id":2,"results":[{"result":"Allowed"|"ImplicitlyDenied"|"ExplicitlyDenied"|"Error", ...}]}
 //
 // Each result carries: result (Strict mode: the request context exactly as given, absent keys
-// absent), ignoredContextKeys (given keys iam-data does not list for this action/resource, so
-// the simulator dropped them), wildcardOnly (iam-data: the action takes no resource-level
+// absent), ignoredContextKeys (given keys iam-data does not know at all, or does not list for
+// this action/resource, so they were dropped), wildcardOnly (iam-data: the action takes no resource-level
 // scope), errors (policy or request validation errors), and unjudged: the conditions whose
 // keys the caller could not supply (not in knownKeys) that mattered. Those come from a second
 // run in Discovery mode, where keys outside knownKeys count as unknown; discoveryResult says
 // what that run concluded (e.g. Strict denies but Discovery allows "if these conditions hold").
 // The second run is skipped for roles whose policies have no Condition at all.
 import { createInterface } from 'node:readline';
-import { isWildcardOnlyAction, runSimulation } from '@cloud-copilot/iam-simulate';
+import { isWildcardOnlyAction, runSimulation, typeForContextKey } from '@cloud-copilot/iam-simulate';
 
 const roles = new Map();
 
@@ -57,12 +57,25 @@ async function evaluateOne(item) {
   } catch (e) {
     return { result: 'Error', errors: [`unknown action ${item.action} (iam-data has no such action): ${e.message ?? e}`] };
   }
+  // iam-data spells some service tag keys literally (secretsmanager:ResourceTag/tag-key,
+  // ssm:resourceTag/tag-key) and the simulator rejects a request naming a key it cannot type:
+  // drop those and report them with the ignored keys.
+  const contextVariables = {};
+  const unknownKeys = [];
+  for (const [key, value] of Object.entries(item.context ?? {})) {
+    try {
+      await typeForContextKey(key);
+      contextVariables[key] = value;
+    } catch {
+      unknownKeys.push(key);
+    }
+  }
   const simulation = {
     request: {
       principal: item.principal,
       action: item.action,
       resource: { resource: item.resource, accountId: item.accountId },
-      contextVariables: item.context ?? {},
+      contextVariables,
     },
     identityPolicies: role.policies,
     serviceControlPolicies: [],
@@ -75,7 +88,7 @@ async function evaluateOne(item) {
   const strictOne = firstResult(strict);
   const base = {
     result: strict.overallResult,
-    ignoredContextKeys: strictOne?.ignoredContextKeys ?? [],
+    ignoredContextKeys: [...unknownKeys, ...(strictOne?.ignoredContextKeys ?? [])],
     resourceType: strictOne?.resourceType ?? null,
     wildcardOnly,
     errors: [],

@@ -572,3 +572,77 @@ async fn injected_faults_look_like_aws_errors() {
     );
     let _ = BTreeMap::<String, String>::new();
 }
+
+/// Secrets are judged on their full ARN with their current tags; RotateSecret's implied
+/// `lambda:InvokeFunction` is not granted by the current template (a finding, not a bug
+/// of this test: flip the expectation once the template grants it).
+#[tokio::test]
+async fn secrets_are_judged_on_their_full_arn_and_tags() {
+    let moto = Moto::start().await.expect("moto");
+    let created: Value = reqwest::Client::new()
+        .post(format!("{}/", moto.endpoint()))
+        .header("x-amz-target", "secretsmanager.CreateSecret")
+        .header("content-type", "application/x-amz-json-1.1")
+        .header(
+            "authorization",
+            "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/secretsmanager/aws4_request, SignedHeaders=host, Signature=0",
+        )
+        .body(json!({"Name": "ecs-tunnels/prod/web/token", "SecretString": "t", "Tags": [{"Key": "ecs-tunnels:owner", "Value": "me"}]}).to_string())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let arn = created["ARN"].as_str().expect("ARN").to_string();
+    let auth = IamAuthorizer::for_template(&iam::readme_parameters(), &moto.endpoint())
+        .await
+        .expect("authorizer");
+    let checks = auth
+        .check(
+            "SweepFunction",
+            &call(
+                "secretsmanager",
+                "DescribeSecret",
+                json!({"SecretId": "ecs-tunnels/prod/web/token"}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        checks[0].request.resource, arn,
+        "the full ARN, suffix included"
+    );
+    assert_eq!(
+        checks[0].request.context["aws:ResourceTag/ecs-tunnels:owner"],
+        json!("me")
+    );
+    assert_eq!(
+        checks[0].result.result,
+        Decision::Allowed,
+        "{:?}",
+        checks[0].result
+    );
+    assert!(checks[0].result.errors.is_empty());
+
+    let rotation_function = auth.template().functions["SecretsRotationFunction"]
+        .arn
+        .clone();
+    let rotate = call(
+        "secretsmanager",
+        "RotateSecret",
+        json!({"SecretId": "ecs-tunnels/prod/web/token", "RotationLambdaARN": rotation_function, "RotateImmediately": false}),
+    );
+    for function in ["EventsFunction", "SweepFunction"] {
+        let checks = auth.check(function, &rotate).await.unwrap();
+        let verdicts: Vec<(&str, Decision)> = checks
+            .iter()
+            .map(|c| (c.request.action.as_str(), c.result.result))
+            .collect();
+        assert_eq!(
+            verdicts,
+            [("secretsmanager:RotateSecret", Decision::Allowed), ("lambda:InvokeFunction", Decision::ImplicitlyDenied)],
+            "{function}: the current template grants no lambda:InvokeFunction on the rotation function"
+        );
+    }
+}

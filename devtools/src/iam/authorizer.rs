@@ -134,8 +134,13 @@ impl IamAuthorizer {
                     ));
                 }
                 for k in &c.result.ignored_context_keys {
+                    // One line per tag-key family, not per tag.
+                    let k = match k.to_ascii_lowercase().find("tag/") {
+                        Some(i) => format!("{}*", &k[..i + 4]),
+                        None => k.clone(),
+                    };
                     push(format!(
-                        "{}: context key {k} not used by iam-data for this action/resource",
+                        "{}: context key {k} dropped (iam-data does not know it for this action/resource)",
                         c.request.action
                     ));
                 }

@@ -96,23 +96,24 @@ impl IamRequest {
         self
     }
 
-    /// `aws:ResourceTag/<k>` plus the service's own spelling (`service_prefix` such as
-    /// `ecs:ResourceTag/`) from the resource's current tags.
-    fn resource_tags(
-        mut self,
-        tags: Option<&BTreeMap<String, String>>,
-        service_prefix: &str,
-    ) -> IamRequest {
+    /// `aws:ResourceTag/<k>` from the resource's current tags, plus `ecs:ResourceTag/<k>`
+    /// when `ecs` (iam-data lists it for ECS resources). Secrets Manager's and SSM's own
+    /// spellings (`secretsmanager:ResourceTag/<k>`, `ssm:resourceTag/<k>`) are not supplied:
+    /// the simulator cannot type them, so conditions on them stay unjudged.
+    fn resource_tags(mut self, tags: Option<&BTreeMap<String, String>>, ecs: bool) -> IamRequest {
         if let Some(tags) = tags {
             for (k, v) in tags {
                 self.context
                     .insert(format!("aws:ResourceTag/{k}"), json!(v));
-                self.context
-                    .insert(format!("{service_prefix}{k}"), json!(v));
+                if ecs {
+                    self.context
+                        .insert(format!("ecs:ResourceTag/{k}"), json!(v));
+                }
             }
             self.known_keys.push("/^aws:resourcetag\\//".into());
-            let escaped = service_prefix.to_ascii_lowercase().replace('/', "\\/");
-            self.known_keys.push(format!("/^{escaped}/"));
+            if ecs {
+                self.known_keys.push("/^ecs:resourcetag\\//".into());
+            }
         }
         self
     }
@@ -321,7 +322,7 @@ pub fn map_call(
                     let tags = facts.tags.get(&arn);
                     IamRequest::new(&act, arn.clone())
                         .ctx("ecs:cluster", ecs_cluster_arn(region, cluster))
-                        .resource_tags(Some(tags.unwrap_or(&BTreeMap::new())), "ecs:ResourceTag/")
+                        .resource_tags(Some(tags.unwrap_or(&BTreeMap::new())), true)
                 })
                 .collect()
         }
@@ -330,7 +331,7 @@ pub fn map_call(
             let arn = ecs_service_arn(region, cluster, s);
             let mut r = IamRequest::new(&act, arn.clone())
                 .ctx("ecs:cluster", ecs_cluster_arn(region, cluster))
-                .resource_tags(Some(facts.tags.get(&arn).unwrap_or(&BTreeMap::new())), "ecs:ResourceTag/");
+                .resource_tags(Some(facts.tags.get(&arn).unwrap_or(&BTreeMap::new())), true);
             if let Some(td) = str_at(params, "taskDefinition") {
                 r = r.ctx("ecs:task-definition", td);
             }
@@ -340,17 +341,17 @@ pub fn map_call(
             let arn = str_at(params, "resourceArn").ok_or_else(|| missing("resourceArn"))?;
             vec![IamRequest::new(&act, arn)
                 .request_tags(&tags_at(params, "tags"))
-                .resource_tags(Some(facts.tags.get(arn).unwrap_or(&BTreeMap::new())), "ecs:ResourceTag/")]
+                .resource_tags(Some(facts.tags.get(arn).unwrap_or(&BTreeMap::new())), true)]
         }
         ("ecs", "UntagResource") => {
             let arn = str_at(params, "resourceArn").ok_or_else(|| missing("resourceArn"))?;
             vec![IamRequest::new(&act, arn)
                 .tag_keys(&strings_at(params, "tagKeys"))
-                .resource_tags(Some(facts.tags.get(arn).unwrap_or(&BTreeMap::new())), "ecs:ResourceTag/")]
+                .resource_tags(Some(facts.tags.get(arn).unwrap_or(&BTreeMap::new())), true)]
         }
         ("ecs", "ListTagsForResource") => {
             let arn = str_at(params, "resourceArn").ok_or_else(|| missing("resourceArn"))?;
-            vec![IamRequest::new(&act, arn).resource_tags(Some(facts.tags.get(arn).unwrap_or(&BTreeMap::new())), "ecs:ResourceTag/")]
+            vec![IamRequest::new(&act, arn).resource_tags(Some(facts.tags.get(arn).unwrap_or(&BTreeMap::new())), true)]
         }
         // No resource-level permissions (iam-data lists no resource type for these).
         ("ecs", "DescribeTaskDefinition" | "ListClusters") => vec![IamRequest::new(&act, "*")],
@@ -391,7 +392,7 @@ pub fn map_call(
             }
             let id = str_at(params, "ResourceId").ok_or_else(|| missing("ResourceId"))?;
             let mut r = IamRequest::new(&act, ssm_parameter_arn(region, id))
-                .resource_tags(Some(facts.tags.get(id).unwrap_or(&BTreeMap::new())), "ssm:resourceTag/");
+                .resource_tags(Some(facts.tags.get(id).unwrap_or(&BTreeMap::new())), false);
             r = match operation {
                 "AddTagsToResource" => r.request_tags(&tags_at(params, "Tags")),
                 "RemoveTagsFromResource" => r.tag_keys(&strings_at(params, "TagKeys")),
@@ -449,7 +450,7 @@ pub fn map_call(
             let empty = BTreeMap::new();
             let mut r = IamRequest::new(&act, arn)
                 .ctx("secretsmanager:SecretId", id)
-                .resource_tags(Some(known.map(|s| &s.tags).unwrap_or(&empty)), "secretsmanager:ResourceTag/");
+                .resource_tags(Some(known.map(|s| &s.tags).unwrap_or(&empty)), false);
             match known.and_then(|s| s.rotation_lambda_arn.clone()) {
                 Some(l) => r = r.ctx("secretsmanager:resource/AllowRotationLambdaArn", l),
                 None => r = r.known("secretsmanager:resource/AllowRotationLambdaArn"),
@@ -515,7 +516,7 @@ fn ssm_request(act: &str, region: &str, name: &str, facts: &Facts) -> IamRequest
     let plain = name.split(':').next().unwrap_or(name);
     IamRequest::new(act, ssm_parameter_arn(region, name)).resource_tags(
         Some(facts.tags.get(plain).unwrap_or(&BTreeMap::new())),
-        "ssm:resourceTag/",
+        false,
     )
 }
 
@@ -764,7 +765,10 @@ mod tests {
             json!("AWSCURRENT")
         );
         assert_eq!(r.context["aws:ResourceTag/owner"], json!("me"));
-        assert_eq!(r.context["secretsmanager:ResourceTag/owner"], json!("me"));
+        assert!(
+            !r.context.contains_key("secretsmanager:ResourceTag/owner"),
+            "the simulator cannot type it"
+        );
         let missing = one(
             "secretsmanager",
             "DescribeSecret",
