@@ -114,6 +114,8 @@ struct Inner {
     closed: bool,
     /// `next` calls currently waiting for an event.
     polling: usize,
+    /// The event of every invocation handed out, by the `Root=` of its trace id.
+    traces: HashMap<String, Value>,
 }
 
 #[derive(Default)]
@@ -282,6 +284,18 @@ impl RuntimeApi {
         true
     }
 
+    /// The event of the invocation whose `Lambda-Runtime-Trace-Id` was `trace_id` (the
+    /// function's SDK sends it back as `x-amzn-trace-id`); matched by its `Root=` part.
+    pub fn event_for_trace(&self, trace_id: &str) -> Option<Value> {
+        self.invocation_events().get(trace_id)
+    }
+
+    /// A handle that answers [`event_for_trace`](Self::event_for_trace) from elsewhere
+    /// (e.g. an authorizer in the AWS proxy), for as long as the handle lives.
+    pub fn invocation_events(&self) -> InvocationEvents {
+        InvocationEvents(self.shared.clone())
+    }
+
     /// Number of events queued and not yet picked up by a function.
     pub fn queued(&self) -> usize {
         self.shared.lock().queue.len()
@@ -300,6 +314,26 @@ impl Drop for RuntimeApi {
         self.shared.queued.notify_waiters();
         self.server.abort();
     }
+}
+
+/// Looks up the event of an invocation by its trace id (see
+/// [`RuntimeApi::invocation_events`]).
+#[derive(Clone)]
+pub struct InvocationEvents(Arc<Shared>);
+
+impl InvocationEvents {
+    /// The event handed out with this trace id (full header value or just its `Root=`).
+    pub fn get(&self, trace_id: &str) -> Option<Value> {
+        self.0.lock().traces.get(trace_root(trace_id)).cloned()
+    }
+}
+
+/// The `Root=...` part of a trace header (the whole value when it has none).
+fn trace_root(trace: &str) -> &str {
+    trace
+        .split(';')
+        .find_map(|p| p.strip_prefix("Root="))
+        .unwrap_or(trace)
 }
 
 /// Withdraws an invocation (queued or in flight) when dropped.
@@ -384,6 +418,9 @@ async fn next(State(shared): State<Arc<Shared>>) -> Response {
                         tx: p.tx,
                     },
                 );
+                let trace = trace_id();
+                st.traces
+                    .insert(trace_root(&trace).to_string(), p.event.clone());
                 drop(st);
                 let mut headers = HeaderMap::new();
                 headers.insert("content-type", HeaderValue::from_static("application/json"));
@@ -393,7 +430,7 @@ async fn next(State(shared): State<Arc<Shared>>) -> Response {
                     "lambda-runtime-invoked-function-arn",
                     HeaderValue::from_static(FUNCTION_ARN),
                 );
-                headers.insert("lambda-runtime-trace-id", header(&trace_id()));
+                headers.insert("lambda-runtime-trace-id", header(&trace));
                 let body = serde_json::to_vec(&p.event).unwrap_or_default();
                 return (StatusCode::OK, headers, body).into_response();
             }

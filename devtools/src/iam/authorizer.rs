@@ -1,0 +1,519 @@
+//! [`IamAuthorizer`]: plugs the template's policies and the Node evaluator into the AWS
+//! proxy (see the module docs of [`crate::iam`] for which calls are evaluated as whom).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::evaluator::{Decision, EvalItem, EvalResult, Evaluator};
+use super::request::{self, Facts, IamRequest, Lookup, SecretFacts};
+use super::template::{ResolvedTemplate, REGION};
+use super::triggers::TriggerMap;
+use super::FUNCTION_ACCESS_KEY_ID;
+use crate::aws_proxy::{Authorization, Authorizer, CallInfo};
+use crate::runtime_api::{InvocationEvents, RuntimeApi};
+
+/// One evaluated (function, request) pair.
+#[derive(Debug, Clone)]
+pub struct Check {
+    /// The function (logical id) whose role was evaluated.
+    pub function: String,
+    /// The principal it was evaluated as.
+    pub principal: String,
+    /// The IAM request.
+    pub request: IamRequest,
+    /// The evaluator's answer.
+    pub result: EvalResult,
+}
+
+/// One call the authorizer evaluated.
+#[derive(Debug, Clone)]
+pub struct EvaluatedCall {
+    /// The call.
+    pub call: CallInfo,
+    /// The functions whose roles were evaluated.
+    pub functions: Vec<String>,
+    /// Why those functions (the trigger, or "cold start").
+    pub routing: String,
+    /// Every check made.
+    pub checks: Vec<Check>,
+    /// Set when the call could not be mapped or evaluated at all (then it was denied).
+    pub error: Option<String>,
+    /// Whether it was allowed.
+    pub allowed: bool,
+}
+
+/// Evaluates function-process calls against the template's policies (see [`crate::iam`]).
+pub struct IamAuthorizer {
+    template: Arc<ResolvedTemplate>,
+    triggers: TriggerMap,
+    evaluator: Evaluator,
+    moto: MotoLookup,
+    events: Mutex<Option<InvocationEvents>>,
+    log: Mutex<Vec<EvaluatedCall>>,
+}
+
+impl IamAuthorizer {
+    /// Loads every function's policies into a new evaluator; facts about existing resources
+    /// (tags, secret ARNs) are read from the moto at `moto_endpoint` (directly, not through
+    /// the proxy).
+    pub async fn start(
+        template: ResolvedTemplate,
+        moto_endpoint: &str,
+    ) -> Result<IamAuthorizer, String> {
+        let roles: BTreeMap<_, _> = template
+            .functions
+            .iter()
+            .map(|(id, f)| (id.clone(), f.policies.clone()))
+            .collect();
+        let evaluator = Evaluator::start(&roles).await?;
+        Ok(IamAuthorizer {
+            triggers: TriggerMap::from_template(&template),
+            template: Arc::new(template),
+            evaluator,
+            moto: MotoLookup::new(moto_endpoint),
+            events: Mutex::new(None),
+            log: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Resolves `infra/template.yaml` with `parameters` and starts an authorizer for it.
+    pub async fn for_template(
+        parameters: &BTreeMap<String, String>,
+        moto_endpoint: &str,
+    ) -> Result<IamAuthorizer, String> {
+        let t = ResolvedTemplate::resolve(&super::expanded_template()?, parameters)?;
+        Self::start(t, moto_endpoint).await
+    }
+
+    /// Learns each invocation's event from `rt` (by trace id), to pick the function whose
+    /// role applies. Without it, every call is evaluated against every function's role.
+    pub fn with_runtime(self, rt: &RuntimeApi) -> IamAuthorizer {
+        *self.events.lock().unwrap_or_else(|e| e.into_inner()) = Some(rt.invocation_events());
+        self
+    }
+
+    /// The resolved template.
+    pub fn template(&self) -> &ResolvedTemplate {
+        &self.template
+    }
+
+    /// The trigger → function map in use.
+    pub fn triggers(&self) -> &TriggerMap {
+        &self.triggers
+    }
+
+    /// Every call evaluated so far.
+    pub fn evaluated(&self) -> Vec<EvaluatedCall> {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Lines describing what the evaluator could not judge so far: conditions on keys we
+    /// could not supply, supplied keys iam-data does not know for the action, requests
+    /// built on an assumption (notes), calls that could not be mapped. Deduplicated.
+    pub fn unjudged(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let mut push = |s: String| {
+            if !out.contains(&s) {
+                out.push(s);
+            }
+        };
+        for e in self.log.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            if let Some(err) = &e.error {
+                push(format!("{}: {err}", e.call.name()));
+            }
+            for c in &e.checks {
+                for u in &c.result.unjudged {
+                    push(format!(
+                        "{} as {}: {} condition {} {} {:?} not judged (key not supplied)",
+                        c.request.action, c.function, u.effect, u.op, u.key, u.values
+                    ));
+                }
+                for k in &c.result.ignored_context_keys {
+                    // One line per tag-key family, not per tag.
+                    let k = match k.to_ascii_lowercase().find("tag/") {
+                        Some(i) => format!("{}*", &k[..i + 4]),
+                        None => k.clone(),
+                    };
+                    push(format!(
+                        "{}: context key {k} dropped (iam-data does not know it for this action/resource)",
+                        c.request.action
+                    ));
+                }
+                if let Some(n) = &c.request.note {
+                    push(format!(
+                        "{} on {}: {n}",
+                        c.request.action, c.request.resource
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    /// Evaluates `call` as if made by `function` (logical id); nothing is recorded. For
+    /// tests and one-off questions ("may SweepFunction GetParameter /x?").
+    pub async fn check(&self, function: &str, call: &CallInfo) -> Result<Vec<Check>, String> {
+        let requests = self.requests(call).await?;
+        self.evaluate(&[function.to_string()], &requests).await
+    }
+
+    async fn requests(&self, call: &CallInfo) -> Result<Vec<IamRequest>, String> {
+        let region = call.region.as_deref().unwrap_or(REGION);
+        let needed = request::lookups(&call.service, &call.operation, &call.params, region);
+        let facts = self.moto.facts(&needed).await;
+        request::map_call(&call.service, &call.operation, &call.params, region, &facts)
+    }
+
+    async fn evaluate(
+        &self,
+        functions: &[String],
+        requests: &[IamRequest],
+    ) -> Result<Vec<Check>, String> {
+        let mut items = Vec::new();
+        let mut owners = Vec::new();
+        for id in functions {
+            let f = self
+                .template
+                .functions
+                .get(id)
+                .ok_or_else(|| format!("no function {id} in the template"))?;
+            let principal = f.principal_arn();
+            for r in requests {
+                let mut r = r.clone();
+                add_principal_context(&mut r, f, REGION);
+                items.push(EvalItem {
+                    role: id.clone(),
+                    principal: principal.clone(),
+                    request: r,
+                });
+                owners.push(id.clone());
+            }
+        }
+        let results = self.evaluator.evaluate(&items).await?;
+        Ok(items
+            .into_iter()
+            .zip(results)
+            .zip(owners)
+            .map(|((item, result), function)| Check {
+                function,
+                principal: item.principal,
+                request: item.request,
+                result,
+            })
+            .collect())
+    }
+
+    fn route(&self, call: &CallInfo) -> (Vec<String>, String) {
+        let all: Vec<String> = self.template.functions.keys().cloned().collect();
+        let Some(trace) = &call.trace_id else {
+            return (
+                all,
+                "no trace id (cold-start initialisation): every function runs it".into(),
+            );
+        };
+        let events = self
+            .events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let Some(event) = events.and_then(|ev| ev.get(trace)) else {
+            return (
+                all,
+                format!("trace id {trace} unknown to the runtime emulator: every function"),
+            );
+        };
+        match self.triggers.functions_for_event(&event) {
+            Ok(fs) => {
+                let why = format!("invocation {trace} receives this event: {}", fs.join(", "));
+                (fs, why)
+            }
+            Err(e) => (all, format!("{e}: every function")),
+        }
+    }
+
+    async fn decide(&self, call: &CallInfo) -> Authorization {
+        if call.access_key_id.as_deref() != Some(FUNCTION_ACCESS_KEY_ID) {
+            return Authorization::Unevaluated;
+        }
+        let (functions, routing) = self.route(call);
+        let mut entry = EvaluatedCall {
+            call: call.clone(),
+            functions: functions.clone(),
+            routing: routing.clone(),
+            checks: vec![],
+            error: None,
+            allowed: false,
+        };
+        let outcome = match self.requests(call).await {
+            Err(e) => Err(e),
+            Ok(reqs) => self.evaluate(&functions, &reqs).await,
+        };
+        let verdict = match outcome {
+            Err(e) => {
+                entry.error = Some(e.clone());
+                let principal = functions
+                    .first()
+                    .and_then(|f| self.template.functions.get(f))
+                    .map(|f| f.principal_arn())
+                    .unwrap_or_default();
+                Authorization::Denied {
+                    message: format!("User: {principal} is not authorized to perform: {} (devtools IAM check: {e})", call.name()),
+                    principal,
+                    action: call.name(),
+                    resource: String::new(),
+                    detail: format!("{routing}; {e}"),
+                }
+            }
+            Ok(checks) => {
+                entry.checks = checks.clone();
+                match checks.iter().find(|c| c.result.result != Decision::Allowed) {
+                    None => {
+                        entry.allowed = true;
+                        Authorization::Allowed
+                    }
+                    Some(c) => {
+                        let a = &c.request.action;
+                        let why = match c.result.result {
+                            Decision::ExplicitlyDenied => {
+                                "with an explicit deny in an identity-based policy".to_string()
+                            }
+                            Decision::Error => format!(
+                                "because the evaluator failed: {}",
+                                c.result.errors.join("; ")
+                            ),
+                            _ => format!("because no identity-based policy allows the {a} action"),
+                        };
+                        let f = &self.template.functions[&c.function];
+                        let names: Vec<&str> = f.policies.iter().map(|p| p.name.as_str()).collect();
+                        let mut detail = format!(
+                            "{routing}; {} evaluated with policies [{}]",
+                            c.function,
+                            names.join(", ")
+                        );
+                        if let Some(n) = &c.request.note {
+                            detail.push_str(&format!("; {n}"));
+                        }
+                        if !c.result.unjudged.is_empty() {
+                            detail.push_str(&format!("; not judged: {:?}", c.result.unjudged));
+                        }
+                        Authorization::Denied {
+                            principal: c.principal.clone(),
+                            action: a.clone(),
+                            resource: c.request.resource.clone(),
+                            message: format!(
+                                "User: {} is not authorized to perform: {a} on resource: {} {why}",
+                                c.principal, c.request.resource
+                            ),
+                            detail,
+                        }
+                    }
+                }
+            }
+        };
+        self.log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(entry);
+        verdict
+    }
+}
+
+impl Authorizer for IamAuthorizer {
+    fn authorize<'a>(
+        &'a self,
+        call: &'a CallInfo,
+    ) -> Pin<Box<dyn Future<Output = Authorization> + Send + 'a>> {
+        Box::pin(self.decide(call))
+    }
+}
+
+/// Global keys every request of a Lambda role session carries.
+fn add_principal_context(r: &mut IamRequest, f: &super::template::FunctionInfo, region: &str) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let account = r
+        .resource
+        .split(':')
+        .nth(4)
+        .filter(|a| !a.is_empty())
+        .unwrap_or(super::template::ACCOUNT_ID)
+        .to_string();
+    let mut ctx = vec![
+        ("aws:PrincipalArn", json!(f.role_arn)),
+        ("aws:PrincipalAccount", json!(super::template::ACCOUNT_ID)),
+        ("aws:PrincipalType", json!("AssumedRole")),
+        ("aws:PrincipalIsAWSService", json!("false")),
+        ("aws:ViaAWSService", json!("false")),
+        ("aws:SecureTransport", json!("true")),
+        ("aws:RequestedRegion", json!(region)),
+        ("aws:EpochTime", json!(now.to_string())),
+        ("aws:CurrentTime", json!(humantime_utc(now))),
+    ];
+    if r.resource != "*" {
+        ctx.push(("aws:ResourceAccount", json!(account)));
+    }
+    for (k, v) in ctx {
+        r.context.entry(k.to_string()).or_insert(v);
+        r.known_keys.push(k.to_string());
+    }
+    for (k, v) in &f.role_tags {
+        r.context.insert(format!("aws:PrincipalTag/{k}"), json!(v));
+    }
+    r.known_keys.push("/^aws:principaltag\\//".into());
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for seconds since the epoch.
+fn humantime_utc(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Reads facts about existing resources from moto with the harness's own (unevaluated)
+/// credentials.
+struct MotoLookup {
+    endpoint: String,
+    http: reqwest::Client,
+}
+
+impl MotoLookup {
+    fn new(endpoint: &str) -> MotoLookup {
+        MotoLookup {
+            endpoint: endpoint.trim_end_matches('/').to_string(),
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap_or_default(),
+        }
+    }
+
+    async fn call(&self, scope: &str, target: &str, body: Value) -> Option<Value> {
+        let resp = self
+            .http
+            .post(format!("{}/", self.endpoint))
+            .header("content-type", "application/x-amz-json-1.1")
+            .header("x-amz-target", target)
+            .header(
+                "authorization",
+                format!("AWS4-HMAC-SHA256 Credential=test/20260101/{REGION}/{scope}/aws4_request, SignedHeaders=host, Signature=0"),
+            )
+            .body(body.to_string())
+            .send()
+            .await
+            .ok()?;
+        if !resp.status().is_success() {
+            return None;
+        }
+        resp.json().await.ok()
+    }
+
+    async fn facts(&self, lookups: &[Lookup]) -> Facts {
+        let mut facts = Facts::default();
+        for l in lookups {
+            match l {
+                Lookup::EcsTags(arn) => {
+                    let v = self
+                        .call(
+                            "ecs",
+                            "AmazonEC2ContainerServiceV20141113.ListTagsForResource",
+                            json!({"resourceArn": arn}),
+                        )
+                        .await;
+                    facts.tags.insert(
+                        arn.clone(),
+                        tag_map(v.as_ref().and_then(|v| v.get("tags")), "key", "value"),
+                    );
+                }
+                Lookup::SsmTags(name) => {
+                    let v = self
+                        .call(
+                            "ssm",
+                            "AmazonSSM.ListTagsForResource",
+                            json!({"ResourceType": "Parameter", "ResourceId": name}),
+                        )
+                        .await;
+                    facts.tags.insert(
+                        name.clone(),
+                        tag_map(v.as_ref().and_then(|v| v.get("TagList")), "Key", "Value"),
+                    );
+                }
+                Lookup::Secret(id) => {
+                    if let Some(v) = self
+                        .call(
+                            "secretsmanager",
+                            "secretsmanager.DescribeSecret",
+                            json!({"SecretId": id}),
+                        )
+                        .await
+                    {
+                        if let Some(arn) = v.get("ARN").and_then(Value::as_str) {
+                            facts.secrets.insert(
+                                id.clone(),
+                                SecretFacts {
+                                    arn: arn.to_string(),
+                                    tags: tag_map(v.get("Tags"), "Key", "Value"),
+                                    rotation_lambda_arn: v
+                                        .get("RotationLambdaARN")
+                                        .and_then(Value::as_str)
+                                        .filter(|s| !s.is_empty())
+                                        .map(str::to_string),
+                                },
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        facts
+    }
+}
+
+fn tag_map(v: Option<&Value>, k: &str, val: &str) -> BTreeMap<String, String> {
+    v.and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| {
+                    Some((
+                        t.get(k)?.as_str()?.to_string(),
+                        t.get(val).and_then(Value::as_str).unwrap_or("").to_string(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::humantime_utc;
+
+    #[test]
+    fn utc_timestamps() {
+        assert_eq!(humantime_utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(humantime_utc(1_700_000_000), "2023-11-14T22:13:20Z");
+    }
+}
