@@ -350,9 +350,10 @@ pub async fn sweep(
                 report.errors.push(format!("{}: {e}", outcome.service));
             }
             if let Some(e) = &outcome.status_error {
-                report
-                    .errors
-                    .push(format!("{}: the status tag could not be written: {e}", outcome.service));
+                report.errors.push(format!(
+                    "{}: the status tag could not be written: {e}",
+                    outcome.service
+                ));
             }
             report.settled += usize::from(settled(&outcome));
             if !settled(&outcome) {

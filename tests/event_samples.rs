@@ -87,7 +87,7 @@ async fn every_sample_event_is_accepted() {
         ),
         (
             json!({"Records": [{"eventSource": "aws:sqs", "body": "not json"}]}),
-            "not JSON",
+            "messageId",
         ),
         (
             json!({"Records": [{"eventSource": "aws:sns", "Sns": {}}]}),
@@ -95,6 +95,7 @@ async fn every_sample_event_is_accepted() {
         ),
         (json!({"ecs-tunnels": "dance"}), "dance"),
     ] {
+        // (An SQS message that cannot be read fails alone: see below.)
         let inv = w.invoke(event.clone()).await;
         match &inv.outcome {
             devtools::runtime_api::Outcome::Error { error_message, .. } => {
@@ -106,4 +107,14 @@ async fn every_sample_event_is_accepted() {
             other => panic!("{event}: expected an error, got {other:?}"),
         }
     }
+
+    // An SQS message that cannot be read is reported as that message's failure.
+    let r = w
+        .invoke_ok(json!({"Records": [{"messageId": "m-1", "eventSource": "aws:sqs", "body": "not json"}]}))
+        .await;
+    assert_eq!(
+        r["batchItemFailures"],
+        json!([{"itemIdentifier": "m-1"}]),
+        "{r}"
+    );
 }

@@ -346,7 +346,7 @@ async fn api_token_read_from_ssm_once_per_cold_start() {
         .unwrap();
     // The function reads the token from SSM instead of its environment.
     let mut env: Vec<(String, String)> = w
-        .env()
+        .function_env()
         .into_iter()
         .filter(|(k, _)| k != "CLOUDFLARE_API_TOKEN")
         .collect();
@@ -586,7 +586,7 @@ async fn a_failed_cold_start_is_retried_by_the_next_invocation() {
     // invocation tries again.
     let mut w = World::start().await;
     let mut env: Vec<(String, String)> = w
-        .env()
+        .function_env()
         .into_iter()
         .filter(|(k, _)| k != "CLOUDFLARE_API_TOKEN")
         .collect();

@@ -220,11 +220,13 @@ async fn the_rotation_schedule_is_observed_state_repaired_like_drift() {
     // The rotation schedule is part of what a service should have: set when the secret is
     // made, changed when ecs-tunnels:rotate-every changes, and put back by the next run
     // when it is missing (a RotateSecret that failed once, or removed by hand).
-    const FUNCTION: &str = "arn:aws:lambda:us-east-1:123456789012:function:ecs-tunnels-rotation";
     let mut w = World::start().await;
+    // As the template deploys it: the events function knows the rotation function's ARN
+    // (and its role may invoke it, which RotateSecret requires).
+    let function = w.template_function_arn("SecretsRotationFunction");
     w.extra_env.extend([
         ("ECS_TUNNELS_TOKEN_STORE".into(), "secretsmanager".into()),
-        ("ECS_TUNNELS_ROTATION_FUNCTION_ARN".into(), FUNCTION.into()),
+        ("ECS_TUNNELS_ROTATION_FUNCTION_ARN".into(), function.clone()),
     ]);
     w.spawn_function().await;
     w.seed("demo", "web", &exposed("web.example.com")).await;
@@ -237,7 +239,7 @@ async fn the_rotation_schedule_is_observed_state_repaired_like_drift() {
     );
     assert_eq!(
         rotation_of(&w).await,
-        (true, Some(FUNCTION.into()), Some("rate(30 days)".into()))
+        (true, Some(function.clone()), Some("rate(30 days)".into()))
     );
 
     // A converged service costs no write, the schedule included.
@@ -271,6 +273,6 @@ async fn the_rotation_schedule_is_observed_state_repaired_like_drift() {
     assert_eq!(r["sweep"]["needed_work"], 1, "{r}");
     assert_eq!(
         rotation_of(&w).await,
-        (true, Some(FUNCTION.into()), Some("rate(12 hours)".into()))
+        (true, Some(function.clone()), Some("rate(12 hours)".into()))
     );
 }

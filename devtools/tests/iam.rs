@@ -17,16 +17,6 @@ use devtools::moto::Moto;
 use devtools::runtime_api::RuntimeApi;
 use serde_json::{json, Value};
 
-/// After the template fix (the token parameter's ARN built without the extra `/`), a
-/// function may read `/cloudflare/api-token`: flip this to `true` then.
-///
-/// KNOWN TEMPLATE BUG (as of this commit): `ReadApiTokenPolicy` grants
-/// `arn:...:parameter/${CloudflareApiTokenParameter}`, which for the README's
-/// `/cloudflare/api-token` is `parameter//cloudflare/api-token`, while IAM evaluates
-/// GetParameter of `/cloudflare/api-token` on `parameter/cloudflare/api-token`. Every
-/// function's cold start is denied.
-const API_TOKEN_READ_ALLOWED_AFTER_TEMPLATE_FIX: bool = false;
-
 fn sdk(endpoint: &str, key: &str) -> aws_config::SdkConfig {
     aws_config::SdkConfig::builder()
         .endpoint_url(endpoint)
@@ -74,7 +64,12 @@ fn current_template_with_readme_parameters() {
     let ids: Vec<&str> = t.functions.keys().map(String::as_str).collect();
     assert_eq!(
         ids,
-        ["EventsFunction", "SecretsRotationFunction", "SweepFunction"],
+        [
+            "CustomResourceFunction",
+            "EventsFunction",
+            "SecretsRotationFunction",
+            "SweepFunction"
+        ],
         "{shown}"
     );
     let names = |id: &str| {
@@ -86,11 +81,29 @@ fn current_template_with_readme_parameters() {
     };
     assert_eq!(
         names("EventsFunction"),
-        ["ReadApiTokenPolicy", "ReconcilePolicy"]
+        [
+            "ReadApiTokenPolicy",
+            "ReconcilePolicy",
+            "ScheduleRotationPolicy"
+        ]
     );
     assert_eq!(
         names("SweepFunction"),
-        ["ReadApiTokenPolicy", "ReconcilePolicy", "SweepPolicy"]
+        [
+            "ReadApiTokenPolicy",
+            "ReconcilePolicy",
+            "SweepPolicy",
+            "ScheduleRotationPolicy"
+        ]
+    );
+    assert_eq!(
+        names("CustomResourceFunction"),
+        [
+            "ReadApiTokenPolicy",
+            "ReconcilePolicy",
+            "RedeployAnyServicePolicy",
+            "ScheduleRotationPolicy"
+        ]
     );
     assert_eq!(
         names("SecretsRotationFunction"),
@@ -122,7 +135,10 @@ fn current_template_with_readme_parameters() {
 
     let triggers = TriggerMap::from_template(&t);
     assert_eq!(triggers.queue, ["EventsFunction"]);
-    assert_eq!(triggers.custom_resource.as_deref(), Some("SweepFunction"));
+    assert_eq!(
+        triggers.custom_resource.as_deref(),
+        Some("CustomResourceFunction")
+    );
     assert_eq!(triggers.secrets_rotation, ["SecretsRotationFunction"]);
     let schedules: Vec<(&str, &str)> = triggers
         .schedules
@@ -144,7 +160,7 @@ fn current_template_with_readme_parameters() {
         ("schedule-sweep.json", "SweepFunction"),
         ("schedule-rotate.json", "SweepFunction"),
         ("schedule-input-sweep.json", "SweepFunction"),
-        ("cloudformation-create.json", "SweepFunction"),
+        ("cloudformation-create.json", "CustomResourceFunction"),
         (
             "secretsmanager-createSecret.json",
             "SecretsRotationFunction",
@@ -163,7 +179,7 @@ fn current_template_with_readme_parameters() {
 }
 
 #[tokio::test]
-async fn api_token_parameter_with_leading_slash_known_template_bug() {
+async fn api_token_parameter_with_a_leading_slash_is_readable_by_every_function() {
     let moto = Moto::start().await.expect("moto");
     let started = Instant::now();
     let expanded = iam::expanded_template().expect("expand");
@@ -192,26 +208,29 @@ async fn api_token_parameter_with_leading_slash_known_template_bug() {
             checks[0].request.resource,
             "arn:aws:ssm:us-east-1:123456789012:parameter/cloudflare/api-token"
         );
-        let expected = if API_TOKEN_READ_ALLOWED_AFTER_TEMPLATE_FIX {
-            Decision::Allowed
-        } else {
-            Decision::ImplicitlyDenied
-        };
+        // The template once granted `parameter/${CloudflareApiTokenParameter}`, which for
+        // `/cloudflare/api-token` is `parameter//cloudflare/api-token`: every cold start
+        // was denied. It now builds the ARN IAM evaluates.
         assert_eq!(
-            checks[0].result.result, expected,
-            "{function}: GetParameter /cloudflare/api-token (API_TOKEN_READ_ALLOWED_AFTER_TEMPLATE_FIX = {API_TOKEN_READ_ALLOWED_AFTER_TEMPLATE_FIX}): {:?}",
+            checks[0].result.result,
+            Decision::Allowed,
+            "{function}: GetParameter /cloudflare/api-token: {:?}",
             checks[0].result
         );
     }
-    // What the current template does grant: the doubled slash.
-    let doubled = auth
-        .check("SweepFunction", &call("ssm", "GetParameter", json!({"Name": "arn:aws:ssm:us-east-1:123456789012:parameter//cloudflare/api-token"})))
+    // ...and nothing wider: another parameter stays out of reach.
+    let other = auth
+        .check(
+            "SweepFunction",
+            &call(
+                "ssm",
+                "GetParameter",
+                json!({"Name": "/cloudflare/other-secret"}),
+            ),
+        )
         .await
         .unwrap();
-    assert_eq!(
-        doubled[0].result.result == Decision::Allowed,
-        !API_TOKEN_READ_ALLOWED_AFTER_TEMPLATE_FIX
-    );
+    assert_eq!(other[0].result.result, Decision::ImplicitlyDenied);
 }
 
 #[tokio::test]
@@ -573,9 +592,8 @@ async fn injected_faults_look_like_aws_errors() {
     let _ = BTreeMap::<String, String>::new();
 }
 
-/// Secrets are judged on their full ARN with their current tags; RotateSecret's implied
-/// `lambda:InvokeFunction` is not granted by the current template (a finding, not a bug
-/// of this test: flip the expectation once the template grants it).
+/// Secrets are judged on their full ARN with their current tags, and RotateSecret on its
+/// implied `lambda:InvokeFunction`.
 #[tokio::test]
 async fn secrets_are_judged_on_their_full_arn_and_tags() {
     let moto = Moto::start().await.expect("moto");
@@ -639,10 +657,25 @@ async fn secrets_are_judged_on_their_full_arn_and_tags() {
             .iter()
             .map(|c| (c.request.action.as_str(), c.result.result))
             .collect();
+        // RotateSecret with a RotationLambdaARN also needs lambda:InvokeFunction on that
+        // function ("You also need lambda:InvokeFunction permissions on the rotation
+        // function", RotateSecret API reference); the template grants exactly that.
         assert_eq!(
             verdicts,
-            [("secretsmanager:RotateSecret", Decision::Allowed), ("lambda:InvokeFunction", Decision::ImplicitlyDenied)],
-            "{function}: the current template grants no lambda:InvokeFunction on the rotation function"
+            [
+                ("secretsmanager:RotateSecret", Decision::Allowed),
+                ("lambda:InvokeFunction", Decision::Allowed)
+            ],
+            "{function}"
         );
     }
+    // The rotation function's own role does not schedule rotations.
+    let checks = auth
+        .check("SecretsRotationFunction", &rotate)
+        .await
+        .unwrap();
+    assert!(checks
+        .iter()
+        .any(|c| c.request.action == "lambda:InvokeFunction"
+            && c.result.result == Decision::ImplicitlyDenied));
 }

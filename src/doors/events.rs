@@ -120,7 +120,7 @@ pub fn sqs_batch(event: &Value) -> Option<Result<Vec<BatchItem>, String>> {
     let items = records.iter().enumerate().map(|(i, r)| {
         let message_id = s(r, &["messageId"])
             .filter(|m| !m.is_empty())
-            .ok_or_else(|| format!("SQS record {i} has no messageId"))?;
+            .ok_or_else(|| format!("unrecognised event: SQS record {i} has no messageId"))?;
         let triggers = match s(r, &["body"]) {
             None => Err("the SQS message has no body".to_string()),
             Some(body) => serde_json::from_str::<Value>(body)

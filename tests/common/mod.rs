@@ -3,13 +3,16 @@
 //! invocations through the Runtime API.
 #![allow(dead_code)]
 
+use devtools::aws_proxy::AwsProxy;
 use devtools::cloudflare_sim::{self, RunningSim, SimOptions};
 use devtools::function::FunctionProcess;
+use devtools::iam::IamAuthorizer;
 use devtools::moto::Moto;
 use devtools::runtime_api::{Invocation, RuntimeApi};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The Cloudflare API token the tests use: distinctive, so a leak is easy to find.
@@ -22,12 +25,27 @@ pub const OWNER: &str = "123456789012-us-east-1";
 /// Everything a test talks to.
 pub struct World {
     pub moto: Moto,
+    /// Between the function processes and moto: records every call, injects faults, and
+    /// has each call of a function judged against its role's policies in the
+    /// SAM-expanded template (README parameters) by a real IAM policy simulator. A call
+    /// the template does not allow is denied as AWS denies it, and fails the test.
+    pub aws: AwsProxy,
+    pub iam: Arc<IamAuthorizer>,
     pub sim: RunningSim,
     pub rt: RuntimeApi,
     pub sdk: aws_config::SdkConfig,
     pub http: reqwest::Client,
     pub functions: Vec<FunctionProcess>,
     pub extra_env: Vec<(String, String)>,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let denials = self.aws.take_denials();
+        if !denials.is_empty() && !std::thread::panicking() {
+            panic!("the template's IAM policies deny calls the functions made:\n{denials:#?}");
+        }
+    }
 }
 
 /// Loads a sample event from `events/`.
@@ -106,8 +124,20 @@ impl World {
         let sim = cloudflare_sim::start(opts).await.expect("simulator");
         let rt = RuntimeApi::start().await.expect("runtime api");
         let sdk = moto.sdk_config().await;
+        let aws = AwsProxy::start(&moto.endpoint()).await.expect("AWS proxy");
+        let iam = Arc::new(
+            IamAuthorizer::for_template(&devtools::iam::readme_parameters(), &moto.endpoint())
+                .await
+                .unwrap_or_else(|e| {
+                    panic!("IAM checks (scripts/setup-python.sh installs them): {e}")
+                })
+                .with_runtime(&rt),
+        );
+        aws.set_authorizer(iam.clone());
         World {
             moto,
+            aws,
+            iam,
             sim,
             rt,
             sdk,
@@ -117,7 +147,24 @@ impl World {
         }
     }
 
-    /// The environment the function runs with.
+    /// The environment a function process runs with: [`World::env`], AWS through the
+    /// proxy, and the credentials that mark its calls as a function's (judged against
+    /// the template's policies).
+    pub fn function_env(&self) -> Vec<(String, String)> {
+        let mut env = self.env();
+        env.push(("AWS_ENDPOINT_URL".into(), self.aws.endpoint()));
+        env.extend(devtools::iam::function_credentials_env());
+        env.extend(self.extra_env.iter().cloned());
+        env
+    }
+
+    /// The function ARN the template deploys for `logical_id` (e.g. the Secrets Manager
+    /// rotation function), for variables a test sets like the template does.
+    pub fn template_function_arn(&self, logical_id: &str) -> String {
+        self.iam.template().functions[logical_id].arn.clone()
+    }
+
+    /// The environment the CLI (a person, not a function) runs with.
     pub fn env(&self) -> Vec<(String, String)> {
         let mut env = self.moto.aws_env();
         env.extend([
@@ -137,7 +184,7 @@ impl World {
     /// Starts one more function process polling the Runtime API.
     pub async fn spawn_function(&mut self) {
         let bin = Path::new(env!("CARGO_BIN_EXE_ecs-tunnels"));
-        let f = FunctionProcess::spawn(bin, &self.rt.endpoint(), &self.env())
+        let f = FunctionProcess::spawn(bin, &self.rt.endpoint(), &self.function_env())
             .expect("spawn ecs-tunnels");
         self.functions.push(f);
         assert!(
