@@ -442,3 +442,74 @@ async fn a_misconfigured_install_still_answers() {
         "objects may exist: the install must be fixed first: {d}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_cold_start_does_not_fail_the_stack_forever() {
+    // SSM throttles the API-token read at cold start (and through the SDK's own
+    // retries, and once more on the first invocation). That container must not stay
+    // "misconfigured": the next request, a Delete, initialises and answers SUCCESS
+    // instead of leaving the stack in DELETE_FAILED.
+    use devtools::aws_proxy::Fault;
+    let mut w = World::start().await;
+    aws_sdk_ssm::Client::new(&w.sdk)
+        .put_parameter()
+        .name("/cloudflare/api-token")
+        .value(API_TOKEN)
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .send()
+        .await
+        .unwrap();
+    w.aws
+        .inject(Fault::new("ssm:GetParameter", "ThrottlingException", "Rate exceeded").times(6));
+    let mut env: Vec<(String, String)> = w
+        .function_env()
+        .into_iter()
+        .filter(|(k, _)| k != "CLOUDFLARE_API_TOKEN")
+        .collect();
+    env.push((
+        "CLOUDFLARE_API_TOKEN_PARAMETER".into(),
+        "/cloudflare/api-token".into(),
+    ));
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_ecs-tunnels"));
+    w.functions
+        .push(devtools::function::FunctionProcess::spawn(bin, &w.rt.endpoint(), &env).unwrap());
+    let sink = ResponseSink::start().await.unwrap();
+    let id = format!("ecs-tunnels:{OWNER}:cfn.app/Tunnel");
+    let first = answer(
+        &w,
+        &sink,
+        request(
+            &sink,
+            "Delete",
+            "Tunnel",
+            props(&["cr.example.com"]),
+            Some(&id),
+        ),
+    )
+    .await
+    .json();
+    assert_eq!(first["Status"], "FAILED", "{first}\n{}", w.output());
+    assert!(
+        first["Reason"]
+            .as_str()
+            .unwrap()
+            .contains("ThrottlingException"),
+        "{first}"
+    );
+    let second = answer(
+        &w,
+        &sink,
+        request(
+            &sink,
+            "Delete",
+            "Tunnel",
+            props(&["cr.example.com"]),
+            Some(&id),
+        ),
+    )
+    .await
+    .json();
+    assert_eq!(second["Status"], "SUCCESS", "{second}\n{}", w.output());
+    assert_eq!(second["PhysicalResourceId"], id);
+    assert!(!w.output().contains(API_TOKEN));
+}

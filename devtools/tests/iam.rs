@@ -679,3 +679,83 @@ async fn secrets_are_judged_on_their_full_arn_and_tags() {
         .any(|c| c.request.action == "lambda:InvokeFunction"
             && c.result.result == Decision::ImplicitlyDenied));
 }
+
+/// Tag and redeploy permissions are narrow: a function may write only the status tag,
+/// and redeploy only services tagged for exposure (the custom-resource function, whose
+/// services carry no ecs-tunnels tags, may redeploy any service of the account).
+#[tokio::test]
+async fn tag_and_redeploy_permissions_are_narrow() {
+    let moto = Moto::start().await.expect("moto");
+    let harness = sdk(&moto.endpoint(), "test");
+    devtools::seed::seed_service(
+        &harness,
+        "prod",
+        "web",
+        &[("ecs-tunnels:hostname", "web.example.com")],
+    )
+    .await;
+    devtools::seed::seed_service(&harness, "prod", "plain", &[("team", "payments")]).await;
+    let auth = IamAuthorizer::for_template(&iam::readme_parameters(), &moto.endpoint())
+        .await
+        .expect("authorizer");
+    let arn = |s: &str| format!("arn:aws:ecs:us-east-1:123456789012:service/prod/{s}");
+    let verdict = |checks: Vec<devtools::iam::Check>| {
+        checks.iter().all(|c| c.result.result == Decision::Allowed)
+    };
+    let tag = |key: &str| {
+        call(
+            "ecs",
+            "TagResource",
+            json!({"resourceArn": arn("web"), "tags": [{"key": key, "value": "x"}]}),
+        )
+    };
+    let untag = |key: &str| {
+        call(
+            "ecs",
+            "UntagResource",
+            json!({"resourceArn": arn("web"), "tagKeys": [key]}),
+        )
+    };
+    let redeploy = |s: &str| {
+        call(
+            "ecs",
+            "UpdateService",
+            json!({"cluster": "prod", "service": s, "forceNewDeployment": true}),
+        )
+    };
+    for f in ["EventsFunction", "SweepFunction", "CustomResourceFunction"] {
+        assert!(
+            verdict(auth.check(f, &tag("ecs-tunnels:status")).await.unwrap()),
+            "{f}"
+        );
+        assert!(
+            verdict(auth.check(f, &untag("ecs-tunnels:status")).await.unwrap()),
+            "{f}"
+        );
+        for other in ["team", "ecs-tunnels:hostname"] {
+            assert!(
+                !verdict(auth.check(f, &tag(other)).await.unwrap()),
+                "{f} tags {other}"
+            );
+            assert!(
+                !verdict(auth.check(f, &untag(other)).await.unwrap()),
+                "{f} untags {other}"
+            );
+        }
+        assert!(
+            verdict(auth.check(f, &redeploy("web")).await.unwrap()),
+            "{f}"
+        );
+    }
+    for f in ["EventsFunction", "SweepFunction", "SecretsRotationFunction"] {
+        assert!(
+            !verdict(auth.check(f, &redeploy("plain")).await.unwrap()),
+            "{f} may redeploy an untagged service"
+        );
+    }
+    assert!(verdict(
+        auth.check("CustomResourceFunction", &redeploy("plain"))
+            .await
+            .unwrap()
+    ));
+}
