@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! cloudflare-sim --port 8787 --token TOKEN --account-id ACCOUNT \
-//!     --zone example.com --zone example.net [--page-cap N] [--team-name myteam]
+//!     --zone example.com --zone example.net [--page-cap N] [--team-name myteam] \
+//!     [--no-openapi-validation]
 //! ```
 //!
 //! Prints the API base URL (`http://127.0.0.1:PORT/client/v4`) as one line on
@@ -38,6 +39,9 @@ struct Args {
     /// Zero Trust team name (`<team>.cloudflareaccess.com`).
     #[arg(long = "team-name")]
     team_name: Option<String>,
+    /// Do not check requests against Cloudflare's OpenAPI document.
+    #[arg(long = "no-openapi-validation")]
+    no_openapi_validation: bool,
 }
 
 #[tokio::main]
@@ -55,6 +59,7 @@ async fn main() -> std::io::Result<()> {
         team_name: args.team_name.unwrap_or(defaults.team_name),
         page_cap: args.page_cap,
         port: args.port,
+        validate_openapi: !args.no_openapi_validation,
     };
     let sim = start(opts).await?;
     let mut stdout = std::io::stdout().lock();
