@@ -380,6 +380,22 @@ impl World {
     }
 }
 
+/// Every end-to-end test runs with the simulator's OpenAPI check on; a test that ends
+/// with a request Cloudflare's OpenAPI document rejected fails here, even when the
+/// function tolerated the simulator's 400.
+impl Drop for World {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        let violations = self.sim.violations();
+        assert!(
+            violations.is_empty(),
+            "requests Cloudflare's OpenAPI document rejects: {violations:#?}"
+        );
+    }
+}
+
 /// The standard tags of an exposed service.
 pub fn exposed(host: &'static str) -> Vec<(&'static str, &'static str)> {
     vec![
