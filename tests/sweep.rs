@@ -87,7 +87,8 @@ async fn missed_events_are_healed_and_drift_is_put_back() {
         .cf(
             reqwest::Method::PATCH,
             &format!("/zones/{zid}/dns_records/{}", rec["id"].as_str().unwrap()),
-            Some(json!({"content": "elsewhere.example.net", "proxied": false})),
+            // A DNS PATCH body carries type and name too (Cloudflare's OpenAPI document).
+            Some(json!({"type": "CNAME", "name": rec["name"], "content": "elsewhere.example.net", "proxied": false})),
         )
         .await;
     assert_eq!(r["success"], true, "{r}");

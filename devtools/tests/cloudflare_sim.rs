@@ -14,6 +14,17 @@ struct Api {
     token: String,
 }
 
+/// Every test ends with no OpenAPI violation left: the deliberate ones are taken (and
+/// checked) with [`Api::take_violations`].
+impl Drop for Api {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let left = self.sim.violations();
+            assert!(left.is_empty(), "unexpected OpenAPI violations: {left:#?}");
+        }
+    }
+}
+
 impl Api {
     async fn start(opts: SimOptions) -> Self {
         let token = opts.api_token.clone();
@@ -27,6 +38,18 @@ impl Api {
 
     async fn default() -> Self {
         Self::start(SimOptions::default()).await
+    }
+
+    /// The OpenAPI violations so far as `"METHOD rule field"`, then forgets them.
+    fn take_violations(&self) -> Vec<String> {
+        let list = self
+            .sim
+            .violations()
+            .iter()
+            .map(|v| format!("{} {} {}", v.method, v.rule, v.field))
+            .collect();
+        self.sim.clear_violations();
+        list
     }
 
     async fn send(
@@ -148,7 +171,7 @@ async fn envelope_auth_and_routes() {
 
     let (s, v) = api.get("/nothing/here").await;
     assert_eq!((s, error_code(&v)), (404, 7003));
-    let (s, v) = api.post("/zones", json!({})).await;
+    let (s, v) = api.call(Method::PUT, "/zones", Some(json!({}))).await;
     assert_eq!((s, &v["success"]), (405, &json!(false)));
     let (s, _) = api
         .get("/accounts/ffffffffffffffffffffffffffffffff/cfd_tunnel")
@@ -168,6 +191,15 @@ async fn envelope_auth_and_routes() {
     assert_eq!(s, 400);
     assert!(v["errors"][0]["message"].as_str().unwrap().contains("name"));
     assert!(error_code(&v) >= 1000);
+    assert_eq!(
+        api.take_violations(),
+        [
+            "GET no-operation ",
+            "PUT method ",
+            "POST type ",
+            "POST required name"
+        ]
+    );
 }
 
 #[tokio::test]
@@ -207,6 +239,7 @@ async fn pagination_respects_page_cap() {
         .get(&format!("/accounts/{ACCOUNT}/cfd_tunnel?page=0"))
         .await;
     assert_eq!(s, 400, "{v}");
+    assert_eq!(api.take_violations(), ["GET minimum page"]);
 
     let zone = api.zone_id("example.com").await;
     for i in 0..3 {
@@ -464,6 +497,7 @@ async fn dns_records() {
         )
         .await;
     assert_eq!(s, 400);
+    assert_eq!(api.take_violations(), ["POST format content"]);
     let (s, _) = api
         .post(
             &base,
@@ -484,12 +518,14 @@ async fn dns_records() {
     let (_, v) = api.get(&format!("{base}?proxied=false")).await;
     assert_eq!(v["result"], json!([]));
 
-    // PATCH keeps unspecified fields; PUT overwrites.
+    // PATCH keeps unspecified fields; PUT overwrites. (Cloudflare's OpenAPI document
+    // requires type, name and content in a PATCH body too.)
     let (s, v) = api
         .call(
             Method::PATCH,
             &format!("{base}/{rid}"),
-            Some(json!({"content": "new.cfargotunnel.com"})),
+            Some(json!({"type": "CNAME", "name": "orders.example.com",
+                        "content": "new.cfargotunnel.com"})),
         )
         .await;
     assert_eq!(s, 200, "{v}");
@@ -554,6 +590,10 @@ async fn tunnel_configuration() {
         )
         .await;
     assert_eq!(s, 400);
+    assert_eq!(
+        api.take_violations(),
+        ["PUT type config.ingress[0].originRequest.connectTimeout"]
+    );
 
     let config = json!({"ingress": [
         {"hostname": "a.example.com", "service": "http://localhost:8080",
@@ -590,6 +630,7 @@ async fn access_apps_policies_and_tags() {
         )
         .await;
     assert_eq!(s, 400, "{v}");
+    assert_eq!(api.take_violations().len(), 1, "the misspelt rule");
     let (s, _) = api
         .post(
             &format!("{a}/policies"),
@@ -768,6 +809,7 @@ async fn faults_and_request_counters() {
     api.get("/zones").await;
     api.post(&base, json!({"name": "f"})).await; // 409
     api.get("/nope").await; // 404
+    assert_eq!(api.take_violations(), ["GET no-operation "]);
     api.hook(Method::GET, "/state", None).await; // hooks are not counted
     let (_, r) = api.hook(Method::GET, "/requests", None).await;
     assert_eq!(r["total"], 3);
@@ -830,4 +872,75 @@ async fn binary_prints_base_url() {
         .unwrap();
     assert_eq!(v["result"][0]["name"], "example.io");
     child.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn openapi_violations_are_answered_and_recorded() {
+    let api = Api::default().await;
+    let tunnels = format!("/accounts/{ACCOUNT}/cfd_tunnel");
+
+    // A good request passes through to the handler.
+    let (s, v) = api
+        .post(
+            &tunnels,
+            json!({"name": "good", "config_src": "cloudflare"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = api.get(&format!("{tunnels}?per_page=1000")).await;
+    assert_eq!(s, 200, "{v}");
+
+    // A bad one is answered like a malformed request, naming the field and the rule.
+    let (s, v) = api
+        .post(&tunnels, json!({"name": "bad", "config_src": "remote"}))
+        .await;
+    assert_eq!((s, error_code(&v)), (400, 10400), "{v}");
+    let msg = v["errors"][0]["message"].as_str().unwrap();
+    assert!(msg.contains("config_src") && msg.contains("enum"), "{msg}");
+    let (s, v) = api.get(&format!("{tunnels}?per_page=5000")).await;
+    assert_eq!((s, error_code(&v)), (400, 10400), "{v}");
+    assert!(v["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("per_page"));
+    // Neither reached the handler.
+    let (_, st) = api.hook(Method::GET, "/state", None).await;
+    assert_eq!(st["tunnels"].as_array().unwrap().len(), 1);
+
+    let (s, r) = api.hook(Method::GET, "/violations", None).await;
+    assert_eq!(s, 200);
+    assert_eq!(r["count"], 2);
+    let first = &r["violations"][0];
+    assert_eq!(
+        (&first["part"], &first["field"], &first["rule"]),
+        (&json!("body"), &json!("config_src"), &json!("enum"))
+    );
+    assert_eq!(
+        first["operation_id"],
+        "cloudflare-tunnel-create-a-cloudflare-tunnel"
+    );
+    assert_eq!(r["violations"][1]["rule"], "maximum");
+    let (_, req) = api.hook(Method::GET, "/requests", None).await;
+    assert_eq!(req["violations"], 2);
+    assert_eq!(req["log"][2]["status"], 400);
+    assert!(req["log"][2]["violation"].is_string());
+
+    // A reset keeps them; only DELETE /__sim/violations forgets them.
+    api.hook(Method::POST, "/reset", None).await;
+    assert_eq!(api.sim.violations().len(), 2);
+    api.hook(Method::DELETE, "/violations", None).await;
+    assert!(api.sim.violations().is_empty());
+
+    // A simulator with the check off lets the same request reach its own validation.
+    let lax = Api::start(SimOptions {
+        validate_openapi: false,
+        ..SimOptions::default()
+    })
+    .await;
+    let (s, v) = lax
+        .post(&tunnels, json!({"name": "bad", "config_src": "remote"}))
+        .await;
+    assert_eq!(s, 400, "{v}");
+    assert_ne!(error_code(&v), 10400);
+    assert!(lax.sim.violations().is_empty());
 }

@@ -39,12 +39,24 @@ pub struct World {
     pub extra_env: Vec<(String, String)>,
 }
 
+/// Two independent judges watch every end-to-end test: a test whose functions made an
+/// AWS call the template's IAM policies deny, or sent a request Cloudflare's OpenAPI
+/// document rejects, fails here, even when the function tolerated the refusal.
 impl Drop for World {
     fn drop(&mut self) {
-        let denials = self.aws.take_denials();
-        if !denials.is_empty() && !std::thread::panicking() {
-            panic!("the template's IAM policies deny calls the functions made:\n{denials:#?}");
+        if std::thread::panicking() {
+            return;
         }
+        let denials = self.aws.take_denials();
+        assert!(
+            denials.is_empty(),
+            "the template's IAM policies deny calls the functions made:\n{denials:#?}"
+        );
+        let violations = self.sim.violations();
+        assert!(
+            violations.is_empty(),
+            "requests Cloudflare's OpenAPI document rejects: {violations:#?}"
+        );
     }
 }
 

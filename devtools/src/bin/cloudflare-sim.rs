@@ -3,7 +3,7 @@
 //! ```text
 //! cloudflare-sim --port 8787 --token TOKEN --account-id ACCOUNT \
 //!     --zone example.com --zone example.net [--page-cap N] [--team-name myteam] \
-//!     [--server-shapes]
+//!     [--server-shapes] [--no-openapi-validation]
 //! ```
 //!
 //! Prints the API base URL (`http://127.0.0.1:PORT/client/v4`) as one line on
@@ -43,6 +43,9 @@ struct Args {
     /// hostnames, emails and durations) instead of echoing requests.
     #[arg(long = "server-shapes")]
     server_shapes: bool,
+    /// Do not check requests against Cloudflare's OpenAPI document.
+    #[arg(long = "no-openapi-validation")]
+    no_openapi_validation: bool,
 }
 
 #[tokio::main]
@@ -61,6 +64,7 @@ async fn main() -> std::io::Result<()> {
         page_cap: args.page_cap,
         server_shapes: args.server_shapes,
         port: args.port,
+        validate_openapi: !args.no_openapi_validation,
     };
     let sim = start(opts).await?;
     let mut stdout = std::io::stdout().lock();

@@ -20,6 +20,9 @@ pub(crate) mod codes {
     pub const METHOD_NOT_ALLOWED: i64 = 7001;
     /// Unverified (Cloudflare's usual code for it): "Malformed JSON in request body" (HTTP 400).
     pub const MALFORMED_JSON: i64 = 6007;
+    /// Unverified, the simulator's own: a request Cloudflare's OpenAPI document rejects
+    /// (HTTP 400; the message names the field and the schema rule).
+    pub const SCHEMA_VIOLATION: i64 = 10400;
     /// Unverified: invalid `page` / `per_page` values (HTTP 400).
     pub const BAD_PAGINATION: i64 = 1004;
     /// Unverified (from the project brief): HTTP 429 "rate limited"; a fault can override it.

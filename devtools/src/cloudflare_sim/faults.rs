@@ -1,10 +1,12 @@
-//! The layer in front of every API request: injected faults and latency, bearer
-//! authentication, and the request log. Hook requests (`/__sim/...`) bypass it.
+//! The layer in front of every API request: the OpenAPI check, injected faults and
+//! latency, bearer authentication, and the request log. Hook requests (`/__sim/...`)
+//! bypass it.
 
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::header::{AUTHORIZATION, RETRY_AFTER};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -12,6 +14,10 @@ use serde_json::{Map, Value};
 
 use super::errors::{codes, ApiError};
 use super::model::{App, Fault, LogEntry};
+use super::openapi::{self, ApiRequest, Part, Rejection, SchemaViolation, API_PREFIX};
+
+/// Largest request body the OpenAPI check reads (bigger ones are a violation).
+const MAX_BODY: usize = 16 << 20;
 
 /// Whether `path` is a test hook rather than an API path.
 pub(crate) fn is_hook_path(path: &str) -> bool {
@@ -116,7 +122,81 @@ fn authorized(app: &App, req: &Request) -> bool {
     presented.is_some_and(|t| !t.is_empty() && t == sim.opts.api_token)
 }
 
-/// The middleware: fault → auth → handler, then log the outcome.
+/// Buffers the body, checks the request against the OpenAPI document and rebuilds it.
+async fn check_openapi(req: Request) -> (Request, Result<(), Rejection>) {
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(b) => b,
+        Err(e) => {
+            let v = SchemaViolation {
+                method: parts.method.as_str().to_owned(),
+                path: parts.uri.path().to_owned(),
+                query: parts.uri.query().map(str::to_owned),
+                operation_id: None,
+                part: Part::Body,
+                field: String::new(),
+                rule: "body-size".into(),
+                message: format!(
+                    "the request body could not be read (limit {MAX_BODY} bytes): {e}"
+                ),
+            };
+            return (
+                Request::from_parts(parts, Body::empty()),
+                Err(Rejection::Violation(Box::new(v))),
+            );
+        }
+    };
+    let verdict = openapi::document()
+        .map_err(Rejection::CannotJudge)
+        .and_then(|doc| {
+            doc.validate(&ApiRequest {
+                method: parts.method.as_str(),
+                path: parts.uri.path(),
+                query: parts.uri.query(),
+                content_type: parts
+                    .headers
+                    .get(CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok()),
+                body: &bytes,
+            })
+        })
+        .map(|_| ());
+    (Request::from_parts(parts, Body::from(bytes)), verdict)
+}
+
+/// How a rejected request is answered: like Cloudflare answers a malformed request.
+fn rejection_response(r: &Rejection) -> Response {
+    match r {
+        Rejection::Violation(v) => match (v.part, v.rule.as_str()) {
+            (Part::Operation, "method") => ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                codes::METHOD_NOT_ALLOWED,
+                "Method not allowed for this route",
+            )
+            .into_response(),
+            (Part::Operation, _) => ApiError::no_route().into_response(),
+            (_, "json") => {
+                ApiError::bad_request(codes::MALFORMED_JSON, v.message.clone()).into_response()
+            }
+            _ => ApiError::bad_request(
+                codes::SCHEMA_VIOLATION,
+                format!("Invalid request: {} (schema rule: {})", v.message, v.rule),
+            )
+            .into_response(),
+        },
+        Rejection::CannotJudge(why) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            codes::INTERNAL,
+            format!(
+                "the simulator could not check the request against the OpenAPI document: {why}"
+            ),
+        )
+        .into_response(),
+    }
+}
+
+/// The middleware: OpenAPI check → fault → auth → handler, then log the outcome. A
+/// violation is recorded (and logged) even when a fault or a bad token decides the answer.
 pub(crate) async fn api_layer(State(app): State<App>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
     if is_hook_path(&path) {
@@ -128,6 +208,28 @@ pub(crate) async fn api_layer(State(app): State<App>, req: Request, next: Next) 
         .uri()
         .path_and_query()
         .map_or_else(|| path.clone(), |pq| pq.as_str().to_owned());
+    let validate = app.lock().opts.validate_openapi;
+    let under_api = path == API_PREFIX || path.starts_with(&format!("{API_PREFIX}/"));
+    let (req, verdict) = if validate && under_api {
+        check_openapi(req).await
+    } else {
+        (req, Ok(()))
+    };
+    let rejection = verdict.err();
+    match &rejection {
+        Some(Rejection::Violation(v)) => {
+            tracing::warn!(
+                %method, %path, operation = v.operation_id.as_deref().unwrap_or("-"),
+                part = ?v.part, field = %v.field, rule = %v.rule,
+                "sim: request rejected by Cloudflare's OpenAPI document: {}", v.message
+            );
+            app.lock().violations.record(SchemaViolation::clone(v));
+        }
+        Some(Rejection::CannotJudge(why)) => {
+            tracing::error!(%method, %path, "sim: OpenAPI check failed: {why}");
+        }
+        None => {}
+    }
     let fault = take_fault(&app, &method, &target);
     if let Some(ms) = fault.as_ref().and_then(|f| f.latency_ms) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -135,18 +237,26 @@ pub(crate) async fn api_layer(State(app): State<App>, req: Request, next: Next) 
     let response = match fault.as_ref().and_then(|f| f.status.map(|s| (f, s))) {
         Some((f, status)) => fault_response(f, status),
         None if !authorized(&app, &req) => ApiError::auth().into_response(),
-        None => next.run(req).await,
+        None => match &rejection {
+            Some(r) => rejection_response(r),
+            None => next.run(req).await,
+        },
     };
     if let Some(ms) = fault.as_ref().and_then(|f| f.after_ms) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     let status = response.status().as_u16();
     tracing::debug!(%method, %path, status, "sim: api request");
+    let violation = match rejection {
+        Some(Rejection::Violation(v)) => Some(v.message),
+        _ => None,
+    };
     app.lock().requests.record(LogEntry {
         method,
         path,
         query,
         status,
+        violation,
     });
     response
 }

@@ -1,6 +1,6 @@
 //! Test hooks under `/__sim` (no auth, plain JSON, never counted in the request log):
-//! simulated cloudflared replicas, fault injection, request counters, a state dump,
-//! and setup helpers.
+//! simulated cloudflared replicas, fault injection, request counters, OpenAPI
+//! violations, a state dump, and setup helpers.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -26,6 +26,10 @@ pub(crate) fn router() -> Router<App> {
             post(add_fault).get(list_faults).delete(clear_faults),
         )
         .route("/__sim/requests", get(requests).delete(reset_requests))
+        .route(
+            "/__sim/violations",
+            get(violations).delete(clear_violations),
+        )
         .route("/__sim/state", get(state))
         .route("/__sim/zones", post(add_zone))
         .route("/__sim/identity_providers", post(add_idp))
@@ -170,6 +174,7 @@ async fn requests(State(app): State<App>) -> Response {
                 "path": e.path,
                 "query": e.query,
                 "status": e.status,
+                "violation": e.violation,
             })
         })
         .collect();
@@ -179,9 +184,26 @@ async fn requests(State(app): State<App>) -> Response {
             "total": r.total,
             "writes": r.writes,
             "by_status": by_status,
+            "violations": r.violations,
             "log": log,
         }),
     )
+}
+
+/// `GET /__sim/violations`: every request Cloudflare's OpenAPI document rejected since
+/// the start or the last `DELETE` (`/__sim/reset` keeps them): `{"count", "violations"}`.
+async fn violations(State(app): State<App>) -> Response {
+    let sim = app.lock();
+    reply(
+        StatusCode::OK,
+        json!({ "count": sim.violations.count, "violations": sim.violations.list }),
+    )
+}
+
+/// `DELETE /__sim/violations`: forget them.
+async fn clear_violations(State(app): State<App>) -> Response {
+    app.lock().violations = Default::default();
+    reply(StatusCode::OK, json!({ "count": 0 }))
 }
 
 /// `DELETE /__sim/requests`: reset the log and counters.

@@ -25,6 +25,11 @@ impl Params {
         )
     }
 
+    /// Every (name, value) pair, in order, repeated names included.
+    pub fn pairs(&self) -> &[(String, String)] {
+        &self.0
+    }
+
     /// The first value of `key`, if present.
     pub fn get(&self, key: &str) -> Option<&str> {
         self.0
@@ -48,13 +53,23 @@ impl Params {
     }
 }
 
+/// Decodes a query component (`+` is a space).
 fn percent_decode(s: &str) -> String {
+    decode(s, true)
+}
+
+/// Decodes one path segment (`+` stays a `+`).
+pub(crate) fn percent_decode_path(s: &str) -> String {
+    decode(s, false)
+}
+
+fn decode(s: &str, plus_is_space: bool) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
-        if b == b'+' {
+        if b == b'+' && plus_is_space {
             out.push(b' ');
         } else if b == b'%' && i + 3 <= bytes.len() {
             let decoded = std::str::from_utf8(&bytes[i + 1..i + 3])

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use super::errors::ApiError;
 use super::util::{hex_id, now_rfc3339, uuid};
-use super::SimOptions;
+use super::{SchemaViolation, SimOptions};
 
 /// A zone (fixed at start, or added through the hook).
 #[derive(Debug, Clone)]
@@ -180,6 +180,31 @@ pub(crate) struct LogEntry {
     pub path: String,
     pub query: Option<String>,
     pub status: u16,
+    /// The OpenAPI violation of this request, if it had one.
+    pub violation: Option<String>,
+}
+
+/// Requests Cloudflare's OpenAPI document rejected (kept across `/__sim/reset` and
+/// `DELETE /__sim/requests`; cleared only by `DELETE /__sim/violations`).
+#[derive(Debug, Default)]
+pub(crate) struct Violations {
+    /// How many there were.
+    pub count: u64,
+    /// The first [`VIOLATION_LIMIT`] of them.
+    pub list: Vec<SchemaViolation>,
+}
+
+/// How many violations are kept in full (the count keeps counting).
+const VIOLATION_LIMIT: usize = 1000;
+
+impl Violations {
+    /// Records one.
+    pub fn record(&mut self, v: SchemaViolation) {
+        self.count += 1;
+        if self.list.len() < VIOLATION_LIMIT {
+            self.list.push(v);
+        }
+    }
 }
 
 /// Counters and a bounded log of API requests (hook requests are not counted).
@@ -188,6 +213,8 @@ pub(crate) struct RequestLog {
     pub total: u64,
     pub writes: u64,
     pub by_status: BTreeMap<u16, u64>,
+    /// Requests with an OpenAPI violation.
+    pub violations: u64,
     pub log: VecDeque<LogEntry>,
 }
 
@@ -202,6 +229,9 @@ impl RequestLog {
             self.writes += 1;
         }
         *self.by_status.entry(entry.status).or_default() += 1;
+        if entry.violation.is_some() {
+            self.violations += 1;
+        }
         if self.log.len() == LOG_LIMIT {
             self.log.pop_front();
         }
@@ -225,6 +255,7 @@ pub(crate) struct Sim {
     pub org_created_at: String,
     pub faults: VecDeque<Fault>,
     pub requests: RequestLog,
+    pub violations: Violations,
 }
 
 impl Sim {
@@ -259,11 +290,12 @@ impl Sim {
             org_created_at: now,
             faults: VecDeque::new(),
             requests: RequestLog::default(),
+            violations: Violations::default(),
         }
     }
 
     /// Back to the start: the start zones and IdP (same ids as before), nothing
-    /// else, no faults, an empty request log.
+    /// else, no faults, an empty request log (the recorded OpenAPI violations stay).
     pub fn reset(&mut self) {
         let (zones, idps) = self.initial.clone();
         let mut fresh = Self::new(self.opts.clone());
@@ -271,6 +303,7 @@ impl Sim {
         fresh.idps = idps;
         fresh.initial = self.initial.clone();
         fresh.org_created_at = self.org_created_at.clone();
+        fresh.violations = std::mem::take(&mut self.violations);
         *self = fresh;
     }
 

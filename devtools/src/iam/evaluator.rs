@@ -102,7 +102,8 @@ struct Io {
     next_id: u64,
 }
 
-/// A running evaluator. Requests are answered one at a time, in order.
+/// A running evaluator. Requests are answered one at a time, in order; a reply left
+/// unread by a cancelled caller is skipped by the next one.
 pub struct Evaluator {
     io: tokio::sync::Mutex<Io>,
     stderr: Arc<Mutex<Vec<String>>>,
@@ -197,17 +198,24 @@ impl Evaluator {
             .flush()
             .await
             .map_err(|e| format!("writing to the evaluator: {e}"))?;
-        let reply = io
-            .stdout
-            .next_line()
-            .await
-            .map_err(|e| format!("reading from the evaluator: {e}"))?
-            .ok_or_else(|| format!("the evaluator exited: {}", self.stderr()))?;
-        let v: Value = serde_json::from_str(&reply)
-            .map_err(|e| format!("evaluator answered non-JSON ({e}): {reply}"))?;
-        if v["id"] != json!(id) {
-            return Err(format!("evaluator answered out of order: {reply}"));
-        }
+        // Replies come in request order. A caller that was cancelled between its write
+        // and its read (its client hung up, e.g. a function process killed mid-call)
+        // leaves its reply unread: skip such stale replies, which carry smaller ids.
+        let v = loop {
+            let reply = io
+                .stdout
+                .next_line()
+                .await
+                .map_err(|e| format!("reading from the evaluator: {e}"))?
+                .ok_or_else(|| format!("the evaluator exited: {}", self.stderr()))?;
+            let v: Value = serde_json::from_str(&reply)
+                .map_err(|e| format!("evaluator answered non-JSON ({e}): {reply}"))?;
+            match v["id"].as_u64() {
+                Some(got) if got == id => break v,
+                Some(got) if got < id => continue,
+                _ => return Err(format!("evaluator answered out of order: {reply}")),
+            }
+        };
         if let Some(e) = v.get("error") {
             return Err(format!("evaluator error: {e}"));
         }
