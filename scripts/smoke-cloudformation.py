@@ -324,7 +324,10 @@ def main():
         import logging
         logging.getLogger("moto").setLevel(logging.ERROR)
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    zip_path = args.zip or Path("target/lambda/ecs-tunnels/bootstrap.zip")
+    if args.zip and not args.zip.exists():
+        print(f"--zip {args.zip}: no such file")
+        return 2
+    zip_path = args.zip or Path(os.environ.get("CARGO_TARGET_DIR", "target")) / "lambda/ecs-tunnels/bootstrap.zip"
     zip_bytes = zip_path.read_bytes() if zip_path.exists() else placeholder_zip()
     print(f"code: {zip_path if zip_path.exists() else 'placeholder zip'} ({len(zip_bytes)} bytes)")
     print("moto fixes applied: AWS::NoValue list items dropped; Lambda invokes recorded instead of run in Docker")
