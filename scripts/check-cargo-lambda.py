@@ -6,9 +6,11 @@ installs the tools and builds what is needed.
 
 Accepted means the function recognised the sample and handled it as the README says:
   * ECS task, CloudTrail, tag-change and SQS samples: a response whose outcomes say what
-    happened to demo/web (`ready` while it is tagged; the untag and delete samples run
-    after the tag is removed / the service deleted, and must tear down); the failed-call
-    and status-only CloudTrail samples: ignored without any call (their purpose);
+    happened to demo/web: `ready` while it is tagged; the untag sample runs after the tag
+    is removed in moto and must tear down (`removed`); the delete-service sample runs
+    after that, once the service is deleted in moto, and must end without an error; the
+    failed-call and status-only CloudTrail samples must be ignored without any call
+    (that is their purpose);
   * schedule samples: the rotation list; the sweep report, complete, having repaired the
     drift made before each sweep sample (the service's DNS record deleted in the simulator);
   * CloudFormation samples: a SUCCESS answer PUT to the ResponseURL (rewritten, in a copy,
@@ -243,7 +245,7 @@ def judge(name, ok, payload, sink_put, fixed_deadline):
         detail = f"PUT {status}" + (f" ({body.get('Reason')})" if body and status != "SUCCESS" else "") if body else "no PUT"
         if body and sink_put[1]:
             detail += f"; Content-Type {sink_put[1]!r}"
-        good = ok and status == "SUCCESS" and not sink_put[1]
+        good = ok and status == "SUCCESS" and not sink_put[1] and payload == body
         if not fixed_deadline and not good and status == "FAILED" and "timed out" in (body.get("Reason") or ""):
             return "emulator", detail
     elif err is not None:
