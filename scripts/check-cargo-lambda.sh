@@ -14,7 +14,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-python.sh
 if ! .venv/bin/cargo-lambda lambda --version >/dev/null 2>&1; then
-  .venv/bin/pip install --quiet --disable-pip-version-check 'cargo-lambda>=1.9.2,<2'
+  # watch and invoke need no Zig: skip the ziglang wheel (100 MB; `cargo lambda build` needs it).
+  .venv/bin/pip install --quiet --disable-pip-version-check --no-deps 'cargo-lambda>=1.9.2,<2'
 fi
 export PATH="$PWD/.venv/bin:$PATH"
 target_dir=$(cargo metadata --no-deps --format-version 1 --locked | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
