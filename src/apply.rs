@@ -486,6 +486,12 @@ async fn write_token_to_store(
     let mut tags = ctx.owner.ssm_tags(&ctx.svc);
     tags.push(pending.clone());
     tags.extend(crate::aws::token_store::rotated_now("created"));
+    if let Some(r) = ctx.redeploy.as_ref().filter(|r| r.service != ctx.svc) {
+        tags.push((
+            crate::aws::token_store::REDEPLOY_SERVICE_TAG.to_string(),
+            r.service.key(),
+        ));
+    }
     if !deps.tokens.create(&ctx.svc, token, &tags).await? {
         // A concurrent run created it: keep theirs if it is for the same tunnel.
         let existing = deps.tokens.get(&ctx.svc).await?;

@@ -14,7 +14,9 @@
 //! AWSCURRENT means the rotation finished. `RotationToken` is passed through.
 
 use crate::aws::secrets::{SecretInfo, SecretTokens};
-use crate::aws::token_store::{rotated_now, TokenStore, REDEPLOY_TAG, ROTATION_TAG};
+use crate::aws::token_store::{
+    rotated_now, TokenStore, REDEPLOY_SERVICE_TAG, REDEPLOY_TAG, ROTATION_TAG,
+};
 use crate::context::Deps;
 use crate::error::ReconcileError;
 use crate::ownership::{ServiceId, SSM_SERVICE_TAG};
@@ -186,13 +188,29 @@ pub async fn handle(deps: &Deps, event: &Value) -> Result<Value, ReconcileError>
     Ok(json!({"step": step_name, "service": svc, "result": result}))
 }
 
+/// Redeploys the service whose tasks run with the token: the one the secret is named
+/// after, or a custom resource's `ServiceArn` (recorded on the secret). A custom
+/// resource without a `ServiceArn` has nothing to redeploy.
 async fn redeploy(
     deps: &Deps,
     sm: &SecretTokens,
     info: &SecretInfo,
     svc: &ServiceId,
 ) -> Result<(), ReconcileError> {
-    if crate::apply::redeploy(deps, svc).await? {
+    let target = match info
+        .tags
+        .get(REDEPLOY_SERVICE_TAG)
+        .and_then(|k| k.split_once('/'))
+    {
+        Some((c, s)) => Some(ServiceId::new(c, s)),
+        None if svc.cluster.starts_with("cfn.") => None,
+        None => Some(svc.clone()),
+    };
+    let started = match &target {
+        Some(t) => crate::apply::redeploy(deps, t).await?,
+        None => true,
+    };
+    if started {
         sm.remove_tag_by_id(&info.arn, REDEPLOY_TAG).await?;
     }
     Ok(())

@@ -513,3 +513,56 @@ async fn a_throttled_cold_start_does_not_fail_the_stack_forever() {
     assert_eq!(second["PhysicalResourceId"], id);
     assert!(!w.output().contains(API_TOKEN));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secrets_manager_rotation_of_a_custom_resource_redeploys_its_service() {
+    // With the Secrets Manager store, a custom resource's secret is named after the
+    // resource (cfn.<stack>/<logical id>), but its tasks belong to the service named by
+    // ServiceArn: finishSecret must redeploy that one.
+    let mut w = World::start().await;
+    let rotation_function = w.template_function_arn("SecretsRotationFunction");
+    w.extra_env.extend([
+        ("ECS_TUNNELS_TOKEN_STORE".into(), "secretsmanager".into()),
+        (
+            "ECS_TUNNELS_ROTATION_FUNCTION_ARN".into(),
+            rotation_function,
+        ),
+    ]);
+    w.spawn_function().await;
+    let sink = ResponseSink::start().await.unwrap();
+    let service_arn = w.seed("demo", "web", &[("team", "a")]).await;
+    let mut p = props(&["cr.example.com"]);
+    p["ServiceArn"] = json!(service_arn);
+    let created = answer(&w, &sink, request(&sink, "Create", "Tunnel", p, None))
+        .await
+        .json();
+    assert_eq!(created["Status"], "SUCCESS", "{created}\n{}", w.output());
+    let sm = aws_sdk_secretsmanager::Client::new(&w.sdk);
+    let d = sm
+        .describe_secret()
+        .secret_id("ecs-tunnels/cfn.app/Tunnel/token")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        d.tags()
+            .iter()
+            .any(|t| t.key() == Some("ecs-tunnels:redeploys") && t.value() == Some("demo/web")),
+        "{:?}",
+        d.tags()
+    );
+    let arn = d.arn().unwrap().to_string();
+    let before = w.deployment_id("demo", "web").await;
+    let version = "7e6d5c4b-0000-1111-2222-333344445555";
+    for step in ["createSecret", "setSecret", "testSecret", "finishSecret"] {
+        let r = w
+            .invoke_ok(json!({"Step": step, "SecretId": arn, "ClientRequestToken": version}))
+            .await;
+        assert_eq!(r["step"], step, "{r}");
+    }
+    assert_ne!(
+        w.deployment_id("demo", "web").await,
+        before,
+        "the ServiceArn's service was redeployed"
+    );
+}

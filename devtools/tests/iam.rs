@@ -107,7 +107,11 @@ fn current_template_with_readme_parameters() {
     );
     assert_eq!(
         names("SecretsRotationFunction"),
-        ["ReadApiTokenPolicy", "ReconcilePolicy"]
+        [
+            "ReadApiTokenPolicy",
+            "ReconcilePolicy",
+            "RedeployAnyServicePolicy"
+        ]
     );
     for f in t.functions.values() {
         assert!(
@@ -681,8 +685,9 @@ async fn secrets_are_judged_on_their_full_arn_and_tags() {
 }
 
 /// Tag and redeploy permissions are narrow: a function may write only the status tag,
-/// and redeploy only services tagged for exposure (the custom-resource function, whose
-/// services carry no ecs-tunnels tags, may redeploy any service of the account).
+/// and the event and sweep functions redeploy only services tagged for exposure (a
+/// custom resource's service carries no ecs-tunnels tags: the custom-resource function
+/// and the rotation target may redeploy any service of the account).
 #[tokio::test]
 async fn tag_and_redeploy_permissions_are_narrow() {
     let moto = Moto::start().await.expect("moto");
@@ -747,15 +752,18 @@ async fn tag_and_redeploy_permissions_are_narrow() {
             "{f}"
         );
     }
-    for f in ["EventsFunction", "SweepFunction", "SecretsRotationFunction"] {
+    for f in ["EventsFunction", "SweepFunction"] {
         assert!(
             !verdict(auth.check(f, &redeploy("plain")).await.unwrap()),
             "{f} may redeploy an untagged service"
         );
     }
-    assert!(verdict(
-        auth.check("CustomResourceFunction", &redeploy("plain"))
-            .await
-            .unwrap()
-    ));
+    // A custom resource's service carries no ecs-tunnels tag: the custom-resource
+    // function, and the rotation target rotating such a resource's secret, redeploy it.
+    for f in ["CustomResourceFunction", "SecretsRotationFunction"] {
+        assert!(
+            verdict(auth.check(f, &redeploy("plain")).await.unwrap()),
+            "{f}"
+        );
+    }
 }

@@ -16,6 +16,10 @@ pub const REDEPLOY_TAG: &str = "ecs-tunnels:redeploy";
 /// token is stored and deployed. A run that finds it verifies the stored token against
 /// Cloudflare's and repairs it.
 pub const ROTATION_TAG: &str = "ecs-tunnels:rotation";
+/// The ECS service (`<cluster>/<service>`) whose tasks run with the token, when it is not
+/// the one the token is named after: a custom resource's `ServiceArn`. A Secrets Manager
+/// rotation redeploys it.
+pub const REDEPLOY_SERVICE_TAG: &str = "ecs-tunnels:redeploys";
 /// When the tunnel secret was last changed (RFC 3339).
 pub const ROTATED_AT_TAG: &str = "ecs-tunnels:rotated-at";
 /// Why: `created`, `schedule`, `manual`, `compromised`, `repair`.
