@@ -58,7 +58,7 @@ impl Deps {
         let mut opts = ClientOptions::new(config.api_url.clone(), token, config.account_id.clone());
         opts.base_backoff = config.retry_base;
         Ok(Deps {
-            cf: CloudflareClient::new(opts),
+            cf: CloudflareClient::try_new(opts)?,
             ecs: Ecs::new(&sdk),
             tokens: TokenStore::new(&sdk, config.token_store, &config.parameter_prefix),
             region: sdk

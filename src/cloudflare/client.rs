@@ -129,14 +129,25 @@ struct Response {
 
 impl CloudflareClient {
     /// Builds the client (one `reqwest::Client`, connect timeout 5 s, request timeout 30 s).
+    ///
+    /// # Panics
+    /// When the HTTP client cannot be initialised (see [`CloudflareClient::try_new`]).
     pub fn new(opts: ClientOptions) -> Self {
+        Self::try_new(opts).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Builds the client; an error (e.g. no CA certificates on the system, which rustls
+    /// reads at start) is returned rather than panicking, so a Lambda can report it.
+    pub fn try_new(opts: ClientOptions) -> Result<Self, String> {
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
             .user_agent(concat!("ecs-tunnels/", env!("CARGO_PKG_VERSION")))
             .build()
-            .expect("the HTTP client (rustls) could not be initialised");
-        CloudflareClient {
+            .map_err(|e| {
+                format!("the HTTP client (rustls) could not be initialised (are the system's CA certificates installed?): {e}")
+            })?;
+        Ok(CloudflareClient {
             inner: Arc::new(Inner {
                 http,
                 base_url: opts.base_url.trim_end_matches('/').to_string(),
@@ -148,7 +159,7 @@ impl CloudflareClient {
                 max_retry_after: opts.max_retry_after,
                 counters: Counters::default(),
             }),
-        }
+        })
     }
 
     /// The account the client works in.
