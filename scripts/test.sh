@@ -14,5 +14,10 @@ scripts/validate-sam.sh                               # sam validate --lint, off
 .venv/bin/python scripts/smoke-cloudformation.py      # the expanded template on moto's CloudFormation
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+rm -f target/tmp/iam-unjudged.log
 cargo test --workspace --locked
+if [ -s target/tmp/iam-unjudged.log ]; then
+  echo "What the IAM evaluator could not judge in this run (one line each):"
+  sed -E 's#ecs-tunnels/[^/ ]+/[^/ ]+/token#ecs-tunnels/<cluster>/<service>/token#g' target/tmp/iam-unjudged.log | sort -u | sed 's/^/  /'
+fi
 scripts/check-cargo-lambda.sh                         # every sample event through cargo-lambda's emulator

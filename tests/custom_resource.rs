@@ -451,28 +451,10 @@ async fn a_throttled_cold_start_does_not_fail_the_stack_forever() {
     // instead of leaving the stack in DELETE_FAILED.
     use devtools::aws_proxy::Fault;
     let mut w = World::start().await;
-    aws_sdk_ssm::Client::new(&w.sdk)
-        .put_parameter()
-        .name("/cloudflare/api-token")
-        .value(API_TOKEN)
-        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
-        .send()
-        .await
-        .unwrap();
+    w.put_api_token_parameter(API_TOKEN).await;
     w.aws
         .inject(Fault::new("ssm:GetParameter", "ThrottlingException", "Rate exceeded").times(6));
-    let mut env: Vec<(String, String)> = w
-        .function_env()
-        .into_iter()
-        .filter(|(k, _)| k != "CLOUDFLARE_API_TOKEN")
-        .collect();
-    env.push((
-        "CLOUDFLARE_API_TOKEN_PARAMETER".into(),
-        "/cloudflare/api-token".into(),
-    ));
-    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_ecs-tunnels"));
-    w.functions
-        .push(devtools::function::FunctionProcess::spawn(bin, &w.rt.endpoint(), &env).unwrap());
+    w.spawn_function_reading_the_api_token_from_ssm();
     let sink = ResponseSink::start().await.unwrap();
     let id = format!("ecs-tunnels:{OWNER}:cfn.app/Tunnel");
     let first = answer(

@@ -336,27 +336,9 @@ async fn task_failed_to_start_for_missing_token_creates_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_token_read_from_ssm_once_per_cold_start() {
     let mut w = World::start().await;
-    aws_sdk_ssm::Client::new(&w.sdk)
-        .put_parameter()
-        .name("/cloudflare/api-token")
-        .value(API_TOKEN)
-        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
-        .send()
-        .await
-        .unwrap();
+    w.put_api_token_parameter(API_TOKEN).await;
     // The function reads the token from SSM instead of its environment.
-    let mut env: Vec<(String, String)> = w
-        .function_env()
-        .into_iter()
-        .filter(|(k, _)| k != "CLOUDFLARE_API_TOKEN")
-        .collect();
-    env.push((
-        "CLOUDFLARE_API_TOKEN_PARAMETER".into(),
-        "/cloudflare/api-token".into(),
-    ));
-    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_ecs-tunnels"));
-    w.functions
-        .push(devtools::function::FunctionProcess::spawn(bin, &w.rt.endpoint(), &env).unwrap());
+    w.spawn_function_reading_the_api_token_from_ssm();
     w.seed("demo", "web", &exposed("web.example.com")).await;
     let resp = w.invoke_ok(task_event("demo", "web", false)).await;
     assert_eq!(
@@ -366,15 +348,7 @@ async fn api_token_read_from_ssm_once_per_cold_start() {
         w.output()
     );
     // Read once: changing the parameter does not affect the warm process.
-    aws_sdk_ssm::Client::new(&w.sdk)
-        .put_parameter()
-        .name("/cloudflare/api-token")
-        .value("rotated-elsewhere")
-        .overwrite(true)
-        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
-        .send()
-        .await
-        .unwrap();
+    w.put_api_token_parameter("rotated-elsewhere").await;
     let resp = w.invoke_ok(task_event("demo", "web", false)).await;
     assert_eq!(resp["outcomes"][0]["state"], "ready");
     assert!(!w.output().contains(API_TOKEN));
@@ -585,18 +559,7 @@ async fn a_failed_cold_start_is_retried_by_the_next_invocation() {
     // The container must not stay "misconfigured" for the rest of its life: the next
     // invocation tries again.
     let mut w = World::start().await;
-    let mut env: Vec<(String, String)> = w
-        .function_env()
-        .into_iter()
-        .filter(|(k, _)| k != "CLOUDFLARE_API_TOKEN")
-        .collect();
-    env.push((
-        "CLOUDFLARE_API_TOKEN_PARAMETER".into(),
-        "/cloudflare/api-token".into(),
-    ));
-    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_ecs-tunnels"));
-    w.functions
-        .push(devtools::function::FunctionProcess::spawn(bin, &w.rt.endpoint(), &env).unwrap());
+    w.spawn_function_reading_the_api_token_from_ssm();
     w.seed("demo", "web", &exposed("web.example.com")).await;
     let inv = w.invoke(task_event("demo", "web", false)).await;
     match &inv.outcome {
@@ -606,14 +569,7 @@ async fn a_failed_cold_start_is_retried_by_the_next_invocation() {
         ),
         other => panic!("expected an error, got {other:?}"),
     }
-    aws_sdk_ssm::Client::new(&w.sdk)
-        .put_parameter()
-        .name("/cloudflare/api-token")
-        .value(API_TOKEN)
-        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
-        .send()
-        .await
-        .unwrap();
+    w.put_api_token_parameter(API_TOKEN).await;
     let resp = w.invoke_ok(task_event("demo", "web", false)).await;
     assert_eq!(
         resp["outcomes"][0]["state"],

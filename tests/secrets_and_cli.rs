@@ -137,18 +137,9 @@ async fn pagination_everywhere() {
 }
 
 fn cli(w: &World, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ecs-tunnels"))
-        .args(args)
-        .env_clear()
-        .envs(w.env())
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .output()
-        .expect("run cli");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
+    let env = w.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    cli_with(&env, args)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

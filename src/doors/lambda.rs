@@ -130,8 +130,7 @@ pub async fn handle(deps: &Deps, event: LambdaEvent<Value>) -> Result<Value, Err
         warn!(error = %e, "event rejected");
         Error::from(e)
     })?;
-    let mut work: Vec<Work> = Vec::new();
-    let mut check_removal = std::collections::BTreeSet::new();
+    let mut work = Services::default();
     let mut ignored = Vec::new();
     let mut outcomes: Vec<Outcome> = Vec::new();
     for t in triggers {
@@ -139,15 +138,12 @@ pub async fn handle(deps: &Deps, event: LambdaEvent<Value>) -> Result<Value, Err
             Trigger::Service {
                 service,
                 account,
-                check_removal: check,
-            } => {
-                if check {
-                    check_removal.insert(service.clone());
-                }
-                if !work.iter().any(|(s, _)| *s == service) {
-                    work.push((service, account.or_else(|| fn_account.clone())));
-                }
-            }
+                check_removal,
+            } => work.add(
+                service,
+                account.or_else(|| fn_account.clone()),
+                check_removal,
+            ),
             Trigger::Ignore(why) => {
                 info!(reason = %why, "event ignored");
                 ignored.push(why);
@@ -197,7 +193,7 @@ pub async fn handle(deps: &Deps, event: LambdaEvent<Value>) -> Result<Value, Err
             }
         }
     }
-    outcomes.extend(reconcile_many(deps, work, Mode::Apply, &check_removal).await);
+    outcomes.extend(reconcile_many(deps, work.work, Mode::Apply, &work.check_removal).await);
     let calls = deps.cf.stats().total - calls_before;
     let transient: Vec<String> = outcomes
         .iter()
@@ -208,6 +204,26 @@ pub async fn handle(deps: &Deps, event: LambdaEvent<Value>) -> Result<Value, Err
         return Err(Error::from(format!("will retry: {}", transient.join("; "))));
     }
     Ok(json!({ "outcomes": outcomes, "ignored": ignored, "cloudflare_calls": calls }))
+}
+
+/// The services an invocation asks to reconcile, each once.
+#[derive(Default)]
+struct Services {
+    work: Vec<Work>,
+    check_removal: BTreeSet<ServiceId>,
+}
+
+impl Services {
+    /// Adds a service (once); `check_removal` when its event may mean it was untagged
+    /// or deleted.
+    fn add(&mut self, service: ServiceId, account: Option<String>, check_removal: bool) {
+        if check_removal {
+            self.check_removal.insert(service.clone());
+        }
+        if !self.work.iter().any(|(s, _)| *s == service) {
+            self.work.push((service, account));
+        }
+    }
 }
 
 /// Handles an SQS batch message by message: a malformed message, or one whose service
@@ -222,8 +238,7 @@ async fn handle_batch(
 ) -> Value {
     let mut failed: BTreeSet<String> = BTreeSet::new();
     let mut senders: BTreeMap<ServiceId, Vec<String>> = BTreeMap::new();
-    let mut work: Vec<Work> = Vec::new();
-    let mut check_removal = BTreeSet::new();
+    let mut work = Services::default();
     let mut ignored = Vec::new();
     for item in batch {
         let triggers = match item.triggers {
@@ -239,18 +254,17 @@ async fn handle_batch(
                 Trigger::Service {
                     service,
                     account,
-                    check_removal: check,
+                    check_removal,
                 } => {
-                    if check {
-                        check_removal.insert(service.clone());
-                    }
                     senders
                         .entry(service.clone())
                         .or_default()
                         .push(item.message_id.clone());
-                    if !work.iter().any(|(s, _)| *s == service) {
-                        work.push((service, account.or_else(|| fn_account.clone())));
-                    }
+                    work.add(
+                        service,
+                        account.or_else(|| fn_account.clone()),
+                        check_removal,
+                    );
                 }
                 Trigger::Ignore(why) => {
                     info!(message_id = %item.message_id, reason = %why, "event ignored");
@@ -269,7 +283,7 @@ async fn handle_batch(
             }
         }
     }
-    let outcomes = reconcile_many(deps, work, Mode::Apply, &check_removal).await;
+    let outcomes = reconcile_many(deps, work.work, Mode::Apply, &work.check_removal).await;
     for o in outcomes.iter().filter(|o| o.is_transient()) {
         for id in senders.get(&o.service).into_iter().flatten() {
             failed.insert(id.clone());

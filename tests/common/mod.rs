@@ -17,6 +17,8 @@ use std::time::Duration;
 
 /// The Cloudflare API token the tests use: distinctive, so a leak is easy to find.
 pub const API_TOKEN: &str = "cfat-test-token-must-never-be-printed-7f3a";
+/// Where the README's deployment keeps the API token (CloudflareApiTokenParameter).
+pub const API_TOKEN_PARAMETER: &str = "/cloudflare/api-token";
 /// moto's fixed account.
 pub const ACCOUNT: &str = "123456789012";
 /// The owner id ecs-tunnels derives for moto's account and region.
@@ -44,6 +46,19 @@ pub struct World {
 /// document rejects, fails here, even when the function tolerated the refusal.
 impl Drop for World {
     fn drop(&mut self) {
+        // What the IAM evaluator could not judge, for scripts/test.sh's summary.
+        let unjudged = self.iam.unjudged();
+        if !unjudged.is_empty() {
+            use std::io::Write;
+            let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("iam-unjudged.log");
+            if let Ok(mut f) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+            {
+                let _ = writeln!(f, "{}", unjudged.join("\n"));
+            }
+        }
         if std::thread::panicking() {
             return;
         }
@@ -206,6 +221,39 @@ impl World {
             "function did not start polling: {}",
             self.output()
         );
+    }
+
+    /// Starts a function process that reads the API token from the SSM parameter
+    /// `/cloudflare/api-token` (the README's deployment) instead of its environment.
+    /// Unlike [`World::spawn_function`] it does not wait for the process to poll: its
+    /// cold start may be meant to fail.
+    pub fn spawn_function_reading_the_api_token_from_ssm(&mut self) {
+        let mut env: Vec<(String, String)> = self
+            .function_env()
+            .into_iter()
+            .filter(|(k, _)| k != "CLOUDFLARE_API_TOKEN")
+            .collect();
+        env.push((
+            "CLOUDFLARE_API_TOKEN_PARAMETER".into(),
+            API_TOKEN_PARAMETER.into(),
+        ));
+        let bin = Path::new(env!("CARGO_BIN_EXE_ecs-tunnels"));
+        self.functions.push(
+            FunctionProcess::spawn(bin, &self.rt.endpoint(), &env).expect("spawn ecs-tunnels"),
+        );
+    }
+
+    /// Writes `value` as the API token parameter `/cloudflare/api-token`.
+    pub async fn put_api_token_parameter(&self, value: &str) {
+        aws_sdk_ssm::Client::new(&self.sdk)
+            .put_parameter()
+            .name(API_TOKEN_PARAMETER)
+            .value(value)
+            .overwrite(true)
+            .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+            .send()
+            .await
+            .expect("put the API token parameter");
     }
 
     /// Invokes the function with an event and waits for the answer.

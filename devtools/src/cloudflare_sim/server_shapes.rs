@@ -23,6 +23,8 @@
 
 use serde_json::{json, Map, Value};
 
+use super::util::go_duration_nanos;
+
 /// Every `originRequest` key cloudflared knows, with its zero value.
 fn origin_request_zeros() -> Map<String, Value> {
     let mut m = Map::new();
@@ -135,7 +137,7 @@ pub(crate) fn rules(rules: &[Value]) -> Vec<Value> {
 /// Go's `time.Duration.String()` of a duration written in Go syntax (`24h` → `24h0m0s`,
 /// `90m` → `1h30m0s`, `1.5h` → `1h30m0s`); the input itself when it does not parse.
 pub(crate) fn go_duration(s: &str) -> String {
-    let Some(nanos) = parse_go_duration(s) else {
+    let Some(nanos) = go_duration_nanos(s.trim()) else {
         return s.to_string();
     };
     if nanos == 0 {
@@ -158,39 +160,6 @@ pub(crate) fn go_duration(s: &str) -> String {
         (0, m) => format!("{m}m{secs}"),
         (h, m) => format!("{h}h{m}m{secs}"),
     }
-}
-
-fn parse_go_duration(s: &str) -> Option<u128> {
-    let mut rest = s.trim();
-    if rest == "0" {
-        return Some(0);
-    }
-    let mut total = 0f64;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let n = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let number: f64 = rest[..n].parse().ok()?;
-        rest = &rest[n..];
-        let u = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let unit = match &rest[..u] {
-            "ns" => 1.0,
-            "us" | "µs" | "μs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return None,
-        };
-        rest = &rest[u..];
-        total += number * unit;
-    }
-    Some(total.round() as u128)
 }
 
 /// Access app destinations as the API answers them: hostnames lower-cased, sorted.

@@ -66,32 +66,47 @@ pub(crate) fn uuid() -> String {
 /// Validates a Go `time.ParseDuration` string (`24h`, `30m`, `1h30m`, `1.5h`, `0`).
 /// Negative durations are refused: nothing in the API accepts them.
 pub(crate) fn is_go_duration(s: &str) -> bool {
+    go_duration_nanos(s).is_some()
+}
+
+/// The length of a Go `time.ParseDuration` string in nanoseconds (units ns, us/µs, ms,
+/// s, m, h; decimals allowed; an optional `+`); `None` when it does not parse or is
+/// negative.
+pub(crate) fn go_duration_nanos(s: &str) -> Option<u128> {
     if s == "0" {
-        return true;
+        return Some(0);
     }
     let mut rest = s.strip_prefix('+').unwrap_or(s);
     if rest.is_empty() {
-        return false;
+        return None;
     }
+    let mut total = 0f64;
     while !rest.is_empty() {
         let num_len = rest
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(rest.len());
         let num = &rest[..num_len];
         if num.is_empty() || num == "." || num.matches('.').count() > 1 {
-            return false;
+            return None;
         }
+        let number: f64 = num.parse().ok()?;
         rest = &rest[num_len..];
         let unit_len = rest
             .find(|c: char| c.is_ascii_digit() || c == '.')
             .unwrap_or(rest.len());
-        let unit = &rest[..unit_len];
-        if !matches!(unit, "ns" | "us" | "µs" | "μs" | "ms" | "s" | "m" | "h") {
-            return false;
-        }
+        let scale = match &rest[..unit_len] {
+            "ns" => 1.0,
+            "us" | "µs" | "μs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return None,
+        };
         rest = &rest[unit_len..];
+        total += number * scale;
     }
-    true
+    Some(total.round() as u128)
 }
 
 /// SHA-256 of `data` (FIPS 180-4). Used only to show fingerprints of secrets
