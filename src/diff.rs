@@ -560,10 +560,12 @@ fn redeploy_change(
         return Some(Change::Redeploy);
     };
     let fresh = written_now == Some(false);
+    // `written_at` has second precision: a deployment counts only from the next second,
+    // so one created earlier in the same second as the write never clears the mark.
     let deployed_since = written_now.is_none()
         && matches!(
             (target.last_deployed_at, observed.token.as_ref().and_then(|t| t.written_at)),
-            (Some(deployed), Some(written)) if deployed > written
+            (Some(deployed), Some(written)) if deployed >= written + std::time::Duration::from_secs(1)
         );
     if fresh || deployed_since {
         Some(Change::ClearRedeployMark)
