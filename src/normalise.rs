@@ -10,7 +10,7 @@
 
 use crate::cloudflare::{AccessApp, AccessAppBody, AccessPolicy, AccessPolicyBody, TunnelConfig};
 use serde_json::Value;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A hostname as compared: lower case, no trailing dot, no surrounding space.
 pub fn hostname(h: &str) -> String {
@@ -100,14 +100,44 @@ pub struct IngressView {
     pub service: String,
     /// The Access check cloudflared enforces.
     pub access: Option<OriginAccessView>,
+    /// Every other `originRequest` setting that is not its zero value (ecs-tunnels sets
+    /// none, so any is drift: `bastionMode`, `noTLSVerify`, `proxyType` change what the
+    /// rule exposes), as canonical JSON.
+    pub origin_settings: BTreeMap<String, String>,
 }
 
 /// A tunnel configuration as compared: the ingress rules, in order (cloudflared
-/// evaluates them top to bottom), with only the fields ecs-tunnels sets.
+/// evaluates them top to bottom), and the top-level `originRequest` defaults, without
+/// zero values spelled out by a server and without fields only a server sets
+/// (`warp-routing` follows the tunnel's private-network routes, which are separate
+/// objects ecs-tunnels does not manage).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigView {
     /// The rules.
     pub ingress: Vec<IngressView>,
+    /// Top-level `originRequest` settings that are not zero values.
+    pub origin_defaults: BTreeMap<String, String>,
+}
+
+/// True for what a server spells out when nothing was set: `false`, `0`, `""`, `null`,
+/// `[]`, `{}`, or an object of only such values.
+fn is_zero(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.trim().is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.values().all(is_zero),
+    }
+}
+
+/// The settings of an `originRequest` map that are not zero values, as canonical JSON.
+fn settings(map: &serde_json::Map<String, Value>) -> BTreeMap<String, String> {
+    map.iter()
+        .filter(|(_, v)| !is_zero(v))
+        .map(|(k, v)| (k.clone(), canonical_json(v)))
+        .collect()
 }
 
 fn non_empty(s: Option<&str>) -> Option<String> {
@@ -144,8 +174,17 @@ impl ConfigView {
                         .filter(|a| {
                             a.required || !a.team_name.is_empty() || !a.aud_tags.is_empty()
                         }),
+                    origin_settings: r
+                        .origin_request
+                        .as_ref()
+                        .map(|o| settings(&o.other))
+                        .unwrap_or_default(),
                 })
                 .collect(),
+            origin_defaults: match &config.origin_request {
+                Some(Value::Object(m)) => settings(m),
+                _ => BTreeMap::new(),
+            },
         }
     }
 }
@@ -228,6 +267,9 @@ pub struct AppView {
     pub domain: String,
     /// Public destinations, as a set of hostnames.
     pub destinations: BTreeSet<String>,
+    /// Any other destination (a private CIDR or hostname someone added): ecs-tunnels
+    /// adds none, so any is drift.
+    pub other_destinations: BTreeSet<String>,
     /// Session length.
     pub session_duration: DurationView,
     /// Allowed identity providers (empty: all).
@@ -269,6 +311,12 @@ impl AppView {
                 .map(|d| uri_host(&d.uri))
                 .filter(|u| !u.is_empty())
                 .collect(),
+            other_destinations: app
+                .destinations
+                .iter()
+                .filter(|d| !(d.dest_type.is_empty() || d.dest_type == "public"))
+                .map(|d| format!("{}:{}", d.dest_type, d.uri))
+                .collect(),
             session_duration: DurationView::of(app.session_duration.as_deref(), DEFAULT_SESSION),
             idps: app.allowed_idps.iter().cloned().collect(),
             auto_redirect_to_identity: app.auto_redirect_to_identity,
@@ -294,6 +342,7 @@ impl AppView {
                 .map(|d| uri_host(&d.uri))
                 .filter(|u| !u.is_empty())
                 .collect(),
+            other_destinations: BTreeSet::new(),
             session_duration: DurationView::of(Some(&b.session_duration), DEFAULT_SESSION),
             idps: b.allowed_idps.iter().cloned().collect(),
             auto_redirect_to_identity: b.auto_redirect_to_identity,
@@ -376,6 +425,14 @@ mod tests {
             IngressRule {
                 origin_request: None,
                 ..rule("a.example.com", "http://x:1", "aud")
+            },
+            {
+                let mut r = rule("a.example.com", "http://x:1", "aud");
+                if let Some(o) = r.origin_request.as_mut() {
+                    o.other
+                        .insert("bastionMode".into(), serde_json::json!(true));
+                }
+                r
             },
         ] {
             let other = TunnelConfig {

@@ -252,7 +252,13 @@ async fn converge(
             return Err(ReconcileError::Conflict(plan.conflicts));
         }
         if plan.changes.is_empty() && !plan.notices.is_empty() {
-            return Err(ReconcileError::Redeploy(plan.notices.join("; ")));
+            // Done, except what only a person can do: say so (the status tag, the
+            // custom resource's Reason) without failing.
+            let e = ReconcileError::Redeploy(plan.notices.join("; "));
+            out.state = State::Error;
+            out.error = Some(e.to_string());
+            out.error_kind = Some(e.kind());
+            return Ok(out);
         }
         if mode == Mode::Plan {
             out.state = if plan.changes.is_empty() {

@@ -548,3 +548,59 @@ async fn a_secrets_manager_rotation_of_a_custom_resource_redeploys_its_service()
         "the ServiceArn's service was redeployed"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redeploy_only_the_owner_can_start_does_not_fail_the_stack() {
+    // The ServiceArn's service is deployed by CodeDeploy. When its token changes, only
+    // its owner can start new tasks: the answer is SUCCESS with that in the Reason
+    // (FAILED would fail the stack update, and then its rollback).
+    let mut w = World::start().await;
+    w.spawn_function().await;
+    let sink = ResponseSink::start().await.unwrap();
+    let service_arn = devtools::seed::seed_service_deployed_by(
+        &w.sdk,
+        "demo",
+        "web",
+        &[("team", "a")],
+        "CODE_DEPLOY",
+    )
+    .await;
+    let mut p = props(&["cr.example.com"]);
+    p["ServiceArn"] = json!(service_arn);
+    let created = answer(
+        &w,
+        &sink,
+        request(&sink, "Create", "Tunnel", p.clone(), None),
+    )
+    .await
+    .json();
+    assert_eq!(created["Status"], "SUCCESS", "{created}\n{}", w.output());
+    let id = created["PhysicalResourceId"].as_str().unwrap().to_string();
+
+    // The stored token goes stale; the next Update repairs it.
+    let tid = created["Data"]["TunnelId"].as_str().unwrap().to_string();
+    let stale = ecs_tunnels::token::encode_token(
+        "0123456789abcdef0123456789abcdef",
+        &tid,
+        &ecs_tunnels::token::new_tunnel_secret(),
+    );
+    aws_sdk_ssm::Client::new(&w.sdk)
+        .put_parameter()
+        .name("/ecs-tunnels/cfn.app/Tunnel/token")
+        .value(stale.expose())
+        .overwrite(true)
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .send()
+        .await
+        .unwrap();
+    let updated = answer(&w, &sink, request(&sink, "Update", "Tunnel", p, Some(&id)))
+        .await
+        .json();
+    assert_eq!(updated["Status"], "SUCCESS", "{updated}\n{}", w.output());
+    let reason = updated["Reason"].as_str().unwrap();
+    assert!(
+        reason.contains("redeploy needed") && reason.contains("CODE_DEPLOY"),
+        "{reason}"
+    );
+    assert_eq!(updated["Data"]["TunnelId"], json!(tid));
+}

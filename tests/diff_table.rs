@@ -415,6 +415,22 @@ fn answers_a_real_server_gives_are_not_drift() {
         kinds(&diff(&ctx(), Some(&target(true)), &drifted)),
         vec!["update_policy", "update_app"]
     );
+    // Settings ecs-tunnels never makes are drift too when they are not zero values: a
+    // rule turned into a jump host, a private destination added to the app.
+    let mut drifted = o.clone();
+    let mut config = serde_json::to_value(drifted.config.as_ref().unwrap()).unwrap();
+    config["ingress"][0]["originRequest"]["bastionMode"] = json!(true);
+    drifted.config = Some(from_value(config).unwrap());
+    drifted
+        .app
+        .as_mut()
+        .unwrap()
+        .destinations
+        .push(from_value(json!({"type": "private", "cidr": "10.0.0.0/8"})).unwrap());
+    assert_eq!(
+        kinds(&diff(&ctx(), Some(&target(true)), &drifted)),
+        vec!["update_app", "put_config"]
+    );
 }
 
 #[test]

@@ -122,7 +122,7 @@ pub async fn handle(
                 if req.request_type == "Delete"
                     && fallback_id.starts_with("ecs-tunnels:failed:") =>
             {
-                Ok((fallback_id.clone(), Map::new()))
+                Ok((fallback_id.clone(), Map::new(), None))
             }
             Err(e) => Err((
                 fallback_id.clone(),
@@ -136,7 +136,7 @@ pub async fn handle(
         Err(_) => Err((fallback_id.clone(), "timed out before finishing; see the function's log. Retrying the stack operation continues where it stopped".to_string())),
     };
     let body = match result {
-        Ok((id, data)) => response(&req, "SUCCESS", None, &id, data),
+        Ok((id, data, note)) => response(&req, "SUCCESS", note.as_deref(), &id, data),
         Err((id, reason)) => {
             warn!(request_type = %req.request_type, logical_id = %req.logical_id, reason = %reason, "custom resource failed");
             response(&req, "FAILED", Some(&reason), &id, Map::new())
@@ -147,7 +147,9 @@ pub async fn handle(
     Ok(body)
 }
 
-type Answer = Result<(String, Map<String, Value>), (String, String)>;
+/// The physical id, `Data` and, on success, what the stack's owner should know (the
+/// Reason CloudFormation shows), or the physical id and why it failed.
+type Answer = Result<(String, Map<String, Value>, Option<String>), (String, String)>;
 
 async fn process(
     deps: &Deps,
@@ -266,18 +268,24 @@ async fn process(
                     .map(|a| a.aud.clone())
                     .unwrap_or_default()),
             );
-            Ok((id, data))
+            // A redeploy only the service's owner can start is reported, not failed: a
+            // FAILED answer would fail the stack update and then its rollback.
+            let note = outcome
+                .error
+                .clone()
+                .filter(|_| outcome.error_kind == Some("redeploy"));
+            Ok((id, data, note))
         }
         "Delete" => {
             let id = req.physical_id.clone().unwrap_or(own_id);
             let Some(key) = key_of_physical_id(&owner, &id) else {
                 // The id of a Create that failed before it made anything, or not ours.
-                return Ok((id, Map::new()));
+                return Ok((id, Map::new(), None));
             };
             reconcile_resource(deps, &key, owner, None, None)
                 .await
                 .map_err(|e| (id.clone(), e.to_string()))?;
-            Ok((id, Map::new()))
+            Ok((id, Map::new(), None))
         }
         other => Err((
             physical_id_guess(req, key),
