@@ -6,7 +6,8 @@
 //! 4. DNS records;
 //! 5. Access application and policy deletions;
 //! 6. tunnel teardown (secret revoked, connections dropped, tunnel deleted) → token;
-//! 7. a new deployment if a token was written.
+//! 7. a new deployment if a token was written;
+//! 8. the token store's rotation schedule (Secrets Manager).
 //!
 //! Every step is idempotent and tolerates a concurrent run doing the same thing: a
 //! duplicate tunnel name or Access domain is adopted if it is ours.
@@ -171,11 +172,23 @@ pub async fn apply(
     futures::try_join!(config_fut, token_fut)?;
     done.extend(put_config.map(Change::kind));
     done.extend(write_token.map(Change::kind));
-    if let Some(c @ Change::ScheduleRotation { expression }) = changes
+    if let Some(c @ Change::RecordRedeployTarget { service }) = changes
         .iter()
-        .find(|c| matches!(c, Change::ScheduleRotation { .. }))
+        .find(|c| matches!(c, Change::RecordRedeployTarget { .. }))
     {
-        deps.tokens.schedule_rotation(&ctx.svc, expression).await?;
+        use crate::aws::token_store::REDEPLOY_SERVICE_TAG;
+        match service {
+            Some(s) => {
+                deps.tokens
+                    .add_tags(&ctx.svc, &[(REDEPLOY_SERVICE_TAG.to_string(), s.clone())])
+                    .await?
+            }
+            None => {
+                deps.tokens
+                    .remove_tag(&ctx.svc, REDEPLOY_SERVICE_TAG)
+                    .await?
+            }
+        }
         log_change(ctx, c);
         done.push(c.kind());
     }
@@ -302,6 +315,16 @@ pub async fn apply(
         deps.tokens
             .remove_tag(&ctx.svc, crate::aws::token_store::ROTATION_TAG)
             .await?;
+        log_change(ctx, c);
+        done.push(c.kind());
+    }
+    // 8. The token store's rotation schedule, last: a schedule Secrets Manager refuses
+    // must not keep the hostname from being published.
+    if let Some(c @ Change::ScheduleRotation { expression }) = changes
+        .iter()
+        .find(|c| matches!(c, Change::ScheduleRotation { .. }))
+    {
+        deps.tokens.schedule_rotation(&ctx.svc, expression).await?;
         log_change(ctx, c);
         done.push(c.kind());
     }

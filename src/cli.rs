@@ -146,7 +146,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Ok(d) => d,
         Err(e) => {
             eprintln!("error: {e}");
-            return ExitCode::from(EXIT_USAGE);
+            return ExitCode::from(if e.transient { EXIT_RETRY } else { EXIT_USAGE });
         }
     };
     if let Command::Sweep { dry_run, json } = &cli.command {
@@ -299,6 +299,9 @@ fn describe(o: &Outcome) -> String {
     if let Some(e) = &o.error {
         line.push_str(&format!("\n  {e}"));
     }
+    if let Some(e) = &o.status_error {
+        line.push_str(&format!("\n  the status tag could not be written: {e}"));
+    }
     for c in &o.changes {
         let detail = serde_json::to_value(c).ok().map(|mut v| {
             if let Some(m) = v.as_object_mut() {
@@ -316,7 +319,10 @@ fn describe(o: &Outcome) -> String {
 }
 
 fn exit_code(outcomes: &[Outcome]) -> ExitCode {
-    if outcomes.iter().any(|o| o.state == State::Error) {
+    if outcomes
+        .iter()
+        .any(|o| o.state == State::Error || o.status_error.is_some())
+    {
         ExitCode::from(EXIT_NEEDS_ATTENTION)
     } else if outcomes.iter().any(|o| o.state == State::Pending) {
         ExitCode::from(EXIT_RETRY)

@@ -37,28 +37,49 @@ pub struct Deps {
     cache: Mutex<Cache>,
 }
 
+/// Why the dependencies could not be built.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct InitError {
+    /// What went wrong (never the token).
+    pub message: String,
+    /// A retry may succeed (throttling, a server error), as opposed to a misconfiguration.
+    pub transient: bool,
+}
+
+impl InitError {
+    fn setup(message: impl Into<String>) -> Self {
+        InitError {
+            message: message.into(),
+            transient: false,
+        }
+    }
+}
+
 impl Deps {
     /// Builds the dependencies: loads AWS config and reads the API token once.
-    pub async fn build(config: Config) -> Result<Deps, String> {
+    pub async fn build(config: Config) -> Result<Deps, InitError> {
         let sdk = crate::aws::load_sdk_config().await;
+        let read_failed = |what: String, e: crate::aws::AwsError| InitError {
+            message: format!("cannot read the Cloudflare API token from {what}: {e}"),
+            transient: e.is_transient(),
+        };
         let token = match &config.api_token {
             ApiTokenSource::Value(s) => s.clone(),
-            ApiTokenSource::Parameter(name) => {
-                read_secure_string(&sdk, name).await.map_err(|e| {
-                    format!("cannot read the Cloudflare API token from SSM parameter {name}: {e}")
-                })?
-            }
-            ApiTokenSource::SecretArn(arn) => read_secret_string(&sdk, arn).await.map_err(|e| {
-                format!("cannot read the Cloudflare API token from secret {arn}: {e}")
-            })?,
+            ApiTokenSource::Parameter(name) => read_secure_string(&sdk, name)
+                .await
+                .map_err(|e| read_failed(format!("SSM parameter {name}"), e))?,
+            ApiTokenSource::SecretArn(arn) => read_secret_string(&sdk, arn)
+                .await
+                .map_err(|e| read_failed(format!("secret {arn}"), e))?,
         };
         if token.is_empty() {
-            return Err("the Cloudflare API token is empty".into());
+            return Err(InitError::setup("the Cloudflare API token is empty"));
         }
         let mut opts = ClientOptions::new(config.api_url.clone(), token, config.account_id.clone());
         opts.base_backoff = config.retry_base;
         Ok(Deps {
-            cf: CloudflareClient::try_new(opts)?,
+            cf: CloudflareClient::try_new(opts).map_err(InitError::setup)?,
             ecs: Ecs::new(&sdk),
             tokens: TokenStore::new(&sdk, config.token_store, &config.parameter_prefix),
             region: sdk

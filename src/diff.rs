@@ -103,6 +103,12 @@ pub enum Change {
     },
     /// Delete the token parameter.
     DeleteToken,
+    /// Record on the token which service runs with it (a custom resource's
+    /// `ServiceArn`; `None`: remove the record), so a rotation redeploys that one.
+    RecordRedeployTarget {
+        /// `<cluster>/<service>`.
+        service: Option<String>,
+    },
     /// Give the token secret its rotation schedule (Secrets Manager).
     ScheduleRotation {
         /// Schedule expression, e.g. `rate(30 days)`.
@@ -141,6 +147,7 @@ impl Change {
             Change::DeletePolicy { .. } => "delete_policy",
             Change::DeleteTunnel { .. } => "delete_tunnel",
             Change::DeleteToken => "delete_token",
+            Change::RecordRedeployTarget { .. } => "record_redeploy_target",
             Change::ScheduleRotation { .. } => "schedule_rotation",
             Change::Redeploy => "redeploy",
             Change::ClearRedeployMark => "clear_redeploy_mark",
@@ -440,6 +447,16 @@ fn plan_present(ctx: &PlanContext, target: &Target, observed: &Observed) -> Plan
         changes.push(Change::WriteToken {
             overwrite: observed.token.is_some(),
         });
+    }
+    if let Some(t) = observed.token.as_ref().filter(|t| t.owned) {
+        let wanted = ctx
+            .redeploy
+            .as_ref()
+            .filter(|r| r.service != ctx.svc)
+            .map(|r| r.service.key());
+        if t.redeploys != wanted {
+            changes.push(Change::RecordRedeployTarget { service: wanted });
+        }
     }
     if let Some(function) = &ctx.rotation_function {
         let expression = crate::aws::token_store::rotation_expression(target.rotate_every);

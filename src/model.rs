@@ -66,6 +66,9 @@ pub struct StoredToken {
     pub written_at: Option<std::time::SystemTime>,
     /// The store's own rotation schedule (Secrets Manager; `None` for SSM).
     pub rotation_schedule: Option<crate::aws::token_store::RotationSchedule>,
+    /// The service recorded as running with the token when it is not the one the token
+    /// is named after (a custom resource's `ServiceArn`), as `<cluster>/<service>`.
+    pub redeploys: Option<String>,
 }
 
 impl StoredToken {
@@ -86,6 +89,7 @@ impl StoredToken {
             matches_cloudflare: None,
             written_at: None,
             rotation_schedule: None,
+            redeploys: None,
         }
     }
 

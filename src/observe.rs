@@ -257,6 +257,10 @@ pub async fn observe(
                     .map(String::as_str),
             );
         t.rotation_schedule = p.rotation_schedule.clone();
+        t.redeploys = p
+            .tags
+            .get(crate::aws::token_store::REDEPLOY_SERVICE_TAG)
+            .cloned();
         t
     });
     // Is the stored token the one Cloudflare serves? (One read; it catches a rotation

@@ -534,7 +534,17 @@ async fn a_secrets_manager_rotation_of_a_custom_resource_redeploys_its_service()
         d.tags()
     );
     let arn = d.arn().unwrap().to_string();
-    let before = w.deployment_id("demo", "web").await;
+
+    // The stack moves the tunnel to another service: the record follows.
+    let api_arn = w.seed("demo", "api", &[("team", "a")]).await;
+    let id = created["PhysicalResourceId"].as_str().unwrap().to_string();
+    let mut p = props(&["cr.example.com"]);
+    p["ServiceArn"] = json!(api_arn);
+    let updated = answer(&w, &sink, request(&sink, "Update", "Tunnel", p, Some(&id)))
+        .await
+        .json();
+    assert_eq!(updated["Status"], "SUCCESS", "{updated}\n{}", w.output());
+    let before = w.deployment_id("demo", "api").await;
     let version = "7e6d5c4b-0000-1111-2222-333344445555";
     for step in ["createSecret", "setSecret", "testSecret", "finishSecret"] {
         let r = w
@@ -543,7 +553,7 @@ async fn a_secrets_manager_rotation_of_a_custom_resource_redeploys_its_service()
         assert_eq!(r["step"], step, "{r}");
     }
     assert_ne!(
-        w.deployment_id("demo", "web").await,
+        w.deployment_id("demo", "api").await,
         before,
         "the ServiceArn's service was redeployed"
     );

@@ -85,6 +85,7 @@ fn token() -> StoredToken {
         matches_cloudflare: None,
         written_at: None,
         rotation_schedule: None,
+        redeploys: None,
     }
 }
 
@@ -550,4 +551,54 @@ fn the_rotation_schedule_is_planned_like_any_drift() {
     }
     // Without a rotation function the install keeps no schedule.
     assert!(kinds(&diff(&self::ctx(), Some(&target(true)), &with(None))).is_empty());
+}
+
+#[test]
+fn the_service_a_custom_resource_redeploys_is_recorded_on_its_token() {
+    // (The objects are keyed like the fixtures' prod/web; what matters is that the
+    // service redeployed is another one, as a custom resource's ServiceArn is.)
+    let cr = |service: Option<ServiceId>| PlanContext {
+        redeploy: service.map(RedeployTarget::ecs),
+        ..ctx()
+    };
+    let with = |redeploys: Option<&str>| {
+        let mut o = converged();
+        o.token = Some(StoredToken {
+            redeploys: redeploys.map(str::to_string),
+            ..token()
+        });
+        o
+    };
+    let changes = |c: &PlanContext, o: &Observed| -> Vec<Change> {
+        diff(c, Some(&target(true)), o)
+            .changes
+            .into_iter()
+            .filter(|c| matches!(c, Change::RecordRedeployTarget { .. }))
+            .collect()
+    };
+    let app = Some(ServiceId::new("apps", "frontend"));
+    assert_eq!(
+        changes(&cr(app.clone()), &with(None)),
+        vec![Change::RecordRedeployTarget {
+            service: Some("apps/frontend".into())
+        }]
+    );
+    assert!(changes(&cr(app), &with(Some("apps/frontend"))).is_empty());
+    assert_eq!(
+        changes(
+            &cr(Some(ServiceId::new("apps", "api"))),
+            &with(Some("apps/frontend"))
+        ),
+        vec![Change::RecordRedeployTarget {
+            service: Some("apps/api".into())
+        }],
+        "ServiceArn changed"
+    );
+    assert_eq!(
+        changes(&cr(None), &with(Some("apps/frontend"))),
+        vec![Change::RecordRedeployTarget { service: None }],
+        "ServiceArn removed"
+    );
+    // A tagged service's token names the service itself: nothing to record.
+    assert!(changes(&ctx(), &with(None)).is_empty());
 }

@@ -496,13 +496,25 @@ async fn a_codedeploy_service_is_told_to_redeploy_not_retried_forever() {
         .task_definition()
         .unwrap()
         .to_string();
-    ecs.create_task_set()
+    let task_set = ecs
+        .create_task_set()
         .cluster("demo")
         .service("web")
         .task_definition(td)
         .send()
         .await
         .expect("CreateTaskSet");
+    // A task set being tried is not yet a deployment: nothing changes...
+    let resp = w.invoke_ok(task_event("demo", "web", false)).await;
+    assert_eq!(resp["outcomes"][0]["error_kind"], "redeploy", "{resp}");
+    // ...until CodeDeploy makes it PRIMARY.
+    ecs.update_service_primary_task_set()
+        .cluster("demo")
+        .service("web")
+        .primary_task_set(task_set.task_set().unwrap().task_set_arn().unwrap())
+        .send()
+        .await
+        .expect("UpdateServicePrimaryTaskSet");
     let resp = w.invoke_ok(task_event("demo", "web", false)).await;
     assert_eq!(
         resp["outcomes"][0]["state"],

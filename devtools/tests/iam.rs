@@ -765,5 +765,12 @@ async fn tag_and_redeploy_permissions_are_narrow() {
             verdict(auth.check(f, &redeploy("plain")).await.unwrap()),
             "{f}"
         );
+        // ...to redeploy, not to change what runs.
+        let swap = call(
+            "ecs",
+            "UpdateService",
+            json!({"cluster": "prod", "service": "plain", "taskDefinition": "evil:1"}),
+        );
+        assert!(!verdict(auth.check(f, &swap).await.unwrap()), "{f}");
     }
 }

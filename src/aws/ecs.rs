@@ -23,8 +23,9 @@ pub struct ServiceInfo {
     pub task_definition: Option<String>,
     /// The deployment controller: `ECS` (the default), `CODE_DEPLOY` or `EXTERNAL`.
     pub deployment_controller: String,
-    /// When its newest deployment or task set was created (a deployment that started
-    /// after a token was written has tasks that read it).
+    /// When its PRIMARY deployment or task set (the one serving) was created: one
+    /// created after a token was written has tasks that read it. A task set that is
+    /// still being tried, or was rolled back, does not count.
     pub last_deployed_at: Option<SystemTime>,
 }
 
@@ -77,8 +78,14 @@ fn to_info(s: &aws_sdk_ecs::types::Service) -> ServiceInfo {
         last_deployed_at: s
             .deployments()
             .iter()
+            .filter(|d| d.status() == Some("PRIMARY"))
             .filter_map(|d| d.created_at())
-            .chain(s.task_sets().iter().filter_map(|t| t.created_at()))
+            .chain(
+                s.task_sets()
+                    .iter()
+                    .filter(|t| t.status() == Some("PRIMARY"))
+                    .filter_map(|t| t.created_at()),
+            )
             .filter_map(|t| SystemTime::try_from(*t).ok())
             .max(),
     }

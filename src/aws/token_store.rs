@@ -61,30 +61,80 @@ pub struct RotationSchedule {
 }
 
 impl RotationSchedule {
-    /// True when it rotates with `function` on `expression` (a `rate(N days)` expression
-    /// also matches a schedule described only as N days).
+    /// True when it rotates with `function` on `expression` (compared by value and unit,
+    /// so `rate(1 day)` is `rate(1 days)`; a `rate(N days)` expression also matches a
+    /// schedule described only as N days).
     pub fn is(&self, function: &str, expression: &str) -> bool {
-        let days = expression
-            .strip_prefix("rate(")
-            .and_then(|r| r.strip_suffix(" days)").or_else(|| r.strip_suffix(" day)")))
-            .and_then(|n| n.trim().parse::<i64>().ok());
+        let want = parse_rate(expression);
         self.enabled
             && self.function.as_deref() == Some(function)
             && match &self.expression {
-                Some(e) => e.trim() == expression,
-                None => days.is_some() && self.after_days == days,
+                Some(e) => parse_rate(e).is_some() && parse_rate(e) == want,
+                None => matches!(want, Some((n, "days")) if self.after_days == Some(n)),
             }
     }
 }
 
-/// The Secrets Manager schedule expression for a rotation period: whole days as
-/// `rate(N days)`, otherwise `rate(N hours)` (Secrets Manager's minimum is 4 hours).
+/// `rate(N unit)` as (N, `hours` or `days`).
+fn parse_rate(expression: &str) -> Option<(i64, &'static str)> {
+    let inner = expression.trim().strip_prefix("rate(")?.strip_suffix(')')?;
+    let (n, unit) = inner.trim().split_once(' ')?;
+    let unit = match unit.trim() {
+        "hour" | "hours" => "hours",
+        "day" | "days" => "days",
+        _ => return None,
+    };
+    Some((n.trim().parse().ok()?, unit))
+}
+
+/// The Secrets Manager schedule expression for a rotation period. Secrets Manager takes
+/// `rate(N hours)` for 4 to 23 hours and `rate(N days)` beyond, so a period under a day
+/// is clamped to 4–23 hours and a longer one is rounded to whole days (`36h` → 2 days).
 pub fn rotation_expression(every: std::time::Duration) -> String {
-    let hours = (every.as_secs() / 3600).max(4);
-    if hours % 24 == 0 {
-        format!("rate({} days)", hours / 24)
-    } else {
-        format!("rate({hours} hours)")
+    let hours = every.as_secs() / 3600;
+    if hours < 24 {
+        return format!("rate({} hours)", hours.clamp(4, 23));
+    }
+    match (every.as_secs() + 43_200) / 86_400 {
+        1 => "rate(1 day)".to_string(),
+        days => format!("rate({days} days)"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn rotation_expressions_secrets_manager_accepts() {
+        let h = |n: u64| Duration::from_secs(n * 3600);
+        for (every, want) in [
+            (h(1), "rate(4 hours)"),
+            (h(12), "rate(12 hours)"),
+            (h(23), "rate(23 hours)"),
+            (h(24), "rate(1 day)"),
+            (h(36), "rate(2 days)"),
+            (h(30 * 24), "rate(30 days)"),
+        ] {
+            assert_eq!(rotation_expression(every), want, "{every:?}");
+        }
+    }
+
+    #[test]
+    fn schedules_compare_by_value_and_unit() {
+        let s = |e: Option<&str>, days: Option<i64>| RotationSchedule {
+            enabled: true,
+            function: Some("f".into()),
+            expression: e.map(str::to_string),
+            after_days: days,
+        };
+        assert!(s(Some("rate(1 days)"), None).is("f", "rate(1 day)"));
+        assert!(s(None, Some(30)).is("f", "rate(30 days)"));
+        assert!(!s(None, Some(30)).is("f", "rate(12 hours)"));
+        assert!(!s(Some("rate(7 days)"), Some(7)).is("f", "rate(30 days)"));
+        assert!(!s(Some("cron(0 0 * * ? *)"), None).is("f", "rate(1 day)"));
+        assert!(!s(Some("rate(1 day)"), None).is("g", "rate(1 day)"));
     }
 }
 

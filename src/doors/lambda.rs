@@ -40,9 +40,9 @@ impl Init {
             .get_or_try_init(|| async {
                 let built = Deps::build(config.clone()).await;
                 if let Err(e) = &built {
-                    tracing::error!(error = %e, "initialisation failed; the next invocation tries again");
+                    tracing::error!(error = %e, transient = e.transient, "initialisation failed; the next invocation tries again");
                 }
-                built
+                built.map_err(|e| e.message)
             })
             .await
     }
