@@ -589,20 +589,8 @@ async fn a_redeploy_only_the_owner_can_start_does_not_fail_the_stack() {
 
     // The stored token goes stale; the next Update repairs it.
     let tid = created["Data"]["TunnelId"].as_str().unwrap().to_string();
-    let stale = ecs_tunnels::token::encode_token(
-        "0123456789abcdef0123456789abcdef",
-        &tid,
-        &ecs_tunnels::token::new_tunnel_secret(),
-    );
-    aws_sdk_ssm::Client::new(&w.sdk)
-        .put_parameter()
-        .name("/ecs-tunnels/cfn.app/Tunnel/token")
-        .value(stale.expose())
-        .overwrite(true)
-        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
-        .send()
-        .await
-        .unwrap();
+    w.make_token_stale("/ecs-tunnels/cfn.app/Tunnel/token", &tid)
+        .await;
     let updated = answer(&w, &sink, request(&sink, "Update", "Tunnel", p, Some(&id)))
         .await
         .json();

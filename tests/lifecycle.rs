@@ -446,20 +446,8 @@ async fn a_codedeploy_service_is_told_to_redeploy_not_retried_forever() {
         .as_str()
         .unwrap()
         .to_string();
-    let stale = ecs_tunnels::token::encode_token(
-        "0123456789abcdef0123456789abcdef",
-        &tid,
-        &ecs_tunnels::token::new_tunnel_secret(),
-    );
-    aws_sdk_ssm::Client::new(&w.sdk)
-        .put_parameter()
-        .name("/ecs-tunnels/demo/web/token")
-        .value(stale.expose())
-        .overwrite(true)
-        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
-        .send()
-        .await
-        .unwrap();
+    w.make_token_stale("/ecs-tunnels/demo/web/token", &tid)
+        .await;
     for _ in 0..2 {
         let resp = w.invoke_ok(task_event("demo", "web", false)).await;
         let o = &resp["outcomes"][0];

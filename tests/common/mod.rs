@@ -243,6 +243,25 @@ impl World {
         );
     }
 
+    /// Overwrites the SSM token parameter `name` with a token for `tunnel_id` whose secret
+    /// Cloudflare does not know (a stale token, as a crash mid-rotation leaves it).
+    pub async fn make_token_stale(&self, name: &str, tunnel_id: &str) {
+        let stale = ecs_tunnels::token::encode_token(
+            "0123456789abcdef0123456789abcdef",
+            tunnel_id,
+            &ecs_tunnels::token::new_tunnel_secret(),
+        );
+        aws_sdk_ssm::Client::new(&self.sdk)
+            .put_parameter()
+            .name(name)
+            .value(stale.expose())
+            .overwrite(true)
+            .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+            .send()
+            .await
+            .expect("overwrite the token parameter");
+    }
+
     /// Writes `value` as the API token parameter `/cloudflare/api-token`.
     pub async fn put_api_token_parameter(&self, value: &str) {
         aws_sdk_ssm::Client::new(&self.sdk)
