@@ -258,30 +258,22 @@ pub async fn apply(
     // 7. Redeploy, then clear the marker that says one is owed (kept when the service's
     // deployment controller refuses: its owner must deploy, and the next run says so).
     let mut by_owner = None;
-    if let Some(c) = changes.iter().find(|c| matches!(c, Change::Redeploy)) {
-        let started = match &ctx.redeploy {
-            Some(r) => redeploy(deps, &r.service).await?,
-            None => true,
-        };
-        if started {
+    if let Some(c) = changes
+        .iter()
+        .find(|c| matches!(c, Change::Redeploy | Change::ClearRedeployMark))
+    {
+        if let (Change::Redeploy, Some(r)) = (c, &ctx.redeploy) {
+            by_owner = redeploy(deps, &r.service)
+                .await?
+                .map(|controller| (r.service.clone(), controller));
+        }
+        if by_owner.is_none() {
             deps.tokens
                 .remove_tag(&ctx.svc, crate::aws::token_store::REDEPLOY_TAG)
                 .await?;
             log_change(ctx, c);
             done.push(c.kind());
-        } else {
-            by_owner = ctx.redeploy.as_ref().map(|r| r.service.clone());
         }
-    }
-    if let Some(c) = changes
-        .iter()
-        .find(|c| matches!(c, Change::ClearRedeployMark))
-    {
-        deps.tokens
-            .remove_tag(&ctx.svc, crate::aws::token_store::REDEPLOY_TAG)
-            .await?;
-        log_change(ctx, c);
-        done.push(c.kind());
     }
     if let Some(c @ Change::FinishRotation { reason, rotated }) = changes
         .iter()
@@ -328,17 +320,9 @@ pub async fn apply(
         log_change(ctx, c);
         done.push(c.kind());
     }
-    if let Some(svc) = by_owner {
-        // The plan did not know the controller (e.g. a custom resource's service): this
-        // run ends here, with what the owner must do.
-        let controller = match deps
-            .ecs
-            .describe_service(&svc.cluster, &svc.service)
-            .await?
-        {
-            Some(i) => i.deployment_controller,
-            None => "unknown".into(),
-        };
+    if let Some((svc, controller)) = by_owner {
+        // The plan did not know the controller (it changed since the service was
+        // read): this run ends here, with what the owner must do.
         return Err(ReconcileError::Redeploy(crate::model::redeploy_notice(
             &svc,
             &controller,
@@ -350,17 +334,17 @@ pub async fn apply(
     })
 }
 
-/// Starts a new deployment of `svc`; `false` when its deployment controller refuses
-/// (CodeDeploy, external), which leaves the redeploy to its owner.
+/// Starts a new deployment of `svc`. `Some(controller)` when its deployment controller
+/// (CodeDeploy, external) refuses, which leaves the redeploy to its owner.
 pub async fn redeploy(
     deps: &Deps,
     svc: &crate::ownership::ServiceId,
-) -> Result<bool, ReconcileError> {
+) -> Result<Option<String>, ReconcileError> {
     match deps.ecs.redeploy(&svc.cluster, &svc.service).await? {
-        crate::aws::ecs::Redeploy::Started => Ok(true),
+        crate::aws::ecs::Redeploy::Started => Ok(None),
         crate::aws::ecs::Redeploy::ByOwner { controller } => {
             tracing::warn!(service = %svc, controller = %controller, "the service's deployment controller refuses a forced deployment; its owner must start one so tasks read the new token");
-            Ok(false)
+            Ok(Some(controller))
         }
     }
 }
@@ -565,7 +549,7 @@ pub async fn change_tunnel_secret(
         .await?;
     deps.tokens.overwrite(svc, &token).await?;
     let started = match redeploy_svc {
-        Some(r) => redeploy(deps, r).await?,
+        Some(r) => redeploy(deps, r).await?.is_none(),
         None => true,
     };
     if started {

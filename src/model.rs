@@ -93,10 +93,29 @@ impl StoredToken {
         }
     }
 
-    /// The same, with the time the token was written (an RFC 3339 tag value).
-    pub fn written(mut self, rotated_at: Option<&str>) -> Self {
-        self.written_at = rotated_at.and_then(|t| humantime::parse_rfc3339(t.trim()).ok());
-        self
+    /// Describes a token read from the store with its tags: ownership, the marks, when
+    /// it was written, the service recorded as running with it, and the store's own
+    /// rotation schedule. `rotation` is the unfinished rotation's reason, when the
+    /// caller tracks one.
+    pub fn of(
+        p: &crate::aws::token_store::StoredParameter,
+        owner: &crate::ownership::Owner,
+        rotation: Option<String>,
+    ) -> Self {
+        use crate::aws::token_store::{REDEPLOY_SERVICE_TAG, REDEPLOY_TAG, ROTATED_AT_TAG};
+        let mut t = Self::describe(
+            &p.value,
+            owner.owns_ssm(&p.tags),
+            p.tags.contains_key(REDEPLOY_TAG),
+            rotation,
+        );
+        t.written_at = p
+            .tags
+            .get(ROTATED_AT_TAG)
+            .and_then(|at| humantime::parse_rfc3339(at.trim()).ok());
+        t.redeploys = p.tags.get(REDEPLOY_SERVICE_TAG).cloned();
+        t.rotation_schedule = p.rotation_schedule.clone();
+        t
     }
 }
 
@@ -108,7 +127,7 @@ pub struct RedeployTarget {
     /// `None` when ECS deploys it (`forceNewDeployment`); otherwise its deployment
     /// controller (`CODE_DEPLOY`, `EXTERNAL`), with which its owner must deploy.
     pub by_owner: Option<String>,
-    /// When its newest deployment or task set was created.
+    /// When its PRIMARY deployment or task set was created.
     pub last_deployed_at: Option<std::time::SystemTime>,
 }
 

@@ -249,19 +249,7 @@ pub async fn observe(
             true => None,
             false => p.tags.get(crate::aws::token_store::ROTATION_TAG).cloned(),
         };
-        let pending = p.tags.contains_key(crate::aws::token_store::REDEPLOY_TAG);
-        let mut t = StoredToken::describe(&p.value, ctx.owner.owns_ssm(&p.tags), pending, rotation)
-            .written(
-                p.tags
-                    .get(crate::aws::token_store::ROTATED_AT_TAG)
-                    .map(String::as_str),
-            );
-        t.rotation_schedule = p.rotation_schedule.clone();
-        t.redeploys = p
-            .tags
-            .get(crate::aws::token_store::REDEPLOY_SERVICE_TAG)
-            .cloned();
-        t
+        StoredToken::of(&p, &ctx.owner, rotation)
     });
     // Is the stored token the one Cloudflare serves? (One read; it catches a rotation
     // interrupted anywhere, two rotations racing, or a teardown that revoked the secret

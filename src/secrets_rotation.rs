@@ -207,7 +207,7 @@ async fn redeploy(
         None => Some(svc.clone()),
     };
     let started = match &target {
-        Some(t) => crate::apply::redeploy(deps, t).await?,
+        Some(t) => crate::apply::redeploy(deps, t).await?.is_none(),
         None => true,
     };
     if started {

@@ -454,12 +454,11 @@ async fn needs_work(
         Some(tokens) => tokens.get(svc).map(|p| {
             StoredToken::describe(&p.value, p.owned, p.redeploy_pending, p.rotation.clone())
         }),
-        None => deps.tokens.get(svc).await?.map(|p| {
-            let pending = p.tags.contains_key(crate::aws::token_store::REDEPLOY_TAG);
-            let mut t = StoredToken::describe(&p.value, owner.owns_ssm(&p.tags), pending, None);
-            t.rotation_schedule = p.rotation_schedule;
-            t
-        }),
+        None => deps
+            .tokens
+            .get(svc)
+            .await?
+            .map(|p| StoredToken::of(&p, owner, None)),
     };
     let policy_name = owner.policy_name(svc);
     let marker = owner.dns_comment(svc);
