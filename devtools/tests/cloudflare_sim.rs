@@ -786,6 +786,23 @@ async fn faults_and_request_counters() {
     );
     assert_eq!(api.get("/zones").await.0, 200);
 
+    // `commit`: the write lands, the answer is the error.
+    api.hook(
+        Method::POST,
+        "/faults",
+        Some(
+            json!({"method": "POST", "path_contains": "cfd_tunnel", "status": 502, "commit": true}),
+        ),
+    )
+    .await;
+    let (s, v) = api.post(&base, json!({"name": "committed"})).await;
+    assert_eq!((s, error_code(&v)), (502, 10001));
+    assert_eq!(
+        api.get(&format!("{base}?name=committed")).await.1["result"][0]["name"],
+        "committed",
+        "the write was applied before the error answer"
+    );
+
     api.hook(
         Method::POST,
         "/faults",

@@ -70,6 +70,10 @@ pub(crate) fn parse_fault(body: &Map<String, Value>) -> Result<Fault, String> {
         code,
         latency_ms,
         after_ms,
+        commit: match body.get("commit") {
+            None | Some(Value::Null) => false,
+            Some(v) => v.as_bool().ok_or("commit: must be true or false")?,
+        },
     })
 }
 
@@ -235,6 +239,11 @@ pub(crate) async fn api_layer(State(app): State<App>, req: Request, next: Next) 
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     let response = match fault.as_ref().and_then(|f| f.status.map(|s| (f, s))) {
+        Some((f, status)) if f.commit && rejection.is_none() && authorized(&app, &req) => {
+            // The change lands; the answer the caller gets is the error.
+            let _applied = next.run(req).await;
+            fault_response(f, status)
+        }
         Some((f, status)) => fault_response(f, status),
         None if !authorized(&app, &req) => ApiError::auth().into_response(),
         None => match &rejection {

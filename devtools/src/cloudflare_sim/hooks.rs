@@ -127,6 +127,7 @@ fn render_fault(f: &Fault) -> Value {
         "code": f.code,
         "latency_ms": f.latency_ms,
         "after_ms": f.after_ms,
+        "commit": f.commit,
     })
 }
 

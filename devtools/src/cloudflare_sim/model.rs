@@ -171,6 +171,9 @@ pub(crate) struct Fault {
     /// Delay the answer by this much after the request was applied (the change lands,
     /// the caller waits: a window in which a caller can die after a write).
     pub after_ms: Option<u64>,
+    /// With a `status`: apply the request first, then answer with the error (a write
+    /// that commits and then fails, as a 5xx or a lost answer after the commit does).
+    pub commit: bool,
 }
 
 /// One logged API request.
