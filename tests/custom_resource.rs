@@ -74,6 +74,7 @@ async fn answer(w: &World, sink: &ResponseSink, event: Value) -> Received {
     assert_eq!(b["StackId"], STACK);
     assert_eq!(b["LogicalResourceId"], event["LogicalResourceId"]);
     assert!(!b["PhysicalResourceId"].as_str().unwrap().is_empty());
+    w.custom_resource_answered(&event, &b);
     r
 }
 

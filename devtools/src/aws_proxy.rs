@@ -143,6 +143,9 @@ pub struct Fault {
     pub error_type: String,
     /// Error message.
     pub message: String,
+    /// Instead of an error: pass the call on (it lands), then hold the answer this long
+    /// (a window in which the caller can die after its write).
+    pub hold: Option<std::time::Duration>,
 }
 
 impl Fault {
@@ -154,6 +157,15 @@ impl Fault {
             status: 400,
             error_type: error_type.to_string(),
             message: message.to_string(),
+            hold: None,
+        }
+    }
+
+    /// Lets the next matching call through, then holds its answer for `hold`.
+    pub fn hold(operation: &str, hold: std::time::Duration) -> Fault {
+        Fault {
+            hold: Some(hold),
+            ..Fault::new(operation, "", "")
         }
     }
 
@@ -387,6 +399,7 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let call = call_info(&headers, &body);
+    let mut hold = None;
     if let Some(call) = &call {
         let authorizer = shared
             .authorizer
@@ -434,7 +447,7 @@ async fn handle(
                 None => None,
             }
         };
-        if let Some(f) = fault {
+        if let Some(f) = fault.as_ref().filter(|f| f.hold.is_none()) {
             record(
                 &shared,
                 call.clone(),
@@ -444,6 +457,7 @@ async fn handle(
             );
             return error_response(f.status, &f.error_type, &f.message);
         }
+        hold = fault.and_then(|f| f.hold);
     }
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let mut req = shared
@@ -503,6 +517,9 @@ async fn handle(
                 .unwrap_or_default()
         });
         record(&shared, call, status, error_type, Answered::Forwarded);
+    }
+    if let Some(d) = hold {
+        tokio::time::sleep(d).await;
     }
     let mut response = Response::new(Body::from(bytes));
     *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);

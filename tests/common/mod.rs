@@ -39,6 +39,9 @@ pub struct World {
     pub http: reqwest::Client,
     pub functions: Vec<FunctionProcess>,
     pub extra_env: Vec<(String, String)>,
+    /// Custom resources CloudFormation holds (created and not yet deleted), by their
+    /// objects' key `cfn.<stack>/<logical id>`; see [`World::custom_resource_answered`].
+    pub live_custom_resources: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// Two independent judges watch every end-to-end test: a test whose functions made an
@@ -71,6 +74,20 @@ impl Drop for World {
         assert!(
             violations.is_empty(),
             "requests Cloudflare's OpenAPI document rejects: {violations:#?}"
+        );
+        // No orphan, ever: whatever a test did, it ends with no object of ours that lacks
+        // a live, tagged service or a live custom resource, and with no object of another
+        // owner changed by the functions.
+        let problems = match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| h.block_on(self.ownership_problems()))
+            }
+            _ => vec![],
+        };
+        assert!(
+            problems.is_empty(),
+            "the test ended with objects of ours and no owner, or another owner's objects changed:\n{}",
+            problems.join("\n")
         );
     }
 }
@@ -171,7 +188,272 @@ impl World {
             http: reqwest::Client::new(),
             functions: vec![],
             extra_env: vec![],
+            live_custom_resources: Default::default(),
         }
+    }
+
+    /// The owner id the functions run as (`ECS_TUNNELS_OWNER`, or moto's account-region).
+    pub fn owner(&self) -> ecs_tunnels::ownership::Owner {
+        let id = self
+            .extra_env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "ECS_TUNNELS_OWNER")
+            .map_or(OWNER, |(_, v)| v.as_str());
+        ecs_tunnels::ownership::Owner::parse(id).expect("owner id")
+    }
+
+    fn extra(&self, key: &str) -> Option<&str> {
+        self.extra_env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Tracks what CloudFormation holds from a custom-resource request and its answer: a
+    /// Create or Update answered SUCCESS holds the resource; a Delete answered SUCCESS
+    /// releases it.
+    pub fn custom_resource_answered(&self, request: &Value, answer: &Value) {
+        if answer["Status"] != "SUCCESS" {
+            return;
+        }
+        let stack = request["StackId"]
+            .as_str()
+            .and_then(|s| s.split(':').nth(5))
+            .and_then(|r| r.split('/').nth(1))
+            .unwrap_or_default();
+        let key = format!(
+            "cfn.{stack}/{}",
+            request["LogicalResourceId"].as_str().unwrap_or("")
+        );
+        let mut live = self.live_custom_resources.lock().unwrap();
+        if request["RequestType"] == "Delete" {
+            live.remove(&key);
+        } else {
+            live.insert(key);
+        }
+    }
+
+    /// Whether `svc` still wants its objects: an ACTIVE ECS service carrying the hostname
+    /// tag, or a custom resource CloudFormation holds.
+    async fn wants_objects(&self, svc: &ecs_tunnels::ownership::ServiceId) -> bool {
+        if svc.cluster.starts_with("cfn.") {
+            return self
+                .live_custom_resources
+                .lock()
+                .unwrap()
+                .contains(&svc.key());
+        }
+        let out = aws_sdk_ecs::Client::new(&self.sdk)
+            .describe_services()
+            .cluster(&svc.cluster)
+            .services(&svc.service)
+            .include(aws_sdk_ecs::types::ServiceField::Tags)
+            .send()
+            .await;
+        out.ok()
+            .and_then(|o| o.services().first().cloned())
+            .is_some_and(|s| {
+                s.status() == Some("ACTIVE")
+                    && s.tags()
+                        .iter()
+                        .any(|t| t.key() == Some("ecs-tunnels:hostname"))
+            })
+    }
+
+    /// Objects of ours whose service or custom resource no longer wants them, and writes
+    /// the functions made to objects that were not theirs. Empty when all is well.
+    pub async fn ownership_problems(&self) -> Vec<String> {
+        use ecs_tunnels::ownership::ServiceId;
+        let owner = self.owner();
+        let st = self.state().await;
+        let list = |k: &str| st[k].as_array().cloned().unwrap_or_default();
+        let mut ours: Vec<(ServiceId, String)> = Vec::new();
+        for t in list("tunnels").iter().filter(|t| t["deleted_at"].is_null()) {
+            let name = t["name"].as_str().unwrap_or_default();
+            if let Some(s) = tunnel_key(&owner, name) {
+                ours.push((s, format!("tunnel {name}")));
+            }
+        }
+        for r in list("dns_records") {
+            if let Some(s) = r["comment"]
+                .as_str()
+                .and_then(|c| owner.service_of_dns_comment(c))
+            {
+                ours.push((s, format!("DNS record {}", r["name"])));
+            }
+        }
+        for a in list("access_apps") {
+            let name = a["name"].as_str().unwrap_or_default();
+            let tags: Vec<String> = a["tags"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|t| t.as_str().map(str::to_string))
+                .collect();
+            if owner.owns_access_app(name, &tags) {
+                if let Some(s) = owner.service_of_access_app(name) {
+                    ours.push((s, format!("Access application {name}")));
+                }
+            }
+        }
+        for p in list("access_policies") {
+            let name = p["name"].as_str().unwrap_or_default();
+            // A policy another owner's app still uses is kept on purpose (and reported).
+            let in_use = p["app_count"].as_u64().unwrap_or(0) > 0;
+            if let Some(s) = owner.service_of_policy(name).filter(|_| !in_use) {
+                ours.push((s, format!("Access policy {name}")));
+            }
+        }
+        for (name, s) in self.owned_tokens(&owner).await {
+            ours.push((s, format!("token {name}")));
+        }
+        let mut problems = Vec::new();
+        let mut wanted: BTreeMap<String, bool> = BTreeMap::new();
+        for (svc, what) in ours {
+            let wants = match wanted.get(&svc.key()) {
+                Some(w) => *w,
+                None => {
+                    let w = self.wants_objects(&svc).await;
+                    wanted.insert(svc.key(), w);
+                    w
+                }
+            };
+            if !wants {
+                problems.push(format!(
+                    "orphan: {what} of {svc}, which is gone, untagged or deleted"
+                ));
+            }
+        }
+        let audit = self.hook(reqwest::Method::GET, "/audit", None).await;
+        for w in audit["writes"].as_array().cloned().unwrap_or_default() {
+            let before = &w["before"];
+            if before.is_null() || before["missing"] == true {
+                continue;
+            }
+            let name = before["name"].as_str().unwrap_or_default();
+            let mine = match before["kind"].as_str().unwrap_or_default() {
+                "tunnel" => tunnel_key(&owner, name).is_some(),
+                "dns_record" => owner.owns_dns_comment(before["comment"].as_str()),
+                "access_app" => {
+                    let tags: Vec<String> = before["tags"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|t| t.as_str().map(str::to_string))
+                        .collect();
+                    owner.owns_access_app(name, &tags)
+                }
+                "access_policy" => owner.owns_policy(name),
+                _ => true,
+            };
+            if !mine {
+                problems.push(format!(
+                    "changed another owner's object: {} {} (was {before})",
+                    w["method"], w["path"]
+                ));
+            }
+        }
+        problems
+    }
+
+    /// Token parameters (or secrets) carrying our owner tag, with the key they belong to.
+    async fn owned_tokens(
+        &self,
+        owner: &ecs_tunnels::ownership::Owner,
+    ) -> Vec<(String, ecs_tunnels::ownership::ServiceId)> {
+        let key_of = |name: &str| {
+            let parts: Vec<&str> = name.trim_matches('/').rsplitn(4, '/').collect();
+            match parts.as_slice() {
+                ["token", service, cluster, ..] => {
+                    Some(ecs_tunnels::ownership::ServiceId::new(*cluster, *service))
+                }
+                _ => None,
+            }
+        };
+        let mut out = Vec::new();
+        if self.extra("ECS_TUNNELS_TOKEN_STORE") == Some("secretsmanager") {
+            let sm = aws_sdk_secretsmanager::Client::new(&self.sdk);
+            let mut next = None;
+            loop {
+                let Ok(page) = sm.list_secrets().set_next_token(next).send().await else {
+                    break;
+                };
+                for s in page.secret_list() {
+                    let tags: BTreeMap<String, String> = s
+                        .tags()
+                        .iter()
+                        .map(|t| {
+                            (
+                                t.key().unwrap_or_default().to_string(),
+                                t.value().unwrap_or_default().to_string(),
+                            )
+                        })
+                        .collect();
+                    let name = s.name().unwrap_or_default();
+                    if owner.owns_ssm(&tags) && s.deleted_date().is_none() {
+                        if let Some(k) = key_of(name) {
+                            out.push((name.to_string(), k));
+                        }
+                    }
+                }
+                next = page.next_token().map(str::to_string);
+                if next.is_none() {
+                    break;
+                }
+            }
+            return out;
+        }
+        let prefix = self
+            .extra("ECS_TUNNELS_PARAMETER_PREFIX")
+            .unwrap_or("/ecs-tunnels")
+            .to_string();
+        let ssm = aws_sdk_ssm::Client::new(&self.sdk);
+        let mut names = Vec::new();
+        let mut next = None;
+        loop {
+            let Ok(page) = ssm
+                .get_parameters_by_path()
+                .path(&prefix)
+                .recursive(true)
+                .set_next_token(next)
+                .send()
+                .await
+            else {
+                break;
+            };
+            names.extend(
+                page.parameters()
+                    .iter()
+                    .filter_map(|p| p.name().map(str::to_string)),
+            );
+            next = page.next_token().map(str::to_string);
+            if next.is_none() {
+                break;
+            }
+        }
+        for name in names {
+            let Some(key) = key_of(&name) else { continue };
+            let tags: BTreeMap<String, String> = match ssm
+                .list_tags_for_resource()
+                .resource_type(aws_sdk_ssm::types::ResourceTypeForTagging::Parameter)
+                .resource_id(&name)
+                .send()
+                .await
+            {
+                Ok(o) => o
+                    .tag_list()
+                    .iter()
+                    .map(|t| (t.key().to_string(), t.value().to_string()))
+                    .collect(),
+                Err(_) => continue,
+            };
+            if owner.owns_ssm(&tags) {
+                out.push((name, key));
+            }
+        }
+        out
     }
 
     /// The environment a function process runs with: [`World::env`], AWS through the
@@ -509,6 +791,25 @@ impl World {
                 .collect(),
             Err(_) => BTreeMap::new(),
         }
+    }
+}
+
+/// The key of one of our tunnels: `<prefix><cluster>.<service>`, where a custom
+/// resource's cluster is `cfn.<stack>` (stack names have no dots).
+fn tunnel_key(
+    owner: &ecs_tunnels::ownership::Owner,
+    name: &str,
+) -> Option<ecs_tunnels::ownership::ServiceId> {
+    let rest = name.strip_prefix(&owner.tunnel_prefix())?;
+    match rest.strip_prefix("cfn.") {
+        Some(r) => {
+            let (stack, logical) = r.split_once('.')?;
+            Some(ecs_tunnels::ownership::ServiceId::new(
+                format!("cfn.{stack}"),
+                logical,
+            ))
+        }
+        None => owner.service_of_tunnel(name),
     }
 }
 

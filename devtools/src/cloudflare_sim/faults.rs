@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 
+use super::audit;
 use super::errors::{codes, ApiError};
 use super::model::{App, Fault, LogEntry};
 use super::openapi::{self, ApiRequest, Part, Rejection, SchemaViolation, API_PREFIX};
@@ -234,6 +235,13 @@ pub(crate) async fn api_layer(State(app): State<App>, req: Request, next: Next) 
         }
         None => {}
     }
+    let user_agent = req
+        .headers()
+        .get(USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let audit_before = audit::audited(&method, user_agent.as_deref())
+        .then(|| audit::object_before(&app.lock(), &path));
     let fault = take_fault(&app, &method, &target);
     if let Some(ms) = fault.as_ref().and_then(|f| f.latency_ms) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -260,6 +268,14 @@ pub(crate) async fn api_layer(State(app): State<App>, req: Request, next: Next) 
         Some(Rejection::Violation(v)) => Some(v.message),
         _ => None,
     };
+    if let Some(before) = audit_before {
+        app.lock().audit.push(audit::AuditEntry {
+            method: method.clone(),
+            path: path.clone(),
+            status,
+            before,
+        });
+    }
     app.lock().requests.record(LogEntry {
         method,
         path,

@@ -31,6 +31,7 @@ pub(crate) fn router() -> Router<App> {
             get(violations).delete(clear_violations),
         )
         .route("/__sim/state", get(state))
+        .route("/__sim/audit", get(audit))
         .route("/__sim/zones", post(add_zone))
         .route("/__sim/identity_providers", post(add_idp))
         .route("/__sim/reset", post(reset))
@@ -220,6 +221,14 @@ fn secret_sha(secret: &[u8]) -> String {
 }
 
 /// `GET /__sim/state`: everything, with secrets reduced to fingerprints.
+/// `GET /__sim/audit`: writes by ecs-tunnels, each with the object it addressed as it
+/// was before.
+async fn audit(State(app): State<App>) -> Response {
+    let sim = app.lock();
+    let entries: Vec<Value> = sim.audit.iter().map(|e| e.to_json()).collect();
+    reply(StatusCode::OK, json!({ "writes": entries }))
+}
+
 async fn state(State(app): State<App>) -> Response {
     let sim = app.lock();
     let zone_name = |id: &str| sim.zone(id).map(|z| z.name.clone()).unwrap_or_default();

@@ -10,7 +10,8 @@
 //! - the API under `/client/v4` (bearer token required, Cloudflare envelopes,
 //!   pagination on every list);
 //! - test hooks under `/__sim` (no auth): simulated cloudflared replicas, fault
-//!   injection, request counters, a state dump, reset, schema violations (see `hooks.rs`).
+//!   injection, request counters, a state dump, reset, schema violations, and an audit
+//!   of the writes ecs-tunnels made to existing objects (see `hooks.rs`, `audit.rs`).
 //!
 //! Unless [`SimOptions::validate_openapi`] is off, every API request is first checked
 //! against Cloudflare's own OpenAPI document (`openapi.rs`, with the cited additions in
@@ -34,6 +35,7 @@ mod access_apps;
 mod access_misc;
 mod access_policies;
 mod access_rules;
+mod audit;
 mod connectors;
 mod dns;
 mod envelope;

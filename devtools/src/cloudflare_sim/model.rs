@@ -259,6 +259,8 @@ pub(crate) struct Sim {
     pub faults: VecDeque<Fault>,
     pub requests: RequestLog,
     pub violations: Violations,
+    /// Writes by ecs-tunnels, with what they addressed (see `audit`).
+    pub audit: Vec<super::audit::AuditEntry>,
 }
 
 impl Sim {
@@ -294,6 +296,7 @@ impl Sim {
             faults: VecDeque::new(),
             requests: RequestLog::default(),
             violations: Violations::default(),
+            audit: Vec::new(),
         }
     }
 
