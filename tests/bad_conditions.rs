@@ -291,104 +291,69 @@ async fn two_concurrent_invocations_make_one_of_everything() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_500_at_each_write_step_then_a_clean_run_converges() {
-    let mut w = World::start().await;
-    w.spawn_function().await;
-    let steps = [
-        ("POST", "/cfd_tunnel"),
-        ("POST", "/access/policies"),
-        ("POST", "/access/apps"),
-        ("PUT", "/configurations"),
-        ("POST", "/dns_records"),
-    ];
-    for (i, (method, path)) in steps.iter().enumerate() {
-        let svc = format!("svc{i}");
-        let host = format!("svc{i}.example.com");
-        w.seed(
-            "demo",
-            &svc,
-            &[
-                ("ecs-tunnels:hostname", &host),
-                ("ecs-tunnels:allow-emails", "alice@example.com"),
-            ],
-        )
-        .await;
-        w.fault(json!({"method": method, "path_contains": path, "status": 500, "count": 20}))
-            .await;
-        let failed = w.invoke(task_event("demo", &svc, false)).await;
-        assert!(
-            failed.outcome.is_error(),
-            "{method} {path}: a persistent 500 must fail the invocation so Lambda retries: {:?}",
-            failed.outcome
-        );
-        let status = status_of(&w.service_tags("demo", &svc).await);
-        assert!(status.starts_with("pending "), "{method} {path}: {status}");
-        w.clear_faults().await;
-        let ok = w.invoke_ok(task_event("demo", &svc, false)).await;
-        assert_eq!(ok["outcomes"][0]["state"], "ready", "{method} {path}: {ok}");
-        let tunnels: Vec<Value> = w
-            .live_tunnels()
-            .await
-            .into_iter()
-            .filter(|t| t["name"].as_str().unwrap().ends_with(&format!(".{svc}")))
-            .collect();
-        assert_eq!(tunnels.len(), 1, "{method} {path}");
-        let records: Vec<Value> = w
-            .dns_records()
-            .await
-            .into_iter()
-            .filter(|r| r["name"] == host.as_str())
-            .collect();
-        assert_eq!(records.len(), 1, "{method} {path}");
-        let (token, _) = w.token_parameter("demo", &svc).await.unwrap();
-        let conn = w
-            .hook(
-                reqwest::Method::POST,
-                "/connectors",
-                Some(json!({"token": token})),
-            )
-            .await;
-        assert!(
-            conn["client_id"].is_string(),
-            "{method} {path}: token works: {conn}"
-        );
-        assert!(status_of(&w.service_tags("demo", &svc).await).starts_with("ready "));
-    }
-    // Every service has exactly one app and one policy.
-    assert_eq!(w.access_apps().await.len(), steps.len());
-    assert_eq!(w.policies().await.len(), steps.len());
+/// How many objects of each kind one service of cluster `demo` has.
+#[derive(Debug, PartialEq, Eq)]
+struct Counts {
+    tunnels: usize,
+    apps: usize,
+    policies: usize,
+    records: usize,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_process_killed_mid_run_is_finished_by_the_next_run() {
-    let mut w = World::start().await;
-    w.seed("demo", "web", &exposed("web.example.com")).await;
-    w.fault(json!({"latency_ms": 120, "count": 100000})).await;
-    // Kill the function at several points of its first run; each time a fresh process
-    // picks up where the dead one stopped.
-    for kill_after_ms in [150u64, 400, 700, 1000, 1300] {
-        w.spawn_function().await;
-        let rt = &w.rt;
-        let inv = rt.invoke(
-            task_event("demo", "web", false),
-            Duration::from_millis(kill_after_ms),
-        );
-        let _ = inv.await; // times out (by design) while the function is mid-run
-        let f = w.functions.pop().unwrap();
-        let _ = f.stop().await;
+async fn counts(w: &World, svc: &str, host: &str) -> Counts {
+    let key = format!("demo/{svc}");
+    Counts {
+        tunnels: w
+            .live_tunnels()
+            .await
+            .iter()
+            .filter(|t| {
+                t["name"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with(&format!(".demo.{svc}"))
+            })
+            .count(),
+        apps: w
+            .access_apps()
+            .await
+            .iter()
+            .filter(|a| a["name"].as_str().unwrap().starts_with(&format!("{key} [")))
+            .count(),
+        policies: w
+            .policies()
+            .await
+            .iter()
+            .filter(|p| {
+                p["name"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(&format!("{key} allow"))
+            })
+            .count(),
+        records: w
+            .dns_records()
+            .await
+            .iter()
+            .filter(|r| r["name"] == host)
+            .count(),
     }
-    w.clear_faults().await;
-    w.spawn_function().await;
-    let resp = w.invoke_ok(task_event("demo", "web", false)).await;
-    assert_eq!(resp["outcomes"][0]["state"], "ready", "{resp}");
-    assert_single(&w, "web.example.com").await;
-    let tags = w.token_parameter_tags("demo", "web").await;
-    assert!(
-        !tags.contains_key("ecs-tunnels:redeploy"),
-        "redeploy owed was paid: {tags:?}"
-    );
-    let (token, _) = w.token_parameter("demo", "web").await.unwrap();
+}
+
+/// The service is exposed exactly once, its stored token is the tunnel's, and no
+/// redeploy is owed.
+async fn assert_exposed_once(w: &World, svc: &str, host: &str, what: &str) {
+    let one = Counts {
+        tunnels: 1,
+        apps: 1,
+        policies: 1,
+        records: 1,
+    };
+    assert_eq!(counts(w, svc, host).await, one, "{what}");
+    let (token, _) = w
+        .token_parameter("demo", svc)
+        .await
+        .unwrap_or_else(|| panic!("{what}: no token"));
     let conn = w
         .hook(
             reqwest::Method::POST,
@@ -396,7 +361,190 @@ async fn a_process_killed_mid_run_is_finished_by_the_next_run() {
             Some(json!({"token": token})),
         )
         .await;
-    assert!(conn["client_id"].is_string(), "{conn}");
+    assert!(conn["client_id"].is_string(), "{what}: token works: {conn}");
+    assert!(
+        status_of(&w.service_tags("demo", svc).await).starts_with("ready "),
+        "{what}"
+    );
+    let tags = w.token_parameter_tags("demo", svc).await;
+    assert!(
+        !tags.contains_key("ecs-tunnels:redeploy"),
+        "{what}: the redeploy owed was paid: {tags:?}"
+    );
+}
+
+/// The Cloudflare writes of a create, in order; the account's Access tag is created
+/// once, by the first service.
+const CREATE_WRITES: [(&str, &str); 6] = [
+    ("POST", "/access/tags"),
+    ("POST", "/cfd_tunnel"),
+    ("POST", "/access/policies"),
+    ("POST", "/access/apps"),
+    ("PUT", "/configurations"),
+    ("POST", "/dns_records"),
+];
+
+fn seed_tags(host: &str) -> Vec<(&str, &str)> {
+    vec![
+        ("ecs-tunnels:hostname", host),
+        ("ecs-tunnels:allow-emails", "alice@example.com"),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_500_at_each_write_step_then_a_clean_run_converges() {
+    let mut w = World::start().await;
+    w.spawn_function().await;
+    // Each write step fails persistently, twice over: refused before it happens, and
+    // applied by Cloudflare with the error answered anyway (every retry lands too).
+    for (i, (method, path)) in CREATE_WRITES.iter().enumerate() {
+        for commit in [false, true] {
+            let svc = format!("svc{i}{}", if commit { "c" } else { "r" });
+            let host = format!("{svc}.example.com");
+            let what = format!("{method} {path} (commit: {commit})");
+            w.seed("demo", &svc, &seed_tags(&host)).await;
+            w.fault(json!({"method": method, "path_contains": path, "status": 500, "count": 20, "commit": commit}))
+                .await;
+            let first = w.invoke(task_event("demo", &svc, false)).await;
+            let status = status_of(&w.service_tags("demo", &svc).await);
+            if commit {
+                // A write that landed may be adopted in the same run; either way nothing
+                // is duplicated and the service is ready or pending.
+                assert!(
+                    status.starts_with("pending ") || status.starts_with("ready "),
+                    "{what}: {status}"
+                );
+            } else {
+                assert!(
+                    first.outcome.is_error(),
+                    "{what}: a persistent 500 must fail the invocation so Lambda retries: {:?}",
+                    first.outcome
+                );
+                assert!(status.starts_with("pending "), "{what}: {status}");
+            }
+            let c = counts(&w, &svc, &host).await;
+            assert!(
+                c.tunnels <= 1 && c.apps <= 1 && c.policies <= 1 && c.records <= 1,
+                "{what}: a write that committed and failed was duplicated: {c:?}"
+            );
+            w.clear_faults().await;
+            let ok = w.invoke_ok(task_event("demo", &svc, false)).await;
+            assert_eq!(ok["outcomes"][0]["state"], "ready", "{what}: {ok}");
+            assert_exposed_once(&w, &svc, &host, &what).await;
+        }
+    }
+}
+
+/// Where a kill lands: inside a Cloudflare write (the simulator applies it and holds the
+/// answer) or an AWS write (the proxy passes it to moto and holds the answer).
+#[derive(Debug, Clone, Copy)]
+enum KillPoint {
+    Cloudflare(&'static str, &'static str),
+    Aws(&'static str),
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_killed_inside_each_write_is_finished_by_the_next_run() {
+    let mut w = World::start().await;
+    let mut points: Vec<KillPoint> = CREATE_WRITES
+        .iter()
+        .map(|(m, p)| KillPoint::Cloudflare(m, p))
+        .collect();
+    points.extend(
+        [
+            "ssm:PutParameter",
+            "ecs:UpdateService",
+            "ssm:RemoveTagsFromResource",
+            "ecs:TagResource",
+        ]
+        .map(KillPoint::Aws),
+    );
+    for (i, point) in points.into_iter().enumerate() {
+        let svc = format!("k{i}");
+        let host = format!("{svc}.example.com");
+        let what = format!("killed inside {point:?}");
+        w.seed("demo", &svc, &seed_tags(&host)).await;
+        w.spawn_function().await;
+        match point {
+            KillPoint::Cloudflare(method, path) => {
+                w.fault(
+                    json!({"method": method, "path_contains": path, "after_ms": 60000, "count": 1}),
+                )
+                .await
+            }
+            KillPoint::Aws(op) => w.aws.inject(devtools::aws_proxy::Fault::hold(
+                op,
+                Duration::from_secs(60),
+            )),
+        }
+        w.aws.clear_calls();
+        let rt = &w.rt;
+        let run = rt.invoke(task_event("demo", &svc, false), Duration::from_secs(30));
+        let landed = async {
+            // The write has landed once the fault is used up (the simulator applies the
+            // request before it holds the answer) or moto has answered the AWS call.
+            for _ in 0..300 {
+                let done = match point {
+                    KillPoint::Cloudflare(..) => {
+                        let f = w.hook(reqwest::Method::GET, "/faults", None).await;
+                        f["faults"].as_array().is_some_and(|a| a.is_empty())
+                    }
+                    KillPoint::Aws(op) => w.aws.calls().iter().any(|c| c.call.name() == op),
+                };
+                if done {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            false
+        };
+        tokio::select! {
+            r = run => panic!("{what}: the run finished although its write was held: {r:?}"),
+            ok = landed => assert!(ok, "{what}: the write never happened\n{}", w.output()),
+        }
+        let f = w.functions.pop().unwrap();
+        let _ = f.stop().await;
+        w.clear_faults().await;
+        w.aws.clear_faults();
+
+        // Before the repair: the held write landed, nothing is duplicated, the service
+        // is not yet reported ready (unless the held write was that report), and no
+        // token is lost (none was stored yet, or the stored one is the tunnel's).
+        let c = counts(&w, &svc, &host).await;
+        assert!(
+            c.tunnels == 1 && c.apps <= 1 && c.policies <= 1 && c.records <= 1,
+            "{what}: {c:?}"
+        );
+        let status = status_of(&w.service_tags("demo", &svc).await);
+        match point {
+            KillPoint::Aws("ecs:TagResource") => {
+                assert!(status.starts_with("ready "), "{what}: {status}")
+            }
+            _ => assert!(!status.starts_with("ready "), "{what}: {status}"),
+        }
+        if let Some((token, _)) = w.token_parameter("demo", &svc).await {
+            let conn = w
+                .hook(
+                    reqwest::Method::POST,
+                    "/connectors",
+                    Some(json!({"token": token})),
+                )
+                .await;
+            assert!(
+                conn["client_id"].is_string(),
+                "{what}: the stored token works: {conn}"
+            );
+        }
+
+        // The next run finishes the work.
+        w.spawn_function().await;
+        let ok = w.invoke_ok(task_event("demo", &svc, false)).await;
+        assert_eq!(ok["outcomes"][0]["state"], "ready", "{what}: {ok}");
+        assert_exposed_once(&w, &svc, &host, &what).await;
+        let f = w.functions.pop().unwrap();
+        let _ = f.stop().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
