@@ -354,14 +354,7 @@ async fn assert_exposed_once(w: &World, svc: &str, host: &str, what: &str) {
         .token_parameter("demo", svc)
         .await
         .unwrap_or_else(|| panic!("{what}: no token"));
-    let conn = w
-        .hook(
-            reqwest::Method::POST,
-            "/connectors",
-            Some(json!({"token": token})),
-        )
-        .await;
-    assert!(conn["client_id"].is_string(), "{what}: token works: {conn}");
+    assert!(w.token_connects(&token).await, "{what}: token works");
     assert!(
         status_of(&w.service_tags("demo", svc).await).starts_with("ready "),
         "{what}"
@@ -524,16 +517,9 @@ async fn a_process_killed_inside_each_write_is_finished_by_the_next_run() {
             _ => assert!(!status.starts_with("ready "), "{what}: {status}"),
         }
         if let Some((token, _)) = w.token_parameter("demo", &svc).await {
-            let conn = w
-                .hook(
-                    reqwest::Method::POST,
-                    "/connectors",
-                    Some(json!({"token": token})),
-                )
-                .await;
             assert!(
-                conn["client_id"].is_string(),
-                "{what}: the stored token works: {conn}"
+                w.token_connects(&token).await,
+                "{what}: the stored token works"
             );
         }
 

@@ -435,19 +435,8 @@ impl World {
         }
         for name in names {
             let Some(key) = key_of(&name) else { continue };
-            let tags: BTreeMap<String, String> = match ssm
-                .list_tags_for_resource()
-                .resource_type(aws_sdk_ssm::types::ResourceTypeForTagging::Parameter)
-                .resource_id(&name)
-                .send()
-                .await
-            {
-                Ok(o) => o
-                    .tag_list()
-                    .iter()
-                    .map(|t| (t.key().to_string(), t.value().to_string()))
-                    .collect(),
-                Err(_) => continue,
+            let Some(tags) = self.parameter_tags(&name).await else {
+                continue;
             };
             if owner.owns_ssm(&tags) {
                 out.push((name, key));
@@ -775,22 +764,38 @@ impl World {
         cluster: &str,
         service: &str,
     ) -> BTreeMap<String, String> {
-        let ssm = aws_sdk_ssm::Client::new(&self.sdk);
-        let name = format!("/ecs-tunnels/{cluster}/{service}/token");
-        match ssm
+        self.parameter_tags(&format!("/ecs-tunnels/{cluster}/{service}/token"))
+            .await
+            .unwrap_or_default()
+    }
+
+    /// An SSM parameter's tags; `None` when it cannot be read (e.g. it is gone).
+    pub async fn parameter_tags(&self, name: &str) -> Option<BTreeMap<String, String>> {
+        let out = aws_sdk_ssm::Client::new(&self.sdk)
             .list_tags_for_resource()
             .resource_type(aws_sdk_ssm::types::ResourceTypeForTagging::Parameter)
             .resource_id(name)
             .send()
             .await
-        {
-            Ok(o) => o
-                .tag_list()
+            .ok()?;
+        Some(
+            out.tag_list()
                 .iter()
                 .map(|t| (t.key().to_string(), t.value().to_string()))
                 .collect(),
-            Err(_) => BTreeMap::new(),
-        }
+        )
+    }
+
+    /// Connects a simulated cloudflared with `token`: true when the tunnel accepts it.
+    pub async fn token_connects(&self, token: &str) -> bool {
+        let conn = self
+            .hook(
+                reqwest::Method::POST,
+                "/connectors",
+                Some(json!({ "token": token })),
+            )
+            .await;
+        conn["client_id"].is_string()
     }
 }
 
