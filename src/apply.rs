@@ -4,23 +4,28 @@
 //! 2. the tunnel ∥ (own policy → Access application): Access exists before any DNS record;
 //! 3. the tunnel configuration (carrying the app's AUD) ∥ the token;
 //! 4. DNS records;
-//! 5. Access application and policy deletions;
-//! 6. tunnel teardown (secret revoked, connections dropped, tunnel deleted) → token;
+//! 5. Access application and policy deletions (a policy that applications we do not own
+//!    use is kept and reported);
+//! 6. tunnel teardown (secret revoked, connections dropped, tunnel deleted) → token.
+//!    Steps 1–5 and step 6 are two chains: a failure in one stops it, not the other,
+//!    and the run reports the failure afterwards (so Lambda retries);
 //! 7. a new deployment if a token was written;
 //! 8. the token store's rotation schedule (Secrets Manager).
 //!
 //! Every step is idempotent and tolerates a concurrent run doing the same thing: a
-//! duplicate tunnel name or Access domain is adopted if it is ours.
+//! duplicate tunnel name or Access domain is adopted if it is ours, and a policy create
+//! that failed after it was written is found by name and adopted. A DNS repair patches
+//! only the fields ecs-tunnels owns.
 
-use crate::cloudflare::{AccessAppBody, AppQuery, CfError, DnsQuery, PolicyLink};
+use crate::cloudflare::{AccessAppBody, AccessPolicyBody, AppQuery, CfError, DnsQuery, PolicyLink};
 use crate::context::Deps;
 use crate::diff::{desired_record, Change, Plan};
 use crate::error::ReconcileError;
 use crate::model::{render_config, Observed, PlanContext, Target};
 use crate::secret::Secret;
-use futures::future::try_join_all;
+use futures::future::{join_all, try_join_all};
 use std::time::Duration;
-use tracing::info;
+use tracing::{info, warn};
 
 /// What an apply did.
 #[derive(Debug, Clone, Default)]
@@ -65,19 +70,127 @@ pub async fn apply(
     });
     p.policy_id = own_policy_linked.or_else(|| observed.policies.first().map(|x| x.id.clone()));
     let changes = &plan.changes;
-    let pick = |f: fn(&Change) -> bool| changes.iter().filter(move |c| f(c)).collect::<Vec<_>>();
 
-    // 1. DNS deletions.
+    // Two chains that a failure in the other must not stop: DNS deletions → Access
+    // (with everything a present plan builds in between) → Access deletions; and the
+    // tunnel teardown → token. The tunnel chain runs second, keeping the contract's
+    // teardown order whenever the first chain succeeds.
+    let access = dns_and_access(deps, ctx, target, plan, &mut p, &mut done).await;
+    let tunnel = tunnel_teardown(deps, ctx, plan, &mut p, &mut done).await;
+    match (access, tunnel) {
+        (Err(e), Err(other)) => {
+            warn!(service = %ctx.svc, error = %other, "the tunnel teardown failed too; the next run retries it");
+            return Err(e);
+        }
+        (Err(e), Ok(())) | (Ok(()), Err(e)) => return Err(e),
+        (Ok(()), Ok(())) => {}
+    }
+
+    // 7. Redeploy, then clear the marker that says one is owed (kept when the service's
+    // deployment controller refuses: its owner must deploy, and the next run says so).
+    let mut by_owner = None;
+    if let Some(c) = changes
+        .iter()
+        .find(|c| matches!(c, Change::Redeploy | Change::ClearRedeployMark))
+    {
+        if let (Change::Redeploy, Some(r)) = (c, &ctx.redeploy) {
+            by_owner = redeploy(deps, &r.service)
+                .await?
+                .map(|controller| (r.service.clone(), controller));
+        }
+        if by_owner.is_none() {
+            deps.tokens
+                .remove_tag(&ctx.svc, crate::aws::token_store::REDEPLOY_TAG)
+                .await?;
+            log_change(ctx, c);
+            done.push(c.kind());
+        }
+    }
+    if let Some(c @ Change::FinishRotation { reason, rotated }) = changes
+        .iter()
+        .find(|c| matches!(c, Change::FinishRotation { .. }))
+    {
+        let mut rotated = *rotated;
+        if reason == "compromised" {
+            if let Some(tid) = p.tunnel_id.as_deref() {
+                if !rotated {
+                    // The rotation died before its PATCH: the possibly leaked secret is
+                    // still valid, so rotate now rather than only drop connections.
+                    change_tunnel_secret(
+                        deps,
+                        &ctx.svc,
+                        tid,
+                        true,
+                        ctx.redeploy.as_ref().map(|r| &r.service),
+                    )
+                    .await?;
+                    rotated = true;
+                } else {
+                    deps.cf.delete_tunnel_connections(tid).await?;
+                }
+            }
+        }
+        if rotated {
+            deps.tokens
+                .add_tags(&ctx.svc, &crate::aws::token_store::rotated_now(reason))
+                .await?;
+        }
+        deps.tokens
+            .remove_tag(&ctx.svc, crate::aws::token_store::ROTATION_TAG)
+            .await?;
+        log_change(ctx, c);
+        done.push(c.kind());
+    }
+    // 8. The token store's rotation schedule, last: a schedule Secrets Manager refuses
+    // must not keep the hostname from being published.
+    if let Some(c @ Change::ScheduleRotation { expression }) = changes
+        .iter()
+        .find(|c| matches!(c, Change::ScheduleRotation { .. }))
+    {
+        deps.tokens.schedule_rotation(&ctx.svc, expression).await?;
+        log_change(ctx, c);
+        done.push(c.kind());
+    }
+    if let Some((svc, controller)) = by_owner {
+        // The plan did not know the controller (it changed since the service was
+        // read): this run ends here, with what the owner must do.
+        return Err(ReconcileError::Redeploy(crate::model::redeploy_notice(
+            &svc,
+            &controller,
+        )));
+    }
+    Ok(Applied {
+        changes: done,
+        tunnel_id: p.tunnel_id,
+    })
+}
+
+/// DNS deletions, then what a present plan builds (tunnel ∥ Access, config ∥ token,
+/// DNS records), then Access deletions. Stops at its first failure.
+async fn dns_and_access(
+    deps: &Deps,
+    ctx: &PlanContext,
+    target: Option<&Target>,
+    plan: &Plan,
+    p: &mut Progress,
+    done: &mut Vec<&'static str>,
+) -> Result<(), ReconcileError> {
+    let changes = &plan.changes;
+    let pick = |f: fn(&Change) -> bool| changes.iter().filter(move |c| f(c)).collect::<Vec<_>>();
+    // 1. DNS deletions: each one is tried; any failure stops this chain (the Access
+    // application must outlive every record of ours that may still route to it).
     let dns_deletes = pick(|c| matches!(c, Change::DeleteDns { .. }));
-    try_join_all(dns_deletes.iter().map(|c| async move {
+    let results = join_all(dns_deletes.iter().map(|c| async move {
         if let Change::DeleteDns { zone_id, id, .. } = c {
             deps.cf.delete_dns_record(zone_id, id).await?;
             log_change(ctx, c);
         }
-        Ok::<_, ReconcileError>(())
+        Ok::<_, ReconcileError>(c.kind())
     }))
-    .await?;
-    done.extend(dns_deletes.iter().map(|c| c.kind()));
+    .await;
+    for r in results {
+        done.push(r?);
+    }
 
     // 2. Tunnel ∥ Access.
     let create_tunnel = changes
@@ -103,7 +216,7 @@ pub async fn apply(
         let mut policy_id = p.policy_id.clone();
         match policy_change {
             Some(c @ Change::CreatePolicy { body, .. }) => {
-                policy_id = Some(deps.cf.create_reusable_policy(body).await?.id);
+                policy_id = Some(ensure_policy(deps, body).await?);
                 log_change(ctx, c);
             }
             Some(c @ Change::UpdatePolicy { id, body }) => {
@@ -203,7 +316,7 @@ pub async fn apply(
                 }
                 Change::UpdateDns { zone_id, id, name } => {
                     deps.cf
-                        .update_dns_record(zone_id, id, &desired_record(ctx, name, tid))
+                        .repair_dns_record(zone_id, id, &desired_record(ctx, name, tid))
                         .await?;
                 }
                 _ => {}
@@ -227,17 +340,30 @@ pub async fn apply(
         }
     }
     let policy_deletes = pick(|c| matches!(c, Change::DeletePolicy { .. }));
-    try_join_all(policy_deletes.iter().map(|c| async move {
-        if let Change::DeletePolicy { id } = c {
-            deps.cf.delete_reusable_policy(id).await?;
-            log_change(ctx, c);
+    let deleted = try_join_all(policy_deletes.iter().map(|c| async move {
+        match c {
+            Change::DeletePolicy { id } if delete_or_keep_policy(deps, ctx, id).await? => {
+                log_change(ctx, c);
+                Ok::<_, ReconcileError>(Some(c.kind()))
+            }
+            _ => Ok(None),
         }
-        Ok::<_, ReconcileError>(())
     }))
     .await?;
-    done.extend(policy_deletes.iter().map(|c| c.kind()));
+    done.extend(deleted.into_iter().flatten());
 
-    // 6. Tunnel, then token.
+    Ok(())
+}
+
+/// Tunnel teardown (secret revoked, connections dropped, tunnel deleted), then the token.
+async fn tunnel_teardown(
+    deps: &Deps,
+    ctx: &PlanContext,
+    plan: &Plan,
+    p: &mut Progress,
+    done: &mut Vec<&'static str>,
+) -> Result<(), ReconcileError> {
+    let changes = &plan.changes;
     for c in changes
         .iter()
         .filter(|c| matches!(c, Change::DeleteTunnel { .. }))
@@ -255,83 +381,7 @@ pub async fn apply(
         done.push(c.kind());
     }
 
-    // 7. Redeploy, then clear the marker that says one is owed (kept when the service's
-    // deployment controller refuses: its owner must deploy, and the next run says so).
-    let mut by_owner = None;
-    if let Some(c) = changes
-        .iter()
-        .find(|c| matches!(c, Change::Redeploy | Change::ClearRedeployMark))
-    {
-        if let (Change::Redeploy, Some(r)) = (c, &ctx.redeploy) {
-            by_owner = redeploy(deps, &r.service)
-                .await?
-                .map(|controller| (r.service.clone(), controller));
-        }
-        if by_owner.is_none() {
-            deps.tokens
-                .remove_tag(&ctx.svc, crate::aws::token_store::REDEPLOY_TAG)
-                .await?;
-            log_change(ctx, c);
-            done.push(c.kind());
-        }
-    }
-    if let Some(c @ Change::FinishRotation { reason, rotated }) = changes
-        .iter()
-        .find(|c| matches!(c, Change::FinishRotation { .. }))
-    {
-        let mut rotated = *rotated;
-        if reason == "compromised" {
-            if let Some(tid) = p.tunnel_id.as_deref() {
-                if !rotated {
-                    // The rotation died before its PATCH: the possibly leaked secret is
-                    // still valid, so rotate now rather than only drop connections.
-                    change_tunnel_secret(
-                        deps,
-                        &ctx.svc,
-                        tid,
-                        true,
-                        ctx.redeploy.as_ref().map(|r| &r.service),
-                    )
-                    .await?;
-                    rotated = true;
-                } else {
-                    deps.cf.delete_tunnel_connections(tid).await?;
-                }
-            }
-        }
-        if rotated {
-            deps.tokens
-                .add_tags(&ctx.svc, &crate::aws::token_store::rotated_now(reason))
-                .await?;
-        }
-        deps.tokens
-            .remove_tag(&ctx.svc, crate::aws::token_store::ROTATION_TAG)
-            .await?;
-        log_change(ctx, c);
-        done.push(c.kind());
-    }
-    // 8. The token store's rotation schedule, last: a schedule Secrets Manager refuses
-    // must not keep the hostname from being published.
-    if let Some(c @ Change::ScheduleRotation { expression }) = changes
-        .iter()
-        .find(|c| matches!(c, Change::ScheduleRotation { .. }))
-    {
-        deps.tokens.schedule_rotation(&ctx.svc, expression).await?;
-        log_change(ctx, c);
-        done.push(c.kind());
-    }
-    if let Some((svc, controller)) = by_owner {
-        // The plan did not know the controller (it changed since the service was
-        // read): this run ends here, with what the owner must do.
-        return Err(ReconcileError::Redeploy(crate::model::redeploy_notice(
-            &svc,
-            &controller,
-        )));
-    }
-    Ok(Applied {
-        changes: done,
-        tunnel_id: p.tunnel_id,
-    })
+    Ok(())
 }
 
 /// Starts a new deployment of `svc`. `Some(controller)` when its deployment controller
@@ -377,6 +427,68 @@ fn link_own_policy(
         })
         .collect();
     body
+}
+
+/// Attempts at creating our reusable policy before giving up.
+const POLICY_CREATE_ATTEMPTS: usize = 3;
+
+/// Creates our reusable policy. Policy names are not unique, so a create that may have
+/// committed (a 5xx or a lost answer, which the client does not retry) is followed by a
+/// look for a policy with our exact name: found, it is adopted; not found, the create is
+/// tried again (a bounded number of times). Returns the policy id.
+async fn ensure_policy(deps: &Deps, body: &AccessPolicyBody) -> Result<String, ReconcileError> {
+    let mut attempt = 1;
+    loop {
+        match deps.cf.create_reusable_policy(body).await {
+            Ok(p) => return Ok(p.id),
+            Err(e) if e.is_transient() => {
+                let found = deps
+                    .cf
+                    .list_reusable_policies()
+                    .await?
+                    .into_iter()
+                    .find(|p| p.name == body.name);
+                if let Some(p) = found {
+                    info!(policy = %p.id, name = %p.name, error = %e, "the policy create failed after it was written; adopting the policy it made");
+                    return Ok(p.id);
+                }
+                if attempt >= POLICY_CREATE_ATTEMPTS {
+                    return Err(e.into());
+                }
+                attempt += 1;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Deletes one of our reusable policies; when Cloudflare refuses because applications
+/// we do not own still use it (someone linked it to theirs), it is kept and reported
+/// instead: a delete would fail on every run. Returns whether it was deleted.
+async fn delete_or_keep_policy(
+    deps: &Deps,
+    ctx: &PlanContext,
+    id: &str,
+) -> Result<bool, ReconcileError> {
+    let refused = match deps.cf.delete_reusable_policy(id).await {
+        Ok(()) => return Ok(true),
+        Err(e) if e.is_transient() => return Err(e.into()),
+        Err(e) => e,
+    };
+    let our_app = ctx.owner.access_app_name(&ctx.svc);
+    let users: Vec<String> = deps
+        .cf
+        .list_access_apps(&AppQuery::default())
+        .await?
+        .into_iter()
+        .filter(|a| a.name != our_app && a.policies.iter().any(|p| p.id == id))
+        .map(|a| a.name)
+        .collect();
+    if users.is_empty() {
+        return Err(refused.into());
+    }
+    warn!(service = %ctx.svc, policy = %id, used_by = %users.join(", "), "kept the reusable Access policy: applications ecs-tunnels does not own use it; remove it from them, then delete it");
+    Ok(false)
 }
 
 /// Creates the tunnel, or adopts ours if a concurrent run created it first.
@@ -459,7 +571,7 @@ async fn ensure_record(
                 .await?;
             match found.iter().find(|r| r.comment == body.comment) {
                 Some(r) if r.content == body.content && r.proxied => Ok(()),
-                Some(r) => Ok(deps.cf.update_dns_record(zone_id, &r.id, &body).await.map(|_| ())?),
+                Some(r) => Ok(deps.cf.repair_dns_record(zone_id, &r.id, &body).await.map(|_| ())?),
                 None => Err(ReconcileError::Conflict(vec![format!(
                     "hostname {name} already has a DNS record that ecs-tunnels does not own: remove it or choose another hostname"
                 )])),

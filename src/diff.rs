@@ -3,7 +3,8 @@
 //! become conflicts, and a plan with conflicts changes nothing.
 
 use crate::cloudflare::{
-    AccessApp, AccessAppBody, AccessPolicyBody, Destination, DnsRecordBody, PolicyLink,
+    AccessApp, AccessAppBody, AccessPolicy, AccessPolicyBody, Destination, DnsRecordBody,
+    PolicyLink,
 };
 use crate::model::{render_config, tunnel_cname, Observed, PlanContext, Target};
 use crate::normalise::{hostname, same_host, AppView, ConfigView, PolicyView};
@@ -166,6 +167,54 @@ pub struct Plan {
     /// What only a person can do (it blocks nothing): e.g. start a deployment of a
     /// service whose deployment controller ecs-tunnels cannot drive.
     pub notices: Vec<String>,
+    /// Our reusable policies that applications we do not own still use: detached from
+    /// ours and kept, not deleted (a delete would fail on every run). Reported, never
+    /// an error.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub kept: Vec<KeptPolicy>,
+}
+
+/// One of our reusable policies kept because other applications use it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct KeptPolicy {
+    /// Policy id.
+    pub id: String,
+    /// Policy name.
+    pub name: String,
+    /// Names of the applications (not ours) that use it, when they were listed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub used_by: Vec<String>,
+}
+
+/// How many applications other than our own `app` link `policy` (from the policy's
+/// `app_count`; 0 when Cloudflare did not report it).
+fn other_users(policy: &AccessPolicy, app: Option<&AccessApp>) -> u64 {
+    let ours = app.is_some_and(|a| a.policies.iter().any(|l| l.id == policy.id));
+    policy
+        .app_count
+        .unwrap_or(0)
+        .saturating_sub(u64::from(ours))
+}
+
+/// Splits the policies we would delete into those to delete and those other
+/// applications still use (kept).
+fn delete_or_keep<'a>(
+    policies: impl Iterator<Item = &'a AccessPolicy>,
+    our_app: Option<&AccessApp>,
+    changes: &mut Vec<Change>,
+    kept: &mut Vec<KeptPolicy>,
+) {
+    for p in policies {
+        if other_users(p, our_app) > 0 {
+            kept.push(KeptPolicy {
+                id: p.id.clone(),
+                name: p.name.clone(),
+                used_by: vec![],
+            });
+        } else {
+            changes.push(Change::DeletePolicy { id: p.id.clone() });
+        }
+    }
 }
 
 impl Plan {
@@ -272,16 +321,15 @@ fn plan_absent(ctx: &PlanContext, observed: &Observed) -> Plan {
             name: r.record.name.clone(),
         });
     }
-    if let Some(app) = observed
+    let our_app = observed
         .app
         .as_ref()
-        .filter(|a| ctx.owner.owns_access_app(&a.name, &a.tags))
-    {
+        .filter(|a| ctx.owner.owns_access_app(&a.name, &a.tags));
+    if let Some(app) = our_app {
         changes.push(Change::DeleteApp { id: app.id.clone() });
     }
-    for p in &observed.policies {
-        changes.push(Change::DeletePolicy { id: p.id.clone() });
-    }
+    let mut kept = Vec::new();
+    delete_or_keep(observed.policies.iter(), our_app, &mut changes, &mut kept);
     if let Some(t) = &observed.tunnel {
         changes.push(Change::DeleteTunnel { id: t.id.clone() });
     }
@@ -292,6 +340,7 @@ fn plan_absent(ctx: &PlanContext, observed: &Observed) -> Plan {
         changes,
         conflicts: vec![],
         notices: vec![],
+        kept,
     }
 }
 
@@ -363,11 +412,16 @@ fn plan_present(ctx: &PlanContext, target: &Target, observed: &Observed) -> Plan
         .or(observed.policies.first())
         .filter(|_| wanted_policy.is_some());
     let mut late_deletes = Vec::new();
-    for p in &observed.policies {
-        if keep.is_none_or(|k| k.id != p.id) {
-            late_deletes.push(Change::DeletePolicy { id: p.id.clone() });
-        }
-    }
+    let mut kept = Vec::new();
+    delete_or_keep(
+        observed
+            .policies
+            .iter()
+            .filter(|p| keep.is_none_or(|k| k.id != p.id)),
+        our_app,
+        &mut late_deletes,
+        &mut kept,
+    );
     if let Some(body) = &wanted_policy {
         match keep {
             None => changes.push(Change::CreatePolicy {
@@ -540,12 +594,14 @@ fn plan_present(ctx: &PlanContext, target: &Target, observed: &Observed) -> Plan
             changes,
             conflicts,
             notices,
+            kept,
         }
     } else {
         Plan {
             changes: vec![],
             conflicts,
             notices: vec![],
+            kept: vec![],
         }
     }
 }

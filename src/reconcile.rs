@@ -4,7 +4,7 @@
 
 use crate::apply::apply;
 use crate::context::Deps;
-use crate::diff::{diff, Change, Plan};
+use crate::diff::{diff, Change, KeptPolicy, Plan};
 use crate::error::ReconcileError;
 use crate::model::{PlanContext, RedeployTarget};
 use crate::observe::{observe, resolve_target};
@@ -81,6 +81,10 @@ pub struct Outcome {
     /// outcome stands; this is reported, not retried.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status_error: Option<String>,
+    /// Our reusable policies that applications we do not own still use: detached from
+    /// ours and kept rather than deleted. Not an error.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub kept_policies: Vec<KeptPolicy>,
 }
 
 impl Outcome {
@@ -95,6 +99,7 @@ impl Outcome {
             error: None,
             error_kind: None,
             status_error: None,
+            kept_policies: vec![],
         }
     }
 
@@ -251,6 +256,9 @@ async fn converge(
         if !plan.conflicts.is_empty() {
             return Err(ReconcileError::Conflict(plan.conflicts));
         }
+        if plan.changes.is_empty() || mode == Mode::Plan {
+            out.kept_policies = name_kept_policies(deps, &ctx, plan.kept.clone()).await;
+        }
         if plan.changes.is_empty() && !plan.notices.is_empty() {
             // Done, except what only a person can do: say so (the status tag, the
             // custom resource's Reason) without failing.
@@ -283,6 +291,34 @@ async fn converge(
     Err(ReconcileError::NotConverged(format!(
         "did not converge after {MAX_PASSES} passes; the next run continues"
     )))
+}
+
+/// Names the applications that keep each of our policies alive, and warns about each:
+/// the policy stays until they stop using it. A failed lookup leaves the names out.
+async fn name_kept_policies(
+    deps: &Deps,
+    ctx: &PlanContext,
+    mut kept: Vec<KeptPolicy>,
+) -> Vec<KeptPolicy> {
+    if kept.is_empty() {
+        return kept;
+    }
+    let our_app = ctx.owner.access_app_name(&ctx.svc);
+    let apps = deps
+        .cf
+        .list_access_apps(&crate::cloudflare::AppQuery::default())
+        .await
+        .map_err(|e| warn!(service = %ctx.svc, error = %e, "could not list the Access applications that use a kept policy"))
+        .unwrap_or_default();
+    for k in &mut kept {
+        k.used_by = apps
+            .iter()
+            .filter(|a| a.name != our_app && a.policies.iter().any(|p| p.id == k.id))
+            .map(|a| a.name.clone())
+            .collect();
+        warn!(service = %ctx.svc, policy = %k.id, policy_name = %k.name, used_by = %k.used_by.join(", "), "kept the reusable Access policy ecs-tunnels made for this service: applications it does not own use it, so it was detached from ours and not deleted; remove it from them, then delete it");
+    }
+    kept
 }
 
 fn failed(svc: &ServiceId, e: &ReconcileError) -> Outcome {

@@ -181,6 +181,9 @@ pub struct AccessPolicy {
     /// True for reusable policies.
     #[serde(default)]
     pub reusable: Option<bool>,
+    /// How many applications link this reusable policy (`None` when not reported).
+    #[serde(default)]
+    pub app_count: Option<u64>,
 }
 
 /// Body of a reusable policy create or update.
@@ -338,12 +341,16 @@ impl CloudflareClient {
             .await
     }
 
-    /// Creates a reusable policy.
+    /// Creates a reusable policy. Policy names are not unique, so a 5xx or a lost answer
+    /// is not retried here (the create may have committed): the caller looks for the
+    /// policy by name before creating it again.
     pub async fn create_reusable_policy(
         &self,
         body: &AccessPolicyBody,
     ) -> Result<AccessPolicy, CfError> {
-        let ctx = Ctx::new(Area::Other, format!("Access policy {:?}", body.name)).name(&body.name);
+        let ctx = Ctx::new(Area::Other, format!("Access policy {:?}", body.name))
+            .name(&body.name)
+            .not_idempotent();
         self.send_json(Method::POST, &self.access_path("/policies"), body, &ctx)
             .await
     }

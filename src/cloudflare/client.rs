@@ -31,7 +31,8 @@ pub struct ClientOptions {
     pub api_token: Secret,
     /// Account that owns the tunnels and Access objects.
     pub account_id: String,
-    /// Retries after a 429, a 5xx or a transport error (default 5).
+    /// Retries after a 429, a 5xx or a transport error (default 5). A create without a
+    /// unique key (a reusable Access policy) is retried after a 429 only.
     pub max_retries: u32,
     /// First backoff delay; doubles on each retry (default 250 ms).
     pub base_backoff: Duration,
@@ -212,7 +213,7 @@ impl CloudflareClient {
             let delay = match outcome {
                 Err(e) => {
                     tracing::debug!(%method, path, status = "transport-error", attempt, elapsed_ms, "cloudflare api call");
-                    if e.is_builder() || retries_done >= inner.max_retries {
+                    if e.is_builder() || ctx.not_idempotent || retries_done >= inner.max_retries {
                         return Err(CfError::Transport(describe_transport(&e, &method, path)));
                     }
                     self.backoff(retries_done)
@@ -234,7 +235,7 @@ impl CloudflareClient {
                         asked.unwrap_or_else(|| self.backoff(retries_done))
                     } else if status >= 500 {
                         Counters::bump(&inner.counters.server_errors);
-                        if retries_done >= inner.max_retries {
+                        if ctx.not_idempotent || retries_done >= inner.max_retries {
                             return Err(self.failure(&resp, ctx));
                         }
                         asked

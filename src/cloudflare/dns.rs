@@ -146,6 +146,29 @@ impl CloudflareClient {
             .await
     }
 
+    /// Puts the fields ecs-tunnels owns back on a record (`PATCH` with type, name,
+    /// content and proxied): tags, settings, a comment or a TTL someone added stay as
+    /// they are. `name` is the record's own (the 2024 OpenAPI document requires it in a
+    /// PATCH body), so sending it changes nothing.
+    pub async fn repair_dns_record(
+        &self,
+        zone_id: &str,
+        id: &str,
+        r: &DnsRecordBody,
+    ) -> Result<DnsRecord, CfError> {
+        let ctx = Ctx::new(Area::Dns, format!("DNS record {id} ({})", r.name))
+            .name(&r.name)
+            .id(id);
+        let body = serde_json::json!({
+            "type": r.record_type,
+            "name": r.name,
+            "content": r.content,
+            "proxied": r.proxied,
+        });
+        self.send_json(Method::PATCH, &record_path(zone_id, id), &body, &ctx)
+            .await
+    }
+
     /// Deletes a record; a record that is already gone (404) is success.
     pub async fn delete_dns_record(&self, zone_id: &str, id: &str) -> Result<(), CfError> {
         let ctx = Ctx::new(Area::Dns, format!("DNS record {id}")).id(id);

@@ -175,6 +175,10 @@ pub(crate) struct Ctx {
     pub id: Option<String>,
     /// Secrets sent in this request: scrubbed from any message the server echoes back.
     pub redact: Vec<Secret>,
+    /// The request creates something without a unique key, so a repeat after a 5xx or a
+    /// lost answer could duplicate it: only a 429 (refused before anything was written)
+    /// is retried, and the caller decides what else to do.
+    pub not_idempotent: bool,
 }
 
 impl Ctx {
@@ -193,6 +197,12 @@ impl Ctx {
 
     pub fn id(mut self, id: impl Into<String>) -> Self {
         self.id = Some(id.into());
+        self
+    }
+
+    /// See [`Ctx::not_idempotent`](Ctx#structfield.not_idempotent).
+    pub fn not_idempotent(mut self) -> Self {
+        self.not_idempotent = true;
         self
     }
 

@@ -794,3 +794,61 @@ async fn policies_crud_paths() {
         ]
     );
 }
+
+#[tokio::test]
+async fn find_tunnel_by_name_reads_the_zero_time_as_live() {
+    let srv = serve(|_, _| {
+        Reply::page(
+            json!([{"id": "t1", "name": "svc", "deleted_at": "0001-01-01T00:00:00Z"},
+                   {"id": "t0", "name": "svc", "deleted_at": "2025-01-01T00:00:00Z"}]),
+            json!({"page": 1, "per_page": 1000, "count": 2, "total_count": 2, "total_pages": 1}),
+        )
+    })
+    .await;
+    let c = client(&srv.base_url);
+    let found = c.find_tunnel_by_name("svc").await.unwrap();
+    assert_eq!(found.map(|t| t.id).as_deref(), Some("t1"));
+}
+
+#[tokio::test]
+async fn a_policy_create_is_not_repeated_after_a_5xx_or_a_lost_answer() {
+    let srv = serve(|_, _| Reply::err(500, 10001, "internal error")).await;
+    let c = client(&srv.base_url);
+    let body = AccessPolicyBody {
+        name: "p".into(),
+        decision: "allow".into(),
+        include: vec![json!({"everyone": {}})],
+        ..AccessPolicyBody::default()
+    };
+    let e = c.create_reusable_policy(&body).await.unwrap_err();
+    assert!(e.is_transient(), "{e}");
+    assert_eq!(srv.requests().len(), 1, "the POST may have committed");
+
+    // A 429 is refused before anything is written: retried.
+    let srv = serve(|_, i| {
+        if i == 0 {
+            Reply::err(429, 10000, "rate limited").header("retry-after", "0")
+        } else {
+            Reply::ok(json!({"id": "p1", "name": "p", "decision": "allow", "include": []}))
+        }
+    })
+    .await;
+    let c = client(&srv.base_url);
+    assert_eq!(c.create_reusable_policy(&body).await.unwrap().id, "p1");
+    assert_eq!(srv.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn a_dns_repair_patches_only_what_ecs_tunnels_owns() {
+    let srv = serve(|_, _| Reply::ok(record_json("r1"))).await;
+    let c = client(&srv.base_url);
+    c.repair_dns_record("z1", "r1", &dns_body()).await.unwrap();
+    let reqs = srv.requests();
+    assert_eq!(reqs[0].method, "PATCH");
+    assert_eq!(reqs[0].path(), "/zones/z1/dns_records/r1");
+    assert_eq!(
+        reqs[0].json(),
+        json!({"type": "CNAME", "name": "orders.example.com",
+               "content": "t1.cfargotunnel.com", "proxied": true})
+    );
+}

@@ -177,7 +177,7 @@ impl CloudflareClient {
             .list_tunnels(&q)
             .await?
             .into_iter()
-            .find(|t| t.name == name && t.deleted_at.is_none()))
+            .find(|t| t.name == name && !t.is_deleted()))
     }
 
     /// Creates a remotely-managed tunnel (`config_src: cloudflare`) with the given secret

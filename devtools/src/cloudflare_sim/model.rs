@@ -30,6 +30,8 @@ pub(crate) struct DnsRecord {
     pub priority: Option<i64>,
     pub comment: Option<String>,
     pub tags: Vec<String>,
+    /// Per-record settings (`flatten_cname`, `ipv4_only`, `ipv6_only`), as sent.
+    pub settings: Map<String, Value>,
     pub created_on: String,
     pub modified_on: String,
     pub comment_modified_on: Option<String>,

@@ -588,8 +588,12 @@ impl OpenApi {
             cv.at_location(schema)
         } else if let Some((r, k)) = split {
             // Root alternatives: each one gets the overlay's properties, so that each
-            // still declares the whole body by itself.
-            let mut inline = r.clone();
+            // still declares the whole body by itself. The root component keeps its own
+            // overlay patch (e.g. DNS `id` not required).
+            let mut inline = match root_component(self.schemas(), schema) {
+                Some(name) => patched_component(name, r)?,
+                None => r.clone(),
+            };
             for alt in inline[k].as_array_mut().into_iter().flatten() {
                 *alt = json!({"allOf": [alt.clone(), {"properties": extra_props.clone()}]});
             }
@@ -875,6 +879,38 @@ fn parse_overlay_schema(s: &str) -> Result<Value, String> {
 }
 
 /// Follows `$ref`s into `#/components/schemas`.
+/// The component a `$ref` chain ends in, if `s` is one.
+fn root_component<'a>(schemas: &'a Map<String, Value>, s: &'a Value) -> Option<&'a str> {
+    let mut name = None;
+    let mut cur = s;
+    for _ in 0..32 {
+        let Some(r) = cur.get("$ref").and_then(Value::as_str) else {
+            return name;
+        };
+        let n = r.strip_prefix("#/components/schemas/")?;
+        name = Some(n);
+        cur = schemas.get(n)?;
+    }
+    None
+}
+
+/// A component with its overlay patch (fields not required, alternatives added) applied.
+fn patched_component(name: &str, raw: &Value) -> Result<Value, String> {
+    let Some(patch) = COMPONENT_PATCHES.iter().find(|p| p.component == name) else {
+        return Ok(raw.clone());
+    };
+    let mut patched = raw.clone();
+    if let Some(req) = patched.get_mut("required").and_then(Value::as_array_mut) {
+        req.retain(|v| !patch.not_required.iter().any(|n| v == n));
+    }
+    if let Some(alts) = patched.get_mut("oneOf").and_then(Value::as_array_mut) {
+        for alt in patch.add_one_of {
+            alts.push(parse_overlay_schema(alt)?);
+        }
+    }
+    Ok(patched)
+}
+
 fn resolve<'a>(schemas: &'a Map<String, Value>, s: &'a Value, depth: usize) -> Option<&'a Value> {
     match s.get("$ref").and_then(Value::as_str) {
         Some(r) if depth < 32 => {
@@ -931,21 +967,7 @@ impl<'a> Converter<'a> {
                 .schemas
                 .get(&name)
                 .ok_or_else(|| format!("$ref to missing component {name}"))?;
-            let converted = match COMPONENT_PATCHES.iter().find(|p| p.component == name) {
-                Some(patch) => {
-                    let mut patched = raw.clone();
-                    if let Some(req) = patched.get_mut("required").and_then(Value::as_array_mut) {
-                        req.retain(|v| !patch.not_required.iter().any(|n| v == n));
-                    }
-                    if let Some(alts) = patched.get_mut("oneOf").and_then(Value::as_array_mut) {
-                        for alt in patch.add_one_of {
-                            alts.push(parse_overlay_schema(alt)?);
-                        }
-                    }
-                    self.convert(&patched)
-                }
-                None => self.convert(raw),
-            };
+            let converted = self.convert(&patched_component(&name, raw)?);
             defs.insert(name, converted);
         }
         Ok(defs)
@@ -1584,6 +1606,23 @@ mod tests {
                 t.elapsed() / n
             );
         }
+    }
+
+    #[test]
+    fn dns_record_settings() {
+        let path = format!("{ZONE}/dns_records");
+        let record = format!("{path}/372e67954025e0ba6aaa6d586b9e0b59");
+        let mut b = cname();
+        b["settings"] = json!({"ipv6_only": true});
+        ok("POST", &path, None, Some(b.clone()));
+        ok("PUT", &record, None, Some(b.clone()));
+        ok("PATCH", &record, None, Some(b.clone()));
+        // The root component's own patch still holds (no `id` in a create).
+        b.as_object_mut().unwrap().remove("settings");
+        ok("POST", &path, None, Some(b.clone()));
+        b["settings"] = json!({"ipv6_only": "yes"});
+        let v = bad("PATCH", &record, None, Some(b));
+        assert_eq!(v.part, Part::Body, "{v:#?}");
     }
 
     #[test]

@@ -11,8 +11,8 @@
 //! - **[docs]** `cloudflare/cloudflare-docs`, path given.
 //!
 //! Only gaps that this project's client or tests actually hit are listed; other
-//! post-2024 additions (DNS `settings`, `name.*` filters, …) stay rejected until someone
-//! needs them and adds a cited entry.
+//! post-2024 additions (`name.*` filters, …) stay rejected until someone needs them and
+//! adds a cited entry.
 
 /// A change to one operation, keyed by method and the document's path template.
 #[derive(Debug, Clone, Copy)]
@@ -87,6 +87,25 @@ const DESTINATIONS: &str = r#"{
 }"#;
 
 const SDK_APPS: &str = "[go-sdk] zero_trust/accessapplication.go";
+
+const DNS_RECORDS: &str = "/zones/{zone_id}/dns_records";
+const DNS_RECORD: &str = "/zones/{zone_id}/dns_records/{dns_record_id}";
+
+/// Per-record DNS `settings` (a user may set them on a record ecs-tunnels owns, and its
+/// repair must keep them).
+const DNS_SETTINGS: &str = r#"{
+  "type": "object",
+  "properties": {
+    "flatten_cname": {"type": "boolean"},
+    "ipv4_only": {"type": "boolean"},
+    "ipv6_only": {"type": "boolean"}
+  }
+}"#;
+
+const DNS_SETTINGS_SOURCE: &str = "[docs] src/content/docs/dns/cname-flattening/\
+    set-up-cname-flattening.mdx (\"specify the following for each CNAME record in the request \
+    body: \"settings\": { \"flatten_cname\": true}\"); Pulumi/Terraform cloudflare v6 \
+    DnsRecord.settings {ipv4_only, ipv6_only}, generated from the current API schema";
 
 /// Operation-level additions.
 pub(crate) const ADDITIONS: &[Addition] = &[
@@ -227,6 +246,34 @@ pub(crate) const ADDITIONS: &[Addition] = &[
             schema: DESTINATIONS,
         },
         source: SDK_APPS,
+    },
+    // DNS record `settings` on create, full update and partial update.
+    Addition {
+        method: "POST",
+        path: DNS_RECORDS,
+        patch: Patch::BodyProperty {
+            name: "settings",
+            schema: DNS_SETTINGS,
+        },
+        source: DNS_SETTINGS_SOURCE,
+    },
+    Addition {
+        method: "PUT",
+        path: DNS_RECORD,
+        patch: Patch::BodyProperty {
+            name: "settings",
+            schema: DNS_SETTINGS,
+        },
+        source: DNS_SETTINGS_SOURCE,
+    },
+    Addition {
+        method: "PATCH",
+        path: DNS_RECORD,
+        patch: Patch::BodyProperty {
+            name: "settings",
+            schema: DNS_SETTINGS,
+        },
+        source: DNS_SETTINGS_SOURCE,
     },
     // The 2024 document gives the tag-create body as a bare string.
     Addition {
