@@ -1,7 +1,9 @@
 //! The sweep: events are hints, the sweep is the truth. It gathers desired and observed
 //! state in bulk, finds the services that differ (drift, missed events) and the objects
 //! that carry our owner id but belong to no managed service (orphans), and runs the same
-//! per-service reconcile on those alone.
+//! per-service reconcile on those alone. A covered cluster that is gone (not listed, or
+//! its services not found) has its objects collected once `DescribeClusters` confirms it
+//! INACTIVE or MISSING; a cluster that merely fails to list is skipped and reported.
 //!
 //! Budget: a converged account costs a fixed handful of paged list calls (tunnels by our
 //! name prefix, Access apps, reusable policies, our DNS records per zone) plus a bounded
@@ -250,13 +252,12 @@ async fn decide_scope(
         .map(str::to_string)
         .collect();
     let mut scope = Scope::default();
-    let states = match unsure.is_empty() {
-        true => Ok(BTreeMap::new()),
-        false => {
-            deps.ecs
-                .describe_clusters(&unsure.iter().cloned().collect::<Vec<_>>())
-                .await
-        }
+    let states = if unsure.is_empty() {
+        Ok(BTreeMap::new())
+    } else {
+        deps.ecs
+            .describe_clusters(&unsure.iter().cloned().collect::<Vec<_>>())
+            .await
     };
     match states {
         Ok(states) => {
@@ -267,10 +268,18 @@ async fn decide_scope(
                     }
                     Some(ClusterState::Active) | None
                         if inventory.unlisted.contains_key(cluster) => {}
-                    Some(ClusterState::Active) | None => {
+                    Some(ClusterState::Active) => {
                         scope.skipped.insert(
                             cluster.clone(),
-                            "has objects of ours but was not listed; ECS still knows it".into(),
+                            "has objects of ours and was not listed, but ECS says it is ACTIVE"
+                                .into(),
+                        );
+                    }
+                    None => {
+                        scope.skipped.insert(
+                            cluster.clone(),
+                            "has objects of ours and was not listed; DescribeClusters said nothing of it"
+                                .into(),
                         );
                     }
                     Some(ClusterState::Other(status)) => {
