@@ -15,6 +15,12 @@ runs unpatched):
   * ECS: TagResource that would leave a resource with more than 50 tags is refused
     (the documented limit; AWS's exact message is unverified, the code is
     InvalidParameterException). moto accepted any number.
+  * ECS: a deleted (INACTIVE) cluster is no longer listed by ListClusters, and
+    ListServices / DescribeServices on it answer ClusterNotFoundException ("Cluster not
+    found."); DescribeClusters still reports it as INACTIVE. moto kept listing it and
+    kept answering for its services. AWS documents only that a deleted cluster turns
+    INACTIVE and "might remain discoverable" for a while; this models the state after it
+    is no longer discoverable by a listing (ecs-tunnels must handle both).
   * Secrets Manager: RotateSecret keeps RotationRules.ScheduleExpression (moto kept only
     AutomaticallyAfterDays, so rotation stayed disabled) and, like AWS, reports it in
     DescribeSecret with the computed AutomaticallyAfterDays for rate(N days). A rotation
@@ -105,6 +111,43 @@ def _patch_ecs():
         sys.stderr.write("moto_launcher: ECS patch not applied: %r\n" % (exc,))
 
 
+def _patch_ecs_deleted_clusters():
+    try:
+        from moto.ecs import models as m
+        from moto.ecs.exceptions import ClusterNotFoundException
+
+        backend = m.EC2ContainerServiceBackend
+        orig_list_clusters = backend.list_clusters
+        if getattr(orig_list_clusters, "_devtools_patched", False):
+            return
+        orig_list_services = backend.list_services
+        orig_describe_services = backend.describe_services
+
+        def active_cluster(self, name_or_arn):
+            cluster = self._get_cluster(name_or_arn or "default")
+            if cluster.status == "INACTIVE":
+                raise ClusterNotFoundException
+            return cluster
+
+        def list_clusters(self):
+            return [c.arn for c in self.clusters.values() if c.status != "INACTIVE"]
+
+        def list_services(self, cluster_str, *args, **kwargs):
+            active_cluster(self, cluster_str)
+            return orig_list_services(self, cluster_str, *args, **kwargs)
+
+        def describe_services(self, cluster_str, service_names_or_arns):
+            active_cluster(self, cluster_str)
+            return orig_describe_services(self, cluster_str, service_names_or_arns)
+
+        list_clusters._devtools_patched = True
+        backend.list_clusters = list_clusters
+        backend.list_services = list_services
+        backend.describe_services = describe_services
+    except Exception as exc:  # pragma: no cover - depends on moto's internals
+        sys.stderr.write("moto_launcher: ECS deleted-cluster patch not applied: %r\n" % (exc,))
+
+
 def _patch_rotation_schedule():
     try:
         import re
@@ -177,6 +220,7 @@ def _quiet():
 def main(argv):
     _patch_secretsmanager()
     _patch_ecs()
+    _patch_ecs_deleted_clusters()
     _patch_rotation_schedule()
     _quiet()
     from moto.server import main as moto_main

@@ -1,7 +1,9 @@
 //! The sweep: events are hints, the sweep is the truth. It gathers desired and observed
 //! state in bulk, finds the services that differ (drift, missed events) and the objects
 //! that carry our owner id but belong to no managed service (orphans), and runs the same
-//! per-service reconcile on those alone.
+//! per-service reconcile on those alone. A covered cluster that is gone (not listed, or
+//! its services not found) has its objects collected once `DescribeClusters` confirms it
+//! INACTIVE or MISSING; a cluster that merely fails to list is skipped and reported.
 //!
 //! Budget: a converged account costs a fixed handful of paged list calls (tunnels by our
 //! name prefix, Access apps, reusable policies, our DNS records per zone) plus a bounded
@@ -13,8 +15,9 @@
 //! report says so, and the next sweep continues: converged services cost nothing, so it
 //! picks up exactly the work left.
 
-use crate::aws::ecs::ServiceInfo;
+use crate::aws::ecs::{is_cluster_name, ClusterState, ServiceInfo, CLUSTER_NOT_FOUND};
 use crate::aws::token_store::TokenStore;
+use crate::aws::AwsError;
 use crate::cloudflare::{AccessApp, AccessPolicy, AppQuery, DnsQuery, Tunnel, TunnelQuery};
 use crate::context::Deps;
 use crate::diff::diff;
@@ -22,14 +25,14 @@ use crate::error::ReconcileError;
 use crate::model::{render_config, Observed, ObservedRecord, PlanContext, StoredToken};
 use crate::observe::{resolve_target, Lookups};
 use crate::ownership::{Owner, ServiceId};
-use crate::reconcile::{reconcile_service, Mode, Outcome, State};
+use crate::reconcile::{reconcile_service_with, Mode, Outcome, State};
 use crate::spec::{self, Defaults, Desired, TAG_HOSTNAME, TAG_ORIGIN, TAG_STATUS};
 use crate::status;
-use futures::future::try_join_all;
+use futures::future::{join_all, try_join_all};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant, SystemTime};
-use tracing::info;
+use tracing::{info, warn};
 
 /// How much one sweep may spend.
 #[derive(Debug, Clone)]
@@ -67,11 +70,14 @@ pub struct SweepReport {
     pub converged: usize,
     /// Services (managed or orphaned) that needed work.
     pub needed_work: usize,
-    /// Owner-marked objects of services that are gone or untagged.
+    /// Services that are gone or untagged (also with their cluster) and still have
+    /// owner-marked objects; a service found tagged when its teardown re-reads it is not
+    /// counted. Objects of clusters that could not be listed are never counted.
     pub orphans: usize,
     /// Changes made (or planned), by kind.
     pub changes: BTreeMap<String, usize>,
-    /// Services that did not converge, with why.
+    /// Services that did not converge, and clusters skipped (nothing of them collected),
+    /// with why.
     pub errors: Vec<String>,
     /// Cloudflare calls made by this sweep.
     pub cloudflare_calls: u64,
@@ -177,6 +183,144 @@ async fn list_bulk(deps: &Deps, owner: &Owner) -> Result<Bulk, ReconcileError> {
     })
 }
 
+/// The covered clusters as ECS lists them.
+#[derive(Default)]
+struct Inventory {
+    /// Active services of the clusters whose services were all listed.
+    infos: Vec<ServiceInfo>,
+    /// Clusters whose services were all listed.
+    listed: BTreeSet<String>,
+    /// Clusters whose services could not be listed, with why.
+    unlisted: BTreeMap<String, AwsError>,
+}
+
+/// Lists the covered clusters' services. `Err` only when the clusters themselves could
+/// not be listed (ListClusters); a cluster whose services fail to list is kept aside.
+async fn list_inventory(deps: &Deps) -> Result<Inventory, AwsError> {
+    let clusters = match &deps.config.clusters {
+        Some(c) => c.clone(),
+        None => deps.ecs.list_clusters().await?,
+    };
+    let listings = join_all(
+        clusters
+            .iter()
+            .map(|c| async move { (c.clone(), deps.ecs.list_services(c).await) }),
+    )
+    .await;
+    let mut inventory = Inventory::default();
+    for (cluster, listing) in listings {
+        match listing {
+            Ok(services) => {
+                inventory
+                    .infos
+                    .extend(services.into_iter().filter(|i| i.is_active()));
+                inventory.listed.insert(cluster);
+            }
+            Err(e) => {
+                inventory.unlisted.insert(cluster, e);
+            }
+        }
+    }
+    Ok(inventory)
+}
+
+/// Which clusters' orphans this sweep may collect, beyond the ones listed whole.
+#[derive(Default)]
+struct Scope {
+    /// Clusters ECS confirms gone (INACTIVE or MISSING): their objects are orphans.
+    gone: BTreeSet<String>,
+    /// Clusters nothing of which is touched this time, with why (for the report).
+    skipped: BTreeMap<String, String>,
+}
+
+/// Decides about the clusters of `candidates` that were not listed whole: with every
+/// cluster covered any of them, with `ECS_TUNNELS_CLUSTERS` only the clusters it names.
+/// One `DescribeClusters` (per 100 clusters) confirms which are gone; an ACTIVE cluster
+/// that only failed to list is skipped, as is every cluster when that call fails. Costs
+/// nothing when every candidate's cluster was listed.
+async fn decide_scope(
+    deps: &Deps,
+    inventory: &Inventory,
+    candidates: &BTreeSet<ServiceId>,
+) -> Scope {
+    let configured = deps.config.clusters.as_ref();
+    let unsure: BTreeSet<String> = candidates
+        .iter()
+        .map(|s| s.cluster.as_str())
+        .filter(|c| !inventory.listed.contains(*c) && is_cluster_name(c))
+        .filter(|c| configured.is_none_or(|list| list.iter().any(|l| l == c)))
+        .map(str::to_string)
+        .collect();
+    let mut scope = Scope::default();
+    let states = if unsure.is_empty() {
+        Ok(BTreeMap::new())
+    } else {
+        deps.ecs
+            .describe_clusters(&unsure.iter().cloned().collect::<Vec<_>>())
+            .await
+    };
+    match states {
+        Ok(states) => {
+            for cluster in &unsure {
+                match states.get(cluster) {
+                    Some(ClusterState::Gone) => {
+                        scope.gone.insert(cluster.clone());
+                    }
+                    Some(ClusterState::Active) | None
+                        if inventory.unlisted.contains_key(cluster) => {}
+                    Some(ClusterState::Active) => {
+                        scope.skipped.insert(
+                            cluster.clone(),
+                            "has objects of ours and was not listed, but ECS says it is ACTIVE"
+                                .into(),
+                        );
+                    }
+                    None => {
+                        scope.skipped.insert(
+                            cluster.clone(),
+                            "has objects of ours and was not listed; DescribeClusters said nothing of it"
+                                .into(),
+                        );
+                    }
+                    Some(ClusterState::Other(status)) => {
+                        scope
+                            .skipped
+                            .insert(cluster.clone(), format!("is {status}, not gone"));
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            for cluster in &unsure {
+                scope
+                    .skipped
+                    .insert(cluster.clone(), format!("could not be confirmed gone: {e}"));
+            }
+        }
+    }
+    for (cluster, e) in &inventory.unlisted {
+        // ECS does not know it and nothing of ours is in it: nothing to do.
+        let gone_and_empty =
+            e.code.as_deref() == Some(CLUSTER_NOT_FOUND) && !unsure.contains(cluster);
+        if !scope.gone.contains(cluster) && !gone_and_empty {
+            scope
+                .skipped
+                .entry(cluster.clone())
+                .or_insert_with(|| e.to_string());
+        }
+    }
+    scope
+}
+
+/// The tunnel id a record points at (`<id>.cfargotunnel.com`), if any.
+fn tunnel_of(record: &ObservedRecord) -> Option<&str> {
+    record
+        .record
+        .content
+        .strip_suffix(".cfargotunnel.com")
+        .filter(|id| !id.is_empty())
+}
+
 fn config_slot(count: usize, checks: usize, interval: Duration) -> (usize, usize) {
     let slots = count.div_ceil(checks).max(1);
     let now = SystemTime::now()
@@ -201,16 +345,20 @@ pub async fn sweep(
     };
 
     // Desired: every service of the covered clusters, with tags (10 per DescribeServices).
-    let clusters = match &deps.config.clusters {
-        Some(c) => c.clone(),
-        None => deps.ecs.list_clusters().await?,
+    // Without the list of clusters nothing is known, so nothing is touched.
+    let inventory = match list_inventory(deps).await {
+        Ok(i) => i,
+        Err(e) => {
+            report.errors.push(format!(
+                "{e}: no cluster was swept and nothing was collected; the next sweep retries"
+            ));
+            report.complete = false;
+            report.duration_ms = started.elapsed().as_millis();
+            warn!(error = %e, "sweep skipped: the clusters could not be listed");
+            return Ok(report);
+        }
     };
-    let per_cluster = try_join_all(clusters.iter().map(|c| deps.ecs.list_services(c))).await?;
-    let infos: Vec<ServiceInfo> = per_cluster
-        .into_iter()
-        .flatten()
-        .filter(|i| i.is_active())
-        .collect();
+    let infos = &inventory.infos;
     report.services_seen = infos.len();
     let account = infos
         .iter()
@@ -219,7 +367,6 @@ pub async fn sweep(
     let owner = deps
         .owner(account.as_deref().or(account_hint))
         .map_err(ReconcileError::Setup)?;
-    let covered: BTreeSet<&str> = clusters.iter().map(String::as_str).collect();
     let by_id: BTreeMap<ServiceId, &ServiceInfo> = infos
         .iter()
         .map(|i| (ServiceId::new(i.cluster.clone(), i.name.clone()), i))
@@ -254,7 +401,8 @@ pub async fn sweep(
         }
     }
 
-    // Orphans: owner-marked objects of covered clusters whose service is not managed.
+    // Orphans: owner-marked objects whose service is not managed, in the clusters listed
+    // whole and in covered clusters ECS confirms gone.
     let mut candidates: BTreeSet<ServiceId> = bulk.tunnels.keys().cloned().collect();
     candidates.extend(
         bulk.apps
@@ -286,41 +434,53 @@ pub async fn sweep(
             .filter(|(_, i)| !i.tags.contains_key(TAG_HOSTNAME) && i.tags.contains_key(TAG_STATUS))
             .map(|(k, _)| k.clone()),
     );
+    let scope = decide_scope(deps, &inventory, &candidates).await;
+    for (cluster, why) in &scope.skipped {
+        warn!(cluster = %cluster, reason = %why, "cluster skipped: nothing of it is collected");
+        report.errors.push(format!(
+            "cluster {cluster}: skipped, nothing of it is collected: {why}"
+        ));
+        report.complete = false;
+    }
     let managed_ids: BTreeSet<&ServiceId> = managed.iter().map(|(s, _)| *s).collect();
-    let orphans: Vec<ServiceId> = candidates
+    let orphans: BTreeSet<ServiceId> = candidates
         .into_iter()
-        .filter(|s| covered.contains(s.cluster.as_str()) && !managed_ids.contains(s))
+        .filter(|s| inventory.listed.contains(&s.cluster) || scope.gone.contains(&s.cluster))
+        .filter(|s| !managed_ids.contains(s))
         .collect();
     report.orphans = orphans.len();
 
-    // DNS records of ours that point at a tunnel that no longer exists, and belong to no
-    // managed service (a managed one's record is repointed by its own reconcile).
-    let managed_comments: BTreeSet<String> =
-        managed.iter().map(|(s, _)| owner.dns_comment(s)).collect();
-    let dangling: Vec<&ObservedRecord> = bulk
+    // DNS records of ours that belong to no managed service and no orphan (an orphan's
+    // records go with its teardown, which reads its tags again first) and point at a
+    // tunnel missing from the tunnel list. The record may be younger than that list (an
+    // event made both meanwhile): one GET of its tunnel decides.
+    let known_comments: BTreeSet<String> = managed
+        .iter()
+        .map(|(s, _)| *s)
+        .chain(orphans.iter())
+        .map(|s| owner.dns_comment(s))
+        .collect();
+    let suspects: Vec<&ObservedRecord> = bulk
         .records
         .iter()
-        .filter(|r| !managed_comments.contains(r.record.comment.as_deref().unwrap_or("")))
+        .filter(|r| !known_comments.contains(r.record.comment.as_deref().unwrap_or("")))
         .filter(|r| {
-            let points_at = r
-                .record
-                .content
-                .strip_suffix(".cfargotunnel.com")
-                .unwrap_or("");
-            !bulk.live_tunnel_ids.contains(points_at)
-                || orphans
-                    .iter()
-                    .any(|o| r.record.comment.as_deref() == Some(owner.dns_comment(o).as_str()))
+            r.record
+                .comment
+                .as_deref()
+                .and_then(|c| owner.service_of_dns_comment(c))
+                .is_none_or(|s| !scope.skipped.contains_key(&s.cluster))
         })
+        .filter(|r| tunnel_of(r).is_none_or(|t| !bulk.live_tunnel_ids.contains(t)))
         .collect();
-    for r in &dangling {
-        if mode == Mode::Apply {
-            deps.cf.delete_dns_record(&r.zone_id, &r.record.id).await?;
-            info!(record = %r.record.name, change = "delete_dns", "orphan DNS record removed");
+    for r in suspects {
+        if let Err(e) = remove_dangling(deps, mode, r, &mut report).await {
+            report
+                .errors
+                .push(format!("DNS record {}: {e}", r.record.name));
         }
-        *report.changes.entry("delete_dns".into()).or_default() += 1;
     }
-    work.extend(orphans);
+    work.extend(orphans.iter().cloned());
     report.needed_work = work.len();
 
     // Work, in a stable order, within the budget.
@@ -336,13 +496,18 @@ pub async fn sweep(
             report.complete = false;
             break;
         }
-        let outcomes = futures::future::join_all(
+        // Orphans are torn down even without a status tag (both tags may have gone at
+        // once); the teardown reads the service first, so one tagged meanwhile is kept.
+        let outcomes = join_all(
             batch
                 .iter()
-                .map(|svc| reconcile_service(deps, svc, mode, hint)),
+                .map(|svc| reconcile_service_with(deps, svc, mode, hint, orphans.contains(svc))),
         )
         .await;
         for outcome in outcomes {
+            if orphans.contains(&outcome.service) && outcome.state == State::Ready {
+                report.orphans -= 1;
+            }
             for c in &outcome.changes {
                 *report.changes.entry(c.kind().to_string()).or_default() += 1;
             }
@@ -386,6 +551,28 @@ pub async fn sweep(
         "sweep finished"
     );
     Ok(report)
+}
+
+/// Deletes a record found dangling, unless its tunnel exists after all (made after the
+/// tunnel list): then the service's own reconcile, or the next sweep, decides.
+async fn remove_dangling(
+    deps: &Deps,
+    mode: Mode,
+    r: &ObservedRecord,
+    report: &mut SweepReport,
+) -> Result<(), ReconcileError> {
+    if let Some(tunnel) = tunnel_of(r) {
+        if deps.cf.get_tunnel(tunnel).await?.is_some() {
+            info!(record = %r.record.name, tunnel_id = tunnel, "DNS record left: its tunnel is younger than the tunnel list");
+            return Ok(());
+        }
+    }
+    if mode == Mode::Apply {
+        deps.cf.delete_dns_record(&r.zone_id, &r.record.id).await?;
+        info!(record = %r.record.name, change = "delete_dns", "orphan DNS record removed");
+    }
+    *report.changes.entry("delete_dns".into()).or_default() += 1;
+    Ok(())
 }
 
 /// Whether one managed service differs from its tags, judged from the bulk lists (and

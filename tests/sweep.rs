@@ -1,10 +1,15 @@
 //! The sweep, through the Lambda door (scheduled event) against moto and the simulator:
-//! missed events healed, drift put back, orphans collected, other owners untouched, a
-//! converged account costs a few reads and no write, and an unfinished sweep continues.
+//! missed events healed, drift put back, orphans collected (also of deleted clusters and
+//! of services whose tags were all removed), other owners untouched, clusters that fail to
+//! list skipped, records created during a sweep left alone, a converged account costs a
+//! few reads and no write, and an unfinished sweep continues.
 
 mod common;
 use common::*;
+use devtools::aws_proxy::Fault;
 use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 const ACCT: &str = "0123456789abcdef0123456789abcdef";
 
@@ -321,4 +326,336 @@ async fn a_sweep_over_budget_or_rate_limited_continues_next_time() {
     let r = sweep(&w).await;
     assert!(r["errors"].as_array().unwrap().is_empty(), "{r}");
     assert_eq!(w.live_tunnels().await.len(), hosts.len() + 1);
+}
+
+/// Deletes a cluster directly in moto (no event reaches ecs-tunnels).
+async fn delete_cluster(w: &World, cluster: &str) {
+    aws_sdk_ecs::Client::new(&w.sdk)
+        .delete_cluster()
+        .cluster(cluster)
+        .send()
+        .await
+        .expect("delete cluster");
+}
+
+/// Which of ecs-tunnels' objects exist for one service: tunnel, dns, app, policy, token.
+async fn objects_of(w: &World, cluster: &str, service: &str) -> Vec<&'static str> {
+    let key = format!("{cluster}/{service}");
+    let mut found = vec![];
+    let tunnel = format!("ecs-tunnels.{OWNER}.{cluster}.{service}");
+    if w.live_tunnels().await.iter().any(|t| t["name"] == tunnel) {
+        found.push("tunnel");
+    }
+    let comment = format!("ecs-tunnels:{OWNER}:{key}");
+    if w.dns_records()
+        .await
+        .iter()
+        .any(|r| r["comment"] == comment)
+    {
+        found.push("dns");
+    }
+    let app = format!("{key} [ecs-tunnels:{OWNER}]");
+    let tag = json!(format!("ecs-tunnels-{OWNER}"));
+    if w.access_apps()
+        .await
+        .iter()
+        .any(|a| a["name"] == app && a["tags"].as_array().is_some_and(|t| t.contains(&tag)))
+    {
+        found.push("app");
+    }
+    let policy = format!("{key} allow [ecs-tunnels:{OWNER}]");
+    if w.policies().await.iter().any(|p| p["name"] == policy) {
+        found.push("policy");
+    }
+    if w.token_parameter(cluster, service).await.is_some() {
+        found.push("token");
+    }
+    found
+}
+
+const EVERYTHING: [&str; 5] = ["tunnel", "dns", "app", "policy", "token"];
+
+/// Another owner's objects for `cluster/service`, and an app that has our name but not
+/// our Access tag: none of them is ours. Returns their ids.
+async fn foreign_lookalikes(w: &World, cluster: &str, service: &str) -> Vec<String> {
+    let other = "999999999999-eu-west-1";
+    let zid = zone(w, "example.com").await;
+    let made = [
+        w.cf(reqwest::Method::POST, &format!("/zones/{zid}/dns_records"), Some(json!({"type": "CNAME", "name": format!("{service}-other.example.com"), "content": "x.cfargotunnel.com", "proxied": true, "ttl": 1, "comment": format!("ecs-tunnels:{other}:{cluster}/{service}")}))).await,
+        w.cf(reqwest::Method::POST, &format!("/accounts/{ACCT}/cfd_tunnel"), Some(json!({"name": format!("ecs-tunnels.{other}.{cluster}.{service}"), "config_src": "cloudflare"}))).await,
+        w.cf(reqwest::Method::POST, &format!("/accounts/{ACCT}/access/apps"), Some(json!({"type": "self_hosted", "name": format!("{cluster}/{service} [ecs-tunnels:{OWNER}]"), "domain": format!("{service}-lookalike.example.com")}))).await,
+        w.cf(reqwest::Method::POST, &format!("/accounts/{ACCT}/access/policies"), Some(json!({"name": format!("{cluster}/{service} allow [ecs-tunnels:{other}]"), "decision": "allow", "include": [{"email": {"email": "bob@example.com"}}]}))).await,
+    ];
+    made.iter()
+        .map(|m| {
+            assert_eq!(m["success"], true, "{m}");
+            m["result"]["id"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+/// Ids of every object in the simulator (tunnels live or not, records, apps, policies).
+async fn all_ids(w: &World) -> Vec<String> {
+    let st = w.state().await;
+    let mut ids = vec![];
+    for (kind, live_only) in [
+        ("tunnels", true),
+        ("dns_records", false),
+        ("access_apps", false),
+        ("access_policies", false),
+    ] {
+        for o in st[kind].as_array().cloned().unwrap_or_default() {
+            if !live_only || o["deleted_at"].is_null() {
+                ids.push(o["id"].as_str().unwrap_or_default().to_string());
+            }
+        }
+    }
+    ids
+}
+
+async fn expose_by_event(w: &World, cluster: &str, service: &str, host: &'static str) {
+    w.seed(cluster, service, &tagged(host)).await;
+    w.invoke_ok(tag_event(cluster, service, &tagged(host)))
+        .await;
+    assert!(
+        w.service_tags(cluster, service).await["ecs-tunnels:status"].starts_with("ready "),
+        "{}",
+        w.output()
+    );
+    assert_eq!(objects_of(w, cluster, service).await, EVERYTHING);
+}
+
+/// A service exposed by an event; then the service and its whole cluster are deleted
+/// directly (no event). One sweep collects everything of ours and nothing of anyone else.
+async fn a_deleted_cluster_is_collected(clusters: Option<&str>) {
+    let mut w = World::start().await;
+    if let Some(c) = clusters {
+        w.extra_env
+            .push(("ECS_TUNNELS_CLUSTERS".into(), c.to_string()));
+    }
+    w.spawn_function().await;
+    expose_by_event(&w, "doomed", "web", "doomed.example.com").await;
+    expose_by_event(&w, "demo", "keep", "keep.example.com").await;
+    let foreign = foreign_lookalikes(&w, "doomed", "web").await;
+
+    w.delete_service("doomed", "web").await;
+    delete_cluster(&w, "doomed").await;
+    let r = sweep(&w).await;
+    assert_eq!(r["errors"], json!([]), "{r}");
+    assert_eq!(r["orphans"], 1, "{r}");
+    assert_eq!(
+        objects_of(&w, "doomed", "web").await,
+        Vec::<&str>::new(),
+        "{r}"
+    );
+    assert_eq!(objects_of(&w, "demo", "keep").await, EVERYTHING);
+    let ids = all_ids(&w).await;
+    for id in &foreign {
+        assert!(ids.contains(id), "another owner's object {id} was deleted");
+    }
+
+    // Converged afterwards: nothing left to collect, no write.
+    w.reset_requests().await;
+    let r = sweep(&w).await;
+    assert_eq!(
+        (&r["orphans"], &r["needed_work"], &r["errors"]),
+        (&json!(0), &json!(0), &json!([])),
+        "{r}"
+    );
+    assert_eq!(w.writes().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_cluster_is_collected_when_every_cluster_is_covered() {
+    a_deleted_cluster_is_collected(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_cluster_named_in_ecs_tunnels_clusters_is_collected() {
+    a_deleted_cluster_is_collected(Some("doomed demo")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_that_fails_to_list_is_skipped_not_collected() {
+    let mut w = World::start().await;
+    w.spawn_function().await;
+    expose_by_event(&w, "steady", "web", "steady.example.com").await;
+    let before = all_ids(&w).await;
+    // Every attempt the SDK makes fails (then the faults are dropped).
+    for (operation, named) in [
+        ("ecs:ListClusters", "ecs:ListClusters"),
+        ("ecs:ListServices", "steady"),
+        ("ecs:DescribeServices", "steady"),
+    ] {
+        w.reset_requests().await;
+        w.aws
+            .inject(Fault::new(operation, "ThrottlingException", "Rate exceeded").times(10));
+        let r = sweep(&w).await;
+        w.aws.clear_faults();
+        let errors = r["errors"].as_array().unwrap();
+        assert!(
+            errors.iter().any(|e| {
+                let e = e.as_str().unwrap();
+                e.contains(named) && e.contains(operation) && e.contains("Rate exceeded")
+            }),
+            "{operation}: the report says why: {r}"
+        );
+        assert_eq!(r["orphans"], 0, "{operation}: {r}");
+        assert_eq!(r["complete"], false, "{operation}: {r}");
+        assert_eq!(w.writes().await, 0, "{operation}: {r}");
+        assert_eq!(all_ids(&w).await, before, "{operation}: {r}");
+        assert_eq!(objects_of(&w, "steady", "web").await, EVERYTHING);
+    }
+    w.reset_requests().await;
+    let r = sweep(&w).await;
+    assert_eq!(
+        (
+            &r["errors"],
+            &r["needed_work"],
+            &r["converged"],
+            &r["complete"]
+        ),
+        (&json!([]), &json!(0), &json!(1), &json!(true)),
+        "{r}"
+    );
+    assert_eq!(w.writes().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_tags_removed_without_an_event_are_torn_down() {
+    let mut w = World::start().await;
+    w.spawn_function().await;
+    expose_by_event(&w, "demo", "web", "web.example.com").await;
+    // A tool rewrote the tag set whole; the untag event was lost.
+    w.remove_tags(
+        "demo",
+        "web",
+        &["ecs-tunnels:hostname", "ecs-tunnels:status"],
+    )
+    .await;
+    let r = sweep(&w).await;
+    assert_eq!(r["orphans"], 1, "{r}");
+    assert_eq!(r["errors"], json!([]), "{r}");
+    assert_eq!(
+        objects_of(&w, "demo", "web").await,
+        Vec::<&str>::new(),
+        "{r}"
+    );
+
+    w.reset_requests().await;
+    let r = sweep(&w).await;
+    assert_eq!(
+        (&r["orphans"], &r["needed_work"]),
+        (&json!(0), &json!(0)),
+        "{r}"
+    );
+    assert_eq!(w.writes().await, 0);
+}
+
+/// Waits until the running sweep has its tunnel list answered and both of its DNS lists
+/// (one per zone) held by the latency fault.
+async fn wait_until_the_sweep_holds_its_dns_lists(w: &World) {
+    for _ in 0..200 {
+        let faults = w.hook(reqwest::Method::GET, "/faults", None).await;
+        let listed_tunnels = w.requests().await["log"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .any(|e| {
+                e["method"] == "GET"
+                    && e["path"].as_str().unwrap_or("").ends_with("/cfd_tunnel")
+                    && e["query"].as_str().unwrap_or("").contains("include_prefix")
+            });
+        if listed_tunnels && faults["faults"] == json!([]) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the sweep never reached its DNS lists: {}", w.output());
+}
+
+/// The sweep lists ECS and tunnels; then (while its DNS lists are held) a service is
+/// tagged and another function process exposes it. Its tunnel is not in the sweep's
+/// tunnel list but its record is in the DNS list: the record is live and must stay.
+async fn race_an_event_against_the_sweep(w: &World, service: &str, host: &'static str) {
+    w.seed("demo", service, &[]).await;
+    w.reset_requests().await;
+    w.fault(
+        json!({"method": "GET", "path_contains": "dns_records", "latency_ms": 5000, "count": 2}),
+    )
+    .await;
+    let swept = AtomicBool::new(false);
+    let (r, record) = tokio::join!(
+        async {
+            let r = sweep(w).await;
+            swept.store(true, Ordering::SeqCst);
+            r
+        },
+        async {
+            wait_until_the_sweep_holds_its_dns_lists(w).await;
+            w.set_tags("demo", service, &tagged(host)).await;
+            w.invoke_ok(tag_event("demo", service, &tagged(host))).await;
+            assert!(
+                !swept.load(Ordering::SeqCst),
+                "the event must finish while the sweep's DNS lists are held"
+            );
+            let record = w
+                .dns_records()
+                .await
+                .into_iter()
+                .find(|r| r["name"] == host)
+                .expect("the event created the record");
+            record["id"].as_str().unwrap().to_string()
+        }
+    );
+    let records: Vec<Value> = w
+        .dns_records()
+        .await
+        .into_iter()
+        .filter(|r| r["name"] == host)
+        .collect();
+    assert_eq!(records.len(), 1, "{records:?}\n{r}");
+    assert_eq!(
+        records[0]["id"],
+        record.as_str(),
+        "the live record was deleted: {r}"
+    );
+    assert!(r["changes"].get("delete_dns").is_none(), "{r}");
+    assert_eq!(r["errors"], json!([]), "{r}");
+    assert_eq!(
+        r["orphans"], 0,
+        "a service tagged during the sweep is no orphan: {r}"
+    );
+    assert!(
+        w.service_tags("demo", service).await["ecs-tunnels:status"].starts_with("ready "),
+        "{}",
+        w.output()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_created_during_the_sweep_is_left_alone() {
+    let mut w = World::start().await;
+    w.spawn_function().await;
+    w.spawn_function().await;
+    race_an_event_against_the_sweep(&w, "fresh", "fresh.example.com").await;
+    // A long name: the record's comment is hashed, so only its tunnel tells whose it is.
+    let long = format!("fresh-{}", "x".repeat(60));
+    race_an_event_against_the_sweep(&w, &long, "long.example.com").await;
+    assert!(
+        w.output()
+            .contains("DNS record left: its tunnel is younger than the tunnel list"),
+        "the sweep looked the record's tunnel up before deciding: {}",
+        w.output()
+    );
+    // Converged afterwards.
+    w.reset_requests().await;
+    let r = sweep(&w).await;
+    assert_eq!(
+        (&r["needed_work"], &r["orphans"]),
+        (&json!(0), &json!(0)),
+        "{r}"
+    );
+    assert_eq!(w.writes().await, 0);
 }

@@ -48,6 +48,63 @@ impl ServiceInfo {
     }
 }
 
+/// The error ECS answers for a cluster it does not know (never created, or deleted).
+pub const CLUSTER_NOT_FOUND: &str = "ClusterNotFoundException";
+
+/// What `DescribeClusters` says of one cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterState {
+    /// `ACTIVE`: it exists, whatever a listing said.
+    Active,
+    /// `INACTIVE` (deleted, still discoverable) or reported `MISSING`: gone, with its
+    /// services.
+    Gone,
+    /// Any other status (`PROVISIONING`, `DEPROVISIONING`, `FAILED`) or failure reason.
+    Other(String),
+}
+
+impl ClusterState {
+    fn of(status: &str) -> Self {
+        match status {
+            "ACTIVE" => ClusterState::Active,
+            "INACTIVE" | "MISSING" => ClusterState::Gone,
+            other => ClusterState::Other(other.to_string()),
+        }
+    }
+}
+
+/// True for a name ECS accepts for a cluster: 1-255 letters, digits, `-` and `_`. Keys
+/// of objects that are not tied to an ECS service (custom resources use `cfn.<stack>`)
+/// never are one.
+pub fn is_cluster_name(name: &str) -> bool {
+    (1..=255).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// Cluster states from one `DescribeClusters` answer, by cluster name.
+fn cluster_states(
+    out: &aws_sdk_ecs::operation::describe_clusters::DescribeClustersOutput,
+) -> BTreeMap<String, ClusterState> {
+    let described = out.clusters().iter().filter_map(|c| {
+        Some((
+            c.cluster_name()?.to_string(),
+            ClusterState::of(c.status().unwrap_or_default()),
+        ))
+    });
+    let failed = out.failures().iter().filter_map(|f| {
+        Some((
+            crate::ownership::cluster_name(f.arn()?),
+            ClusterState::of(f.reason().unwrap_or_default()),
+        ))
+    });
+    // A failure entry never overrides a described cluster.
+    let mut states: BTreeMap<String, ClusterState> = failed.collect();
+    states.extend(described);
+    states
+}
+
 /// ECS adapter.
 #[derive(Clone)]
 pub struct Ecs {
@@ -133,13 +190,18 @@ impl Ecs {
         Ok(out.services().iter().map(to_info).collect())
     }
 
-    /// Describes one service; `None` if ECS does not know it.
+    /// Describes one service; `None` if ECS does not know it, or no longer knows its
+    /// cluster (`ClusterNotFoundException`: a deleted cluster takes its services along).
     pub async fn describe_service(
         &self,
         cluster: &str,
         name: &str,
     ) -> Result<Option<ServiceInfo>, AwsError> {
-        let mut found = self.describe_services(cluster, &[name.to_string()]).await?;
+        let mut found = match self.describe_services(cluster, &[name.to_string()]).await {
+            Ok(found) => found,
+            Err(e) if e.code.as_deref() == Some(CLUSTER_NOT_FOUND) => return Ok(None),
+            Err(e) => return Err(e),
+        };
         // ECS may return an INACTIVE and an ACTIVE service of the same name: prefer ACTIVE.
         found.sort_by_key(|s| !s.is_active());
         Ok(found.into_iter().next())
@@ -248,6 +310,26 @@ impl Ecs {
         }
     }
 
+    /// What ECS says of each named cluster (100 per `DescribeClusters` call). A cluster
+    /// ECS answers nothing about is left out.
+    pub async fn describe_clusters(
+        &self,
+        names: &[String],
+    ) -> Result<BTreeMap<String, ClusterState>, AwsError> {
+        let mut states = BTreeMap::new();
+        for chunk in names.chunks(100) {
+            let out = self
+                .client
+                .describe_clusters()
+                .set_clusters(Some(chunk.to_vec()))
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("ecs:DescribeClusters", e))?;
+            states.extend(cluster_states(&out));
+        }
+        Ok(states)
+    }
+
     /// All services of a cluster, described with tags (10 per DescribeServices call).
     pub async fn list_services(&self, cluster: &str) -> Result<Vec<ServiceInfo>, AwsError> {
         let mut names = Vec::new();
@@ -276,5 +358,58 @@ impl Ecs {
             out.extend(self.describe_services(cluster, chunk).await?);
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_ecs::operation::describe_clusters::DescribeClustersOutput;
+    use aws_sdk_ecs::types::{Cluster, Failure};
+
+    #[test]
+    fn inactive_and_missing_clusters_are_gone() {
+        let out = DescribeClustersOutput::builder()
+            .clusters(
+                Cluster::builder()
+                    .cluster_name("live")
+                    .status("ACTIVE")
+                    .build(),
+            )
+            .clusters(
+                Cluster::builder()
+                    .cluster_name("deleted")
+                    .status("INACTIVE")
+                    .build(),
+            )
+            .clusters(
+                Cluster::builder()
+                    .cluster_name("leaving")
+                    .status("DEPROVISIONING")
+                    .build(),
+            )
+            .failures(
+                Failure::builder()
+                    .arn("arn:aws:ecs:us-east-1:123456789012:cluster/forgotten")
+                    .reason("MISSING")
+                    .build(),
+            )
+            .build();
+        let states = cluster_states(&out);
+        assert_eq!(states["live"], ClusterState::Active);
+        assert_eq!(states["deleted"], ClusterState::Gone);
+        assert_eq!(states["forgotten"], ClusterState::Gone);
+        assert_eq!(
+            states["leaving"],
+            ClusterState::Other("DEPROVISIONING".into())
+        );
+    }
+
+    #[test]
+    fn cluster_names_are_what_ecs_accepts() {
+        assert!(is_cluster_name("prod_eu-1"));
+        assert!(!is_cluster_name("cfn.my-stack"));
+        assert!(!is_cluster_name(""));
+        assert!(!is_cluster_name(&"a".repeat(256)));
     }
 }

@@ -353,6 +353,18 @@ pub fn map_call(
             let arn = str_at(params, "resourceArn").ok_or_else(|| missing("resourceArn"))?;
             vec![IamRequest::new(&act, arn).resource_tags(Some(facts.tags.get(arn).unwrap_or(&BTreeMap::new())), true)]
         }
+        // One request per cluster named (no names: the default cluster).
+        ("ecs", "DescribeClusters") => {
+            let names = strings_at(params, "clusters");
+            if names.is_empty() {
+                vec![IamRequest::new(&act, ecs_cluster_arn(region, None))]
+            } else {
+                names
+                    .iter()
+                    .map(|c| IamRequest::new(&act, ecs_cluster_arn(region, Some(c))))
+                    .collect()
+            }
+        }
         // No resource-level permissions (iam-data lists no resource type for these).
         ("ecs", "DescribeTaskDefinition" | "ListClusters") => vec![IamRequest::new(&act, "*")],
         ("ecs", "ListServices") => vec![IamRequest::new(&act, "*").ctx("ecs:cluster", ecs_cluster_arn(region, cluster))],
@@ -638,6 +650,26 @@ mod tests {
         assert_eq!(
             (up.action.as_str(), up.resource.as_str()),
             ("ecs:UpdateService", arn)
+        );
+    }
+
+    #[test]
+    fn describe_clusters_is_judged_per_cluster() {
+        let reqs = map_call(
+            "ecs",
+            "DescribeClusters",
+            &json!({"clusters": ["prod", "arn:aws:ecs:us-east-1:123456789012:cluster/gone"]}),
+            R,
+            &Facts::default(),
+        )
+        .unwrap();
+        let resources: Vec<&str> = reqs.iter().map(|r| r.resource.as_str()).collect();
+        assert_eq!(
+            resources,
+            [
+                "arn:aws:ecs:us-east-1:123456789012:cluster/prod",
+                "arn:aws:ecs:us-east-1:123456789012:cluster/gone"
+            ]
         );
     }
 
