@@ -602,3 +602,63 @@ async fn a_redeploy_only_the_owner_can_start_does_not_fail_the_stack() {
     );
     assert_eq!(updated["Data"]["TunnelId"], json!(tid));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rollback_delete_of_a_create_that_timed_out_removes_what_it_made() {
+    let mut w = World::start().await;
+    w.spawn_function().await;
+    let sink = ResponseSink::start().await.unwrap();
+
+    // Cloudflare is slow: the Create makes some objects, then runs into the answer's
+    // margin before the deadline and answers FAILED.
+    w.fault(json!({"latency_ms": 1200, "count": 100000})).await;
+    let event = request(&sink, "Create", "Slow", props(&["slow.example.com"]), None);
+    let before = sink.received().len();
+    let inv =
+        w.rt.invoke_with_deadline(event, Duration::from_secs(20), Duration::from_secs(40))
+            .await
+            .unwrap();
+    assert!(inv.outcome.response().is_some(), "{:?}", inv.outcome);
+    let got = sink.received();
+    assert_eq!(got.len(), before + 1);
+    let failed = got.last().unwrap().json();
+    assert_eq!(failed["Status"], "FAILED", "{failed}");
+    assert!(
+        failed["Reason"].as_str().unwrap().contains("timed out"),
+        "{failed}"
+    );
+    w.clear_faults().await;
+    let made = w.live_tunnels().await.len() + w.policies().await.len();
+    assert!(
+        made > 0,
+        "the Create made something before it timed out: {}",
+        w.requests().await
+    );
+
+    // CloudFormation rolls back with a Delete of the id the FAILED answer gave.
+    let id = failed["PhysicalResourceId"].as_str().unwrap().to_string();
+    assert_eq!(id, format!("ecs-tunnels:{OWNER}:cfn.app/Slow"));
+    let del = answer(
+        &w,
+        &sink,
+        request(
+            &sink,
+            "Delete",
+            "Slow",
+            props(&["slow.example.com"]),
+            Some(&id),
+        ),
+    )
+    .await
+    .json();
+    assert_eq!(del["Status"], "SUCCESS", "{del}");
+    assert!(
+        w.live_tunnels().await.is_empty(),
+        "{:?}",
+        w.live_tunnels().await
+    );
+    assert!(w.dns_records().await.is_empty());
+    assert!(w.access_apps().await.is_empty());
+    assert!(w.policies().await.is_empty());
+    assert!(w.token_parameter("cfn.app", "Slow").await.is_none());
+}
