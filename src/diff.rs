@@ -109,6 +109,12 @@ pub enum Change {
         /// `<cluster>/<service>`.
         service: Option<String>,
     },
+    /// Record on a custom resource's token how often it is rotated, so the rotation
+    /// schedule finds it without CloudFormation.
+    RecordRotationPeriod {
+        /// The period, e.g. `30days`.
+        every: String,
+    },
     /// Give the token secret its rotation schedule (Secrets Manager).
     ScheduleRotation {
         /// Schedule expression, e.g. `rate(30 days)`.
@@ -119,8 +125,9 @@ pub enum Change {
     /// The service's tasks already read the current token (a new token nobody ran with
     /// before, or a deployment since it was written): clear the mark that owes a redeploy.
     ClearRedeployMark,
-    /// Finish an interrupted rotation: record it, and for a compromised token drop
-    /// every connection.
+    /// Finish an interrupted rotation whose run is over (its mark is older than the
+    /// lease): record it, and for a compromised token drop every connection (rotating
+    /// first if the secret never changed).
     FinishRotation {
         /// Why the rotation started (`compromised` also drops every connection).
         reason: String,
@@ -148,6 +155,7 @@ impl Change {
             Change::DeleteTunnel { .. } => "delete_tunnel",
             Change::DeleteToken => "delete_token",
             Change::RecordRedeployTarget { .. } => "record_redeploy_target",
+            Change::RecordRotationPeriod { .. } => "record_rotation_period",
             Change::ScheduleRotation { .. } => "schedule_rotation",
             Change::Redeploy => "redeploy",
             Change::ClearRedeployMark => "clear_redeploy_mark",
@@ -458,6 +466,15 @@ fn plan_present(ctx: &PlanContext, target: &Target, observed: &Observed) -> Plan
             changes.push(Change::RecordRedeployTarget { service: wanted });
         }
     }
+    if crate::doors::custom_resource::is_resource_key(&ctx.svc) {
+        let recorded = observed.token.as_ref().map(|t| t.rotate_every);
+        // Planned with the token's first write too: the change is applied after it.
+        if recorded.is_none_or(|r| r != Some(target.rotate_every)) {
+            changes.push(Change::RecordRotationPeriod {
+                every: humantime::format_duration(target.rotate_every).to_string(),
+            });
+        }
+    }
     if let Some(function) = &ctx.rotation_function {
         let expression = crate::aws::token_store::rotation_expression(target.rotate_every);
         let scheduled = observed
@@ -528,9 +545,12 @@ fn plan_present(ctx: &PlanContext, target: &Target, observed: &Observed) -> Plan
         changes.push(c);
     }
     if let Some(t) = observed.token.as_ref().filter(|t| t.owned) {
-        if let Some(reason) = &t.rotation {
+        // A live mark belongs to a run that may be between its mark and its PATCH:
+        // finishing it here could start a second rotation. It is left to that run, and
+        // to the first run after its lease.
+        if let Some(mark) = t.rotation.as_ref().filter(|m| !m.live) {
             changes.push(Change::FinishRotation {
-                reason: reason.clone(),
+                reason: mark.reason.clone(),
                 rotated: t.matches_cloudflare == Some(false),
             });
         }

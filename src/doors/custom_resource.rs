@@ -88,6 +88,12 @@ pub fn resource_key(stack_name: &str, logical_id: &str) -> ServiceId {
     ServiceId::new(format!("cfn.{stack_name}"), logical_id)
 }
 
+/// True for the objects' key of a custom resource (`cfn.<stack>/<logical id>`), never an
+/// ECS service's: a dot cannot occur in a cluster name.
+pub fn is_resource_key(key: &ServiceId) -> bool {
+    key.cluster.starts_with("cfn.")
+}
+
 /// The deterministic physical id of a resource.
 pub fn physical_id(owner: &Owner, key: &ServiceId) -> String {
     format!("ecs-tunnels:{owner}:{key}")
