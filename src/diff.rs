@@ -125,6 +125,10 @@ pub enum Change {
     /// The service's tasks already read the current token (a new token nobody ran with
     /// before, or a deployment since it was written): clear the mark that owes a redeploy.
     ClearRedeployMark,
+    /// A rotation is in progress and the stored token was not compared with the one
+    /// Cloudflare serves (a bulk view, such as the sweep's): a full reconcile compares
+    /// it, and repairs it if stale. Nothing to apply itself.
+    VerifyToken,
     /// Finish an interrupted rotation whose run is over (its mark is older than the
     /// lease): record it, and for a compromised token drop every connection (rotating
     /// first if the secret never changed).
@@ -159,6 +163,7 @@ impl Change {
             Change::ScheduleRotation { .. } => "schedule_rotation",
             Change::Redeploy => "redeploy",
             Change::ClearRedeployMark => "clear_redeploy_mark",
+            Change::VerifyToken => "verify_token",
             Change::FinishRotation { .. } => "finish_rotation",
         }
     }
@@ -548,11 +553,13 @@ fn plan_present(ctx: &PlanContext, target: &Target, observed: &Observed) -> Plan
         // A live mark belongs to a run that may be between its mark and its PATCH:
         // finishing it here could start a second rotation. It is left to that run, and
         // to the first run after its lease.
-        if let Some(mark) = t.rotation.as_ref().filter(|m| !m.live) {
-            changes.push(Change::FinishRotation {
+        match &t.rotation {
+            Some(mark) if !mark.live => changes.push(Change::FinishRotation {
                 reason: mark.reason.clone(),
                 rotated: t.matches_cloudflare == Some(false),
-            });
+            }),
+            Some(_) if t.matches_cloudflare.is_none() => changes.push(Change::VerifyToken),
+            _ => {}
         }
     }
     if conflicts.is_empty() {

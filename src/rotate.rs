@@ -362,9 +362,11 @@ async fn rotate_resource(
     };
     let unfinished =
         stored.tags.contains_key(ROTATION_TAG) || stored.tags.contains_key(REDEPLOY_TAG);
-    if unfinished && live_mark(&stored).is_none() && !dry_run {
+    if unfinished && !dry_run {
         let tunnel = resource_tunnel(deps, &owner, key).await?;
-        if finish_resource_rotation(deps, key, &tunnel, &stored, redeploy.as_ref()).await? {
+        let finished =
+            finish_resource_rotation(deps, key, &tunnel, &stored, redeploy.as_ref()).await?;
+        if finished && live_mark(&stored).is_none() {
             out.rotated = true;
             out.due = true;
             return Ok(());
@@ -411,7 +413,9 @@ async fn resource_tunnel(
 /// `FinishRotation` does for a service, which the schedule cannot reconcile without its
 /// CloudFormation properties): store the token Cloudflare serves if the stored one is
 /// stale, rotate again a compromised secret that never changed, redeploy what is owed,
-/// record, clear the marks. Returns whether the secret changed.
+/// record, clear the marks. While another run holds the mark only a stale token is
+/// repaired (stored and redeployed); the rest is left to that run. Returns whether the
+/// secret changed (or, under a live mark, the stored token was repaired).
 async fn finish_resource_rotation(
     deps: &Deps,
     key: &ServiceId,
@@ -426,20 +430,25 @@ async fn finish_resource_rotation(
     let served = deps.cf.tunnel_token(tunnel_id).await?;
     let stale = !crate::token::same_token(&served, &stored.value);
     let compromised = mark.as_ref().is_some_and(|m| m.reason == "compromised");
-    warn!(service = %key, reason = mark.as_ref().map(|m| m.reason.as_str()).unwrap_or(""), stale, "finishing an interrupted rotation");
+    let live = mark.as_ref().is_some_and(|m| m.live);
+    if live && !stale {
+        return Ok(false);
+    }
+    warn!(service = %key, reason = mark.as_ref().map(|m| m.reason.as_str()).unwrap_or(""), stale, live, "finishing an interrupted rotation");
     if compromised && !stale {
         // It died before its PATCH: the possibly leaked secret is still valid.
         rotate_now(deps, key, tunnel_id, "compromised", redeploy_svc).await?;
         return Ok(true);
     }
-    let mut owes_redeploy = stored.tags.contains_key(REDEPLOY_TAG);
+    // Under a live mark, a redeploy already owed is that run's to start.
+    let mut owes_redeploy = stored.tags.contains_key(REDEPLOY_TAG) && !live;
     if stale {
         deps.tokens
             .add_tags(key, &[(REDEPLOY_TAG.to_string(), "pending".to_string())])
             .await?;
         deps.tokens.overwrite(key, &served).await?;
         owes_redeploy = true;
-        if compromised {
+        if compromised && !live {
             deps.cf.delete_tunnel_connections(tunnel_id).await?;
         }
     }
@@ -451,6 +460,10 @@ async fn finish_resource_rotation(
         if started {
             deps.tokens.remove_tag(key, REDEPLOY_TAG).await?;
         }
+    }
+    if live {
+        deps.tokens.add_tags(key, &rotated_now("repair")).await?;
+        return Ok(true);
     }
     if stale {
         let by = mark.as_ref().map_or("repair", |m| m.reason.as_str());

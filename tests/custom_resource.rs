@@ -850,12 +850,25 @@ async fn a_custom_resource_rotates_on_schedule_and_redeploys_its_service() {
         .await;
     assert!(c["client_id"].is_string(), "{c}");
 
-    // A fresh mark belongs to a run still working on it: even when due, left alone.
+    // A fresh mark belongs to a run still working on it: even when due, its rotation is
+    // left alone; only a stale stored token is repaired at once.
     backdate_rotation(&w, name, 2).await;
     let fresh = format!("schedule {}", minutes_ago(0));
     set_mark(fresh.clone()).await;
+    w.make_token_stale(name, &tid).await;
     let secret = tunnel_by_id(&w, &tid).await["secret_sha"].clone();
     let resp = w.invoke_ok(sample("schedule-rotate.json")).await;
+    let c = w
+        .hook(
+            reqwest::Method::POST,
+            "/connectors",
+            Some(json!({"token": w.token_parameter("cfn.app", "Tunnel").await.unwrap().0})),
+        )
+        .await;
+    assert!(
+        c["client_id"].is_string(),
+        "repaired under the live mark: {c}"
+    );
     let r = by_of(&resp, "Tunnel");
     assert_eq!(r["rotated"], false, "{resp}");
     assert!(

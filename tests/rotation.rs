@@ -494,8 +494,27 @@ async fn a_rotation_mark_is_left_to_its_run_until_its_lease_ends() {
         (token.clone(), version),
         "token unchanged"
     );
-    assert_eq!(rotation_mark(&w, "web").await, Some(fresh), "mark kept");
+    assert_eq!(
+        rotation_mark(&w, "web").await,
+        Some(fresh.clone()),
+        "mark kept"
+    );
     assert!(connect(&w, &token).await["client_id"].is_string());
+
+    // (a2) That run PATCHed and died before storing the token: with no event coming, the
+    //      sweep still repairs the stored token at once, and leaves the mark to the lease.
+    let tid = tunnel_of(&w, "web").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    patch_behind_our_back(&w, &tid).await;
+    assert!(connect(&w, &token).await["client_id"].is_null());
+    let sweep = w.invoke_ok(sample("schedule-sweep.json")).await;
+    assert_eq!(sweep["sweep"]["errors"], json!([]), "{sweep}");
+    assert_token_works(&w, "web").await;
+    assert_eq!(rotation_mark(&w, "web").await, Some(fresh), "mark kept");
+    let secret = tunnel_of(&w, "web").await["secret_sha"].clone();
+    let (token, _) = w.token_parameter("demo", "web").await.unwrap();
 
     // (b) The same mark, 20 minutes old: its run is dead (Lambda stops any run after 15
     //     minutes). The event finishes it: the possibly leaked secret is rotated and
