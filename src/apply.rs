@@ -115,15 +115,25 @@ pub async fn apply(
             if let Some(tid) = p.tunnel_id.as_deref() {
                 if !rotated {
                     // The rotation died before its PATCH: the possibly leaked secret is
-                    // still valid, so rotate now rather than only drop connections.
-                    change_tunnel_secret(
+                    // still valid, so rotate now rather than only drop connections. The
+                    // mark is taken over first, so others leave this rotation to us.
+                    use crate::aws::token_store::{RotationMark, ROTATION_TAG};
+                    let mark = RotationMark::value(reason, std::time::SystemTime::now());
+                    deps.tokens
+                        .add_tags(&ctx.svc, &[(ROTATION_TAG.to_string(), mark)])
+                        .await?;
+                    let changed = change_tunnel_secret(
                         deps,
                         &ctx.svc,
                         tid,
                         true,
                         ctx.redeploy.as_ref().map(|r| &r.service),
                     )
-                    .await?;
+                    .await;
+                    if let Err(e) = changed {
+                        crate::rotate::release_mark(deps, &ctx.svc, reason).await;
+                        return Err(e);
+                    }
                     rotated = true;
                 } else {
                     deps.cf.delete_tunnel_connections(tid).await?;
@@ -137,6 +147,17 @@ pub async fn apply(
         }
         deps.tokens
             .remove_tag(&ctx.svc, crate::aws::token_store::ROTATION_TAG)
+            .await?;
+        log_change(ctx, c);
+        done.push(c.kind());
+    }
+    if let Some(c @ Change::RecordRotationPeriod { every }) = changes
+        .iter()
+        .find(|c| matches!(c, Change::RecordRotationPeriod { .. }))
+    {
+        use crate::aws::token_store::ROTATE_EVERY_TAG;
+        deps.tokens
+            .add_tags(&ctx.svc, &[(ROTATE_EVERY_TAG.to_string(), every.clone())])
             .await?;
         log_change(ctx, c);
         done.push(c.kind());

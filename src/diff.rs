@@ -110,6 +110,12 @@ pub enum Change {
         /// `<cluster>/<service>`.
         service: Option<String>,
     },
+    /// Record on a custom resource's token how often it is rotated, so the rotation
+    /// schedule finds it without CloudFormation.
+    RecordRotationPeriod {
+        /// The period, e.g. `30days`.
+        every: String,
+    },
     /// Give the token secret its rotation schedule (Secrets Manager).
     ScheduleRotation {
         /// Schedule expression, e.g. `rate(30 days)`.
@@ -120,8 +126,13 @@ pub enum Change {
     /// The service's tasks already read the current token (a new token nobody ran with
     /// before, or a deployment since it was written): clear the mark that owes a redeploy.
     ClearRedeployMark,
-    /// Finish an interrupted rotation: record it, and for a compromised token drop
-    /// every connection.
+    /// A rotation is in progress and the stored token was not compared with the one
+    /// Cloudflare serves (a bulk view, such as the sweep's): a full reconcile compares
+    /// it, and repairs it if stale. Nothing to apply itself.
+    VerifyToken,
+    /// Finish an interrupted rotation whose run is over (its mark is older than the
+    /// lease): record it, and for a compromised token drop every connection (rotating
+    /// first if the secret never changed).
     FinishRotation {
         /// Why the rotation started (`compromised` also drops every connection).
         reason: String,
@@ -149,9 +160,11 @@ impl Change {
             Change::DeleteTunnel { .. } => "delete_tunnel",
             Change::DeleteToken => "delete_token",
             Change::RecordRedeployTarget { .. } => "record_redeploy_target",
+            Change::RecordRotationPeriod { .. } => "record_rotation_period",
             Change::ScheduleRotation { .. } => "schedule_rotation",
             Change::Redeploy => "redeploy",
             Change::ClearRedeployMark => "clear_redeploy_mark",
+            Change::VerifyToken => "verify_token",
             Change::FinishRotation { .. } => "finish_rotation",
         }
     }
@@ -512,6 +525,15 @@ fn plan_present(ctx: &PlanContext, target: &Target, observed: &Observed) -> Plan
             changes.push(Change::RecordRedeployTarget { service: wanted });
         }
     }
+    if crate::doors::custom_resource::is_resource_key(&ctx.svc) {
+        let recorded = observed.token.as_ref().map(|t| t.rotate_every);
+        // Planned with the token's first write too: the change is applied after it.
+        if recorded.is_none_or(|r| r != Some(target.rotate_every)) {
+            changes.push(Change::RecordRotationPeriod {
+                every: humantime::format_duration(target.rotate_every).to_string(),
+            });
+        }
+    }
     if let Some(function) = &ctx.rotation_function {
         let expression = crate::aws::token_store::rotation_expression(target.rotate_every);
         let scheduled = observed
@@ -582,11 +604,16 @@ fn plan_present(ctx: &PlanContext, target: &Target, observed: &Observed) -> Plan
         changes.push(c);
     }
     if let Some(t) = observed.token.as_ref().filter(|t| t.owned) {
-        if let Some(reason) = &t.rotation {
-            changes.push(Change::FinishRotation {
-                reason: reason.clone(),
+        // A live mark belongs to a run that may be between its mark and its PATCH:
+        // finishing it here could start a second rotation. It is left to that run, and
+        // to the first run after its lease.
+        match &t.rotation {
+            Some(mark) if !mark.live => changes.push(Change::FinishRotation {
+                reason: mark.reason.clone(),
                 rotated: t.matches_cloudflare == Some(false),
-            });
+            }),
+            Some(_) if t.matches_cloudflare.is_none() => changes.push(Change::VerifyToken),
+            _ => {}
         }
     }
     if conflicts.is_empty() {

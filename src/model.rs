@@ -57,8 +57,8 @@ pub struct StoredToken {
     pub owned: bool,
     /// A token was written but the service was not yet redeployed with it.
     pub redeploy_pending: bool,
-    /// A rotation was started (its reason) and not finished.
-    pub rotation: Option<String>,
+    /// A rotation was started and not finished: its mark.
+    pub rotation: Option<crate::aws::token_store::RotationMark>,
     /// Whether the stored token equals the one Cloudflare serves; checked only while a
     /// rotation is unfinished (`None`: not checked).
     pub matches_cloudflare: Option<bool>,
@@ -69,10 +69,14 @@ pub struct StoredToken {
     /// The service recorded as running with the token when it is not the one the token
     /// is named after (a custom resource's `ServiceArn`), as `<cluster>/<service>`.
     pub redeploys: Option<String>,
+    /// The rotation period recorded on the token (`ecs-tunnels:rotate-every`; custom
+    /// resources only).
+    pub rotate_every: Option<std::time::Duration>,
 }
 
 impl StoredToken {
-    /// Describes a stored token (its account and tunnel, never its secret) and marks.
+    /// Describes a stored token (its account and tunnel, never its secret) and marks;
+    /// `rotation` is the rotation mark's value, read as of now.
     pub fn describe(
         value: &crate::secret::Secret,
         owned: bool,
@@ -85,24 +89,29 @@ impl StoredToken {
             tunnel_id: identity.map(|(_, t)| t),
             owned,
             redeploy_pending,
-            rotation,
+            rotation: rotation.map(|m| {
+                crate::aws::token_store::RotationMark::read(&m, std::time::SystemTime::now())
+            }),
             matches_cloudflare: None,
             written_at: None,
             rotation_schedule: None,
             redeploys: None,
+            rotate_every: None,
         }
     }
 
     /// Describes a token read from the store with its tags: ownership, the marks, when
     /// it was written, the service recorded as running with it, and the store's own
-    /// rotation schedule. `rotation` is the unfinished rotation's reason, when the
+    /// rotation schedule. `rotation` is the unfinished rotation's mark value, when the
     /// caller tracks one.
     pub fn of(
         p: &crate::aws::token_store::StoredParameter,
         owner: &crate::ownership::Owner,
         rotation: Option<String>,
     ) -> Self {
-        use crate::aws::token_store::{REDEPLOY_SERVICE_TAG, REDEPLOY_TAG, ROTATED_AT_TAG};
+        use crate::aws::token_store::{
+            REDEPLOY_SERVICE_TAG, REDEPLOY_TAG, ROTATED_AT_TAG, ROTATE_EVERY_TAG,
+        };
         let mut t = Self::describe(
             &p.value,
             owner.owns_ssm(&p.tags),
@@ -114,6 +123,10 @@ impl StoredToken {
             .get(ROTATED_AT_TAG)
             .and_then(|at| humantime::parse_rfc3339(at.trim()).ok());
         t.redeploys = p.tags.get(REDEPLOY_SERVICE_TAG).cloned();
+        t.rotate_every = p
+            .tags
+            .get(ROTATE_EVERY_TAG)
+            .and_then(|v| humantime::parse_duration(v.trim()).ok());
         t.rotation_schedule = p.rotation_schedule.clone();
         t
     }

@@ -6,19 +6,34 @@
 //! clear the marks. Connectors already running keep their connections; tasks started
 //! from the new deployment use the new token.
 //!
-//! A crash anywhere leaves the `rotation` mark, and every reconcile that sees it compares
-//! the stored token with the one Cloudflare serves and repairs it (store, redeploy,
-//! record), so a stored token the tunnel rejects lasts only until the next run.
+//! The mark records when its run set it (`<reason> <RFC 3339 UTC>`). While it is younger
+//! than [`ROTATION_LEASE`](crate::aws::token_store::ROTATION_LEASE) it belongs to that run: other runs leave the rotation alone
+//! (a second rotation would race the first), and a rotation asked for meanwhile reports
+//! "rotation in progress". A crash anywhere leaves the mark, and the first reconcile that
+//! sees it expired compares the stored token with the one Cloudflare serves and repairs
+//! it (store, redeploy, record). A stored token the tunnel rejects after a crash lasts
+//! until the next run: every reconcile compares the stored token with Cloudflare's,
+//! whatever the mark.
+//!
+//! Custom resources (`cfn.<stack>/<logical id>`) rotate on the same schedule: their
+//! period is recorded on the token (`ecs-tunnels:rotate-every`), the service to redeploy
+//! too (`ecs-tunnels:redeploys`, from `ServiceArn`), and the schedule finds them with one
+//! paged list of this install's token parameters. No CloudFormation call is needed, and
+//! the same marks make it crash-safe: the schedule finishes an expired one first.
 
-use crate::aws::token_store::{rotated_now, REDEPLOY_TAG, ROTATED_AT_TAG, ROTATION_TAG};
+use crate::aws::token_store::{
+    rotated_now, RotationMark, StoredParameter, REDEPLOY_SERVICE_TAG, REDEPLOY_TAG, ROTATED_AT_TAG,
+    ROTATE_EVERY_TAG, ROTATION_TAG,
+};
 use crate::context::Deps;
+use crate::doors::custom_resource::is_resource_key;
 use crate::error::ReconcileError;
-use crate::ownership::ServiceId;
+use crate::ownership::{Owner, ServiceId};
 use crate::reconcile::{reconcile_service, Mode, State};
 use crate::spec::{parse_rotation_period, SpecError, TAG_HOSTNAME, TAG_ROTATE_EVERY};
 use serde::Serialize;
 use std::time::SystemTime;
-use tracing::info;
+use tracing::{info, warn};
 
 /// Why a rotation runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -58,13 +73,18 @@ pub struct RotationOutcome {
     /// Why it did not rotate when it should have.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Why it was left alone although due: another run's rotation is in progress.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
     /// A retry may fix the error.
     #[serde(skip)]
     pub transient: bool,
 }
 
-/// Rotates one service's tunnel secret when due (or always, with `force`).
-/// `dry_run` only reports whether it is due.
+/// Rotates one service's (or custom resource's) tunnel secret when due (or always, with
+/// `force`). `dry_run` only reports whether it is due. A custom resource's owner id
+/// comes from `ECS_TUNNELS_OWNER` here; the schedule ([`rotate_due_for`]) also knows
+/// the function's account.
 pub async fn rotate_service(
     deps: &Deps,
     svc: &ServiceId,
@@ -72,15 +92,32 @@ pub async fn rotate_service(
     force: bool,
     dry_run: bool,
 ) -> RotationOutcome {
+    rotate_one(deps, svc, reason, force, dry_run, None).await
+}
+
+async fn rotate_one(
+    deps: &Deps,
+    svc: &ServiceId,
+    reason: Reason,
+    force: bool,
+    dry_run: bool,
+    account_hint: Option<&str>,
+) -> RotationOutcome {
     let mut out = RotationOutcome {
         service: svc.clone(),
         due: false,
         rotated: false,
         last_rotated: None,
         error: None,
+        skipped: None,
         transient: false,
     };
-    match rotate_inner(deps, svc, reason, force, dry_run, &mut out).await {
+    let result = if is_resource_key(svc) {
+        rotate_resource(deps, svc, reason, force, dry_run, account_hint, &mut out).await
+    } else {
+        rotate_inner(deps, svc, reason, force, dry_run, &mut out).await
+    };
+    match result {
         Ok(()) => {}
         Err(e) => {
             out.transient = e.is_transient();
@@ -143,6 +180,8 @@ async fn rotate_inner(
             return Ok(());
         }
         if reason == Reason::Compromised {
+            // Secrets Manager's protocol reads the reason alone (its own rotation lock
+            // keeps two rotations from running at once).
             sm.add_tags(
                 svc,
                 &[(ROTATION_TAG.to_string(), reason.as_str().to_string())],
@@ -164,14 +203,7 @@ async fn rotate_inner(
             "{svc} has no token yet: run ecs-tunnels apply first"
         )));
     };
-    out.last_rotated = stored.tags.get(ROTATED_AT_TAG).cloned();
-    let age = out
-        .last_rotated
-        .as_deref()
-        .and_then(|t| humantime::parse_rfc3339(t).ok())
-        .and_then(|t| SystemTime::now().duration_since(t).ok());
-    out.due = force || age.is_none_or(|a| a >= period);
-    if !out.due || dry_run {
+    if !check_due(&stored, period, force, dry_run, reason, out)? {
         return Ok(());
     }
     if stored.tags.contains_key(ROTATION_TAG) || stored.tags.contains_key(REDEPLOY_TAG) {
@@ -195,41 +227,307 @@ async fn rotate_inner(
             ))
         })?;
 
-    deps.tokens
-        .add_tags(
-            svc,
-            &[(ROTATION_TAG.to_string(), reason.as_str().to_string())],
-        )
-        .await?;
-    let redeployed = crate::apply::change_tunnel_secret(
-        deps,
-        svc,
-        &tunnel.id,
-        reason == Reason::Compromised,
-        Some(svc),
-    )
-    .await?;
-    info!(service = %svc, reason = reason.as_str(), tunnel_id = %tunnel.id, redeployed, "tunnel secret rotated, new token stored");
-    deps.tokens
-        .add_tags(svc, &rotated_now(reason.as_str()))
-        .await?;
-    deps.tokens.remove_tag(svc, ROTATION_TAG).await?;
+    rotate_now(deps, svc, &tunnel.id, reason.as_str(), Some(svc)).await?;
     out.rotated = true;
     Ok(())
 }
 
-/// Rotates every managed service that is due.
+/// Records when it was last rotated and whether it is due; `Ok(false)` when there is
+/// nothing (more) to do: not due, only a dry run, or another run's rotation in progress
+/// (the schedule skips it; a person asking is told to try again).
+fn check_due(
+    stored: &StoredParameter,
+    period: std::time::Duration,
+    force: bool,
+    dry_run: bool,
+    reason: Reason,
+    out: &mut RotationOutcome,
+) -> Result<bool, ReconcileError> {
+    out.last_rotated = stored.tags.get(ROTATED_AT_TAG).cloned();
+    let age = out
+        .last_rotated
+        .as_deref()
+        .and_then(|t| humantime::parse_rfc3339(t.trim()).ok())
+        .and_then(|t| SystemTime::now().duration_since(t).ok());
+    out.due = force || age.is_none_or(|a| a >= period);
+    if !out.due || dry_run {
+        return Ok(false);
+    }
+    let Some(mark) = live_mark(stored) else {
+        return Ok(true);
+    };
+    let note = mark.in_progress();
+    out.skipped = Some(note.clone());
+    if reason == Reason::Schedule {
+        return Ok(false);
+    }
+    Err(ReconcileError::NotConverged(format!(
+        "{note}: try again once it is finished"
+    )))
+}
+
+/// The mark of a rotation another run may still be working on.
+fn live_mark(stored: &StoredParameter) -> Option<RotationMark> {
+    stored
+        .tags
+        .get(ROTATION_TAG)
+        .map(|v| RotationMark::read(v, SystemTime::now()))
+        .filter(|m| m.live)
+}
+
+/// One rotation: mark (with this run's time) → PATCH (→ drop connections) → store (owing
+/// a redeploy) → redeploy `redeploy_svc` → record → clear the mark.
+async fn rotate_now(
+    deps: &Deps,
+    key: &ServiceId,
+    tunnel_id: &str,
+    reason: &str,
+    redeploy_svc: Option<&ServiceId>,
+) -> Result<(), ReconcileError> {
+    let mark = RotationMark::value(reason, SystemTime::now());
+    deps.tokens
+        .add_tags(key, &[(ROTATION_TAG.to_string(), mark)])
+        .await?;
+    let changed = crate::apply::change_tunnel_secret(
+        deps,
+        key,
+        tunnel_id,
+        reason == Reason::Compromised.as_str(),
+        redeploy_svc,
+    )
+    .await;
+    let redeployed = match changed {
+        Ok(r) => r,
+        Err(e) => {
+            release_mark(deps, key, reason).await;
+            return Err(e);
+        }
+    };
+    info!(service = %key, reason, tunnel_id, redeployed, "tunnel secret rotated, new token stored");
+    deps.tokens.add_tags(key, &rotated_now(reason)).await?;
+    deps.tokens.remove_tag(key, ROTATION_TAG).await?;
+    Ok(())
+}
+
+/// After a failed rotation: the mark stays (the next run checks the stored token and
+/// finishes what is left) but no longer holds others off. Best effort: a mark that
+/// cannot be released expires with its lease.
+pub async fn release_mark(deps: &Deps, key: &ServiceId, reason: &str) {
+    let released = RotationMark::released(reason);
+    if let Err(e) = deps
+        .tokens
+        .add_tags(key, &[(ROTATION_TAG.to_string(), released)])
+        .await
+    {
+        warn!(service = %key, error = %e, "could not release the rotation mark; it expires with its lease");
+    }
+}
+
+/// Rotates a custom resource's tunnel secret (SSM store) when due: its period and the
+/// service to redeploy are read from its token's tags. An unfinished earlier rotation
+/// whose lease has ended is finished first.
+async fn rotate_resource(
+    deps: &Deps,
+    key: &ServiceId,
+    reason: Reason,
+    force: bool,
+    dry_run: bool,
+    account_hint: Option<&str>,
+    out: &mut RotationOutcome,
+) -> Result<(), ReconcileError> {
+    if deps.tokens.rotates_itself() {
+        return Err(ReconcileError::Setup(format!(
+            "{key} is a custom resource; with the Secrets Manager store, rotate its secret in Secrets Manager"
+        )));
+    }
+    let owner = deps.owner(account_hint).map_err(ReconcileError::Setup)?;
+    let stored = deps.tokens.get(key).await?;
+    let Some(stored) = stored.filter(|p| owner.owns_ssm(&p.tags)) else {
+        return Err(ReconcileError::Setup(format!(
+            "{key} has no token managed by this install (is the stack's resource created?)"
+        )));
+    };
+    let period = match stored.tags.get(ROTATE_EVERY_TAG) {
+        Some(v) => humantime::parse_duration(v.trim()).map_err(|_| {
+            ReconcileError::Invalid(vec![SpecError {
+                key: ROTATE_EVERY_TAG.into(),
+                message: format!("{v:?} on the token parameter is not a duration (e.g. 30days); an Update of the stack's resource records it again"),
+            }])
+        })?,
+        None => deps.config.rotate_every,
+    };
+    let redeploy = match stored.tags.get(REDEPLOY_SERVICE_TAG) {
+        Some(v) => Some(parse_service_key(v)?),
+        None => None,
+    };
+    let unfinished =
+        stored.tags.contains_key(ROTATION_TAG) || stored.tags.contains_key(REDEPLOY_TAG);
+    if unfinished && !dry_run {
+        let tunnel = resource_tunnel(deps, &owner, key).await?;
+        let finished =
+            finish_resource_rotation(deps, key, &tunnel, &stored, redeploy.as_ref()).await?;
+        if finished && live_mark(&stored).is_none() {
+            out.rotated = true;
+            out.due = true;
+            return Ok(());
+        }
+    }
+    if !check_due(&stored, period, force, dry_run, reason, out)? {
+        return Ok(());
+    }
+    let tunnel = resource_tunnel(deps, &owner, key).await?;
+    rotate_now(deps, key, &tunnel, reason.as_str(), redeploy.as_ref()).await?;
+    out.rotated = true;
+    Ok(())
+}
+
+/// `<cluster>/<service>` as recorded in `ecs-tunnels:redeploys`.
+fn parse_service_key(v: &str) -> Result<ServiceId, ReconcileError> {
+    match v.trim().split_once('/') {
+        Some((c, s)) if !c.is_empty() && !s.is_empty() => Ok(ServiceId::new(c, s)),
+        _ => Err(ReconcileError::Invalid(vec![SpecError {
+            key: REDEPLOY_SERVICE_TAG.into(),
+            message: format!("{v:?} on the token parameter is not <cluster>/<service>; an Update of the stack's resource records it again"),
+        }])),
+    }
+}
+
+/// The id of a custom resource's tunnel.
+async fn resource_tunnel(
+    deps: &Deps,
+    owner: &Owner,
+    key: &ServiceId,
+) -> Result<String, ReconcileError> {
+    deps.cf
+        .find_tunnel_by_name(&owner.tunnel_name(key))
+        .await?
+        .map(|t| t.id)
+        .ok_or_else(|| {
+            ReconcileError::Setup(format!(
+                "{key} has no tunnel: an Update of the stack's resource recreates it"
+            ))
+        })
+}
+
+/// Finishes an interrupted rotation of a custom resource (what a reconcile's
+/// `FinishRotation` does for a service, which the schedule cannot reconcile without its
+/// CloudFormation properties): store the token Cloudflare serves if the stored one is
+/// stale, rotate again a compromised secret that never changed, redeploy what is owed,
+/// record, clear the marks. While another run holds the mark only a stale token is
+/// repaired (stored and redeployed); the rest is left to that run. Returns whether the
+/// secret changed (or, under a live mark, the stored token was repaired).
+async fn finish_resource_rotation(
+    deps: &Deps,
+    key: &ServiceId,
+    tunnel_id: &str,
+    stored: &StoredParameter,
+    redeploy_svc: Option<&ServiceId>,
+) -> Result<bool, ReconcileError> {
+    let mark = stored
+        .tags
+        .get(ROTATION_TAG)
+        .map(|v| RotationMark::read(v, SystemTime::now()));
+    let served = deps.cf.tunnel_token(tunnel_id).await?;
+    let stale = !crate::token::same_token(&served, &stored.value);
+    let compromised = mark.as_ref().is_some_and(|m| m.reason == "compromised");
+    let live = mark.as_ref().is_some_and(|m| m.live);
+    if live && !stale {
+        return Ok(false);
+    }
+    warn!(service = %key, reason = mark.as_ref().map(|m| m.reason.as_str()).unwrap_or(""), stale, live, "finishing an interrupted rotation");
+    if compromised && !stale {
+        // It died before its PATCH: the possibly leaked secret is still valid.
+        rotate_now(deps, key, tunnel_id, "compromised", redeploy_svc).await?;
+        return Ok(true);
+    }
+    // Under a live mark, a redeploy already owed is that run's to start.
+    let mut owes_redeploy = stored.tags.contains_key(REDEPLOY_TAG) && !live;
+    if stale {
+        deps.tokens
+            .add_tags(key, &[(REDEPLOY_TAG.to_string(), "pending".to_string())])
+            .await?;
+        deps.tokens.overwrite(key, &served).await?;
+        owes_redeploy = true;
+        if compromised && !live {
+            deps.cf.delete_tunnel_connections(tunnel_id).await?;
+        }
+    }
+    if owes_redeploy {
+        let started = match redeploy_svc {
+            Some(r) => crate::apply::redeploy(deps, r).await?.is_none(),
+            None => true,
+        };
+        if started {
+            deps.tokens.remove_tag(key, REDEPLOY_TAG).await?;
+        }
+    }
+    if live {
+        deps.tokens.add_tags(key, &rotated_now("repair")).await?;
+        return Ok(true);
+    }
+    if stale {
+        let by = mark.as_ref().map_or("repair", |m| m.reason.as_str());
+        deps.tokens.add_tags(key, &rotated_now(by)).await?;
+    }
+    deps.tokens.remove_tag(key, ROTATION_TAG).await?;
+    Ok(stale)
+}
+
+/// Rotates every managed service and custom resource that is due.
 pub async fn rotate_due(
     deps: &Deps,
     dry_run: bool,
 ) -> Result<Vec<RotationOutcome>, ReconcileError> {
+    rotate_due_for(deps, dry_run, None).await
+}
+
+/// Like [`rotate_due`]; `account_hint` (the function's account) builds the default owner
+/// id that finds this install's custom resources when no service names the account.
+pub async fn rotate_due_for(
+    deps: &Deps,
+    dry_run: bool,
+    account_hint: Option<&str>,
+) -> Result<Vec<RotationOutcome>, ReconcileError> {
     use futures::stream::{self, StreamExt};
     let services = crate::doors::run::managed_services(deps).await?;
-    Ok(stream::iter(services)
-        .map(|(svc, _)| async move {
-            rotate_service(deps, &svc, Reason::Schedule, false, dry_run).await
+    let account = account_hint
+        .map(str::to_string)
+        .or_else(|| services.iter().find_map(|(_, a)| a.clone()));
+    let mut work: Vec<ServiceId> = services.into_iter().map(|(s, _)| s).collect();
+    work.extend(due_resource_candidates(deps, account.as_deref()).await?);
+    let account = account.as_deref();
+    Ok(stream::iter(work)
+        .map(|svc| async move {
+            rotate_one(deps, &svc, Reason::Schedule, false, dry_run, account).await
         })
         .buffered(crate::doors::run::CONCURRENCY)
         .collect()
         .await)
+}
+
+/// This install's custom resources with an SSM token (one paged list). Secrets Manager
+/// rotates its secrets itself; without a known owner id there is nothing to match.
+async fn due_resource_candidates(
+    deps: &Deps,
+    account: Option<&str>,
+) -> Result<Vec<ServiceId>, ReconcileError> {
+    let crate::aws::token_store::TokenStore::Ssm(ssm) = &deps.tokens else {
+        return Ok(vec![]);
+    };
+    match deps.owner(account) {
+        Ok(owner) => Ok(ssm.owned_resource_tokens(&owner).await?),
+        Err(e) => {
+            warn!(error = %e, "custom resources are not rotated: the owner id is unknown");
+            Ok(vec![])
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_lease_outlasts_any_lambda_run() {
+        // Lambda stops every invocation after 900 s at most.
+        assert!(crate::aws::token_store::ROTATION_LEASE > std::time::Duration::from_secs(900));
+    }
 }

@@ -603,3 +603,309 @@ async fn a_redeploy_only_the_owner_can_start_does_not_fail_the_stack() {
     );
     assert_eq!(updated["Data"]["TunnelId"], json!(tid));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rollback_delete_of_a_create_that_timed_out_removes_what_it_made() {
+    let mut w = World::start().await;
+    w.spawn_function().await;
+    let sink = ResponseSink::start().await.unwrap();
+
+    // Cloudflare is slow: the Create makes some objects, then runs into the answer's
+    // margin before the deadline and answers FAILED.
+    w.fault(json!({"latency_ms": 1200, "count": 100000})).await;
+    let event = request(&sink, "Create", "Slow", props(&["slow.example.com"]), None);
+    let before = sink.received().len();
+    let inv =
+        w.rt.invoke_with_deadline(event, Duration::from_secs(20), Duration::from_secs(40))
+            .await
+            .unwrap();
+    assert!(inv.outcome.response().is_some(), "{:?}", inv.outcome);
+    let got = sink.received();
+    assert_eq!(got.len(), before + 1);
+    let failed = got.last().unwrap().json();
+    assert_eq!(failed["Status"], "FAILED", "{failed}");
+    assert!(
+        failed["Reason"].as_str().unwrap().contains("timed out"),
+        "{failed}"
+    );
+    w.clear_faults().await;
+    let made = w.live_tunnels().await.len() + w.policies().await.len();
+    assert!(
+        made > 0,
+        "the Create made something before it timed out: {}",
+        w.requests().await
+    );
+
+    // CloudFormation rolls back with a Delete of the id the FAILED answer gave.
+    let id = failed["PhysicalResourceId"].as_str().unwrap().to_string();
+    assert_eq!(id, format!("ecs-tunnels:{OWNER}:cfn.app/Slow"));
+    let del = answer(
+        &w,
+        &sink,
+        request(
+            &sink,
+            "Delete",
+            "Slow",
+            props(&["slow.example.com"]),
+            Some(&id),
+        ),
+    )
+    .await
+    .json();
+    assert_eq!(del["Status"], "SUCCESS", "{del}");
+    assert!(
+        w.live_tunnels().await.is_empty(),
+        "{:?}",
+        w.live_tunnels().await
+    );
+    assert!(w.dns_records().await.is_empty());
+    assert!(w.access_apps().await.is_empty());
+    assert!(w.policies().await.is_empty());
+    assert!(w.token_parameter("cfn.app", "Slow").await.is_none());
+}
+
+/// The schedule's report for the custom resource `cfn.app/<logical>`.
+fn by_of(resp: &Value, logical: &str) -> Value {
+    resp["rotations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["service"]["cluster"] == "cfn.app" && r["service"]["service"] == logical)
+        .cloned()
+        .unwrap_or_else(|| panic!("{logical} not in {resp}"))
+}
+
+async fn tunnel_by_id(w: &World, id: &str) -> Value {
+    w.live_tunnels()
+        .await
+        .into_iter()
+        .find(|t| t["id"] == id)
+        .expect("tunnel")
+}
+
+async fn backdate_rotation(w: &World, name: &str, days: u64) {
+    let at = humantime::format_rfc3339_seconds(
+        std::time::SystemTime::now() - Duration::from_secs(days * 86400),
+    )
+    .to_string();
+    aws_sdk_ssm::Client::new(&w.sdk)
+        .add_tags_to_resource()
+        .resource_type(aws_sdk_ssm::types::ResourceTypeForTagging::Parameter)
+        .resource_id(name)
+        .tags(
+            aws_sdk_ssm::types::Tag::builder()
+                .key("ecs-tunnels:rotated-at")
+                .value(at)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_resource_rotates_on_schedule_and_redeploys_its_service() {
+    let mut w = World::start().await;
+    w.spawn_function().await;
+    let sink = ResponseSink::start().await.unwrap();
+    let service_arn = w.seed("demo", "web", &[("team", "a")]).await;
+    let mut p = props(&["cr.example.com"]);
+    p["ServiceArn"] = json!(service_arn);
+    p["RotateEvery"] = json!("1d");
+    let created = answer(&w, &sink, request(&sink, "Create", "Tunnel", p, None))
+        .await
+        .json();
+    assert_eq!(created["Status"], "SUCCESS", "{created}\n{}", w.output());
+    let mut p = props(&["later.example.com"]);
+    p["RotateEvery"] = json!("7d");
+    let later = answer(&w, &sink, request(&sink, "Create", "Later", p, None))
+        .await
+        .json();
+    assert_eq!(later["Status"], "SUCCESS", "{later}");
+
+    // Both were last rotated two days ago: one is due (1d), the other not (7d).
+    backdate_rotation(&w, "/ecs-tunnels/cfn.app/Tunnel/token", 2).await;
+    backdate_rotation(&w, "/ecs-tunnels/cfn.app/Later/token", 2).await;
+    let tid = created["Data"]["TunnelId"].as_str().unwrap().to_string();
+    let secret = tunnel_by_id(&w, &tid).await["secret_sha"].clone();
+    let (old_token, _) = w.token_parameter("cfn.app", "Tunnel").await.unwrap();
+    let later_token = w.token_parameter("cfn.app", "Later").await.unwrap();
+    let deployment = w.deployment_id("demo", "web").await;
+
+    let resp = w.invoke_ok(sample("schedule-rotate.json")).await;
+    let by = |s: &str| by_of(&resp, s);
+    assert_eq!(by("Tunnel")["rotated"], true, "{resp}\n{}", w.output());
+    assert_eq!(by("Later")["rotated"], false, "{resp}");
+    assert_eq!(by("Later")["due"], false, "{resp}");
+
+    assert_ne!(
+        tunnel_by_id(&w, &tid).await["secret_sha"],
+        secret,
+        "secret rotated"
+    );
+    let (new_token, _) = w.token_parameter("cfn.app", "Tunnel").await.unwrap();
+    assert_ne!(new_token, old_token);
+    let c = w
+        .hook(
+            reqwest::Method::POST,
+            "/connectors",
+            Some(json!({"token": new_token})),
+        )
+        .await;
+    assert!(c["client_id"].is_string(), "the new token connects: {c}");
+    assert_ne!(
+        w.deployment_id("demo", "web").await,
+        deployment,
+        "the ServiceArn's service was redeployed"
+    );
+    let tags = w.token_parameter_tags("cfn.app", "Tunnel").await;
+    assert!(
+        !tags.contains_key("ecs-tunnels:rotation") && !tags.contains_key("ecs-tunnels:redeploy"),
+        "{tags:?}"
+    );
+    assert_eq!(
+        tags.get("ecs-tunnels:rotated-by").map(String::as_str),
+        Some("schedule")
+    );
+    assert_eq!(
+        tags.get("ecs-tunnels:rotate-every").map(String::as_str),
+        Some("1day"),
+        "the period is recorded where the schedule sees it"
+    );
+    assert_eq!(
+        w.token_parameter("cfn.app", "Later").await.unwrap(),
+        later_token,
+        "not due: untouched"
+    );
+    assert!(!w.output().contains(&new_token) && !w.output().contains(&old_token));
+
+    // Crash-safe like a service's rotation. A run that died after its PATCH, 20 minutes
+    // ago (its mark expired): the schedule stores the token Cloudflare serves and
+    // redeploys, although the resource is not due.
+    let name = "/ecs-tunnels/cfn.app/Tunnel/token";
+    let set_mark = |mark: String| {
+        let ssm = aws_sdk_ssm::Client::new(&w.sdk);
+        async move {
+            ssm.add_tags_to_resource()
+                .resource_type(aws_sdk_ssm::types::ResourceTypeForTagging::Parameter)
+                .resource_id(name)
+                .tags(
+                    aws_sdk_ssm::types::Tag::builder()
+                        .key("ecs-tunnels:rotation")
+                        .value(mark)
+                        .build()
+                        .unwrap(),
+                )
+                .send()
+                .await
+                .unwrap();
+        }
+    };
+    let minutes_ago = |m: u64| {
+        humantime::format_rfc3339_seconds(
+            std::time::SystemTime::now() - Duration::from_secs(m * 60),
+        )
+        .to_string()
+    };
+    set_mark(format!("schedule {}", minutes_ago(20))).await;
+    w.make_token_stale(name, &tid).await;
+    let deployment = w.deployment_id("demo", "web").await;
+    let resp = w.invoke_ok(sample("schedule-rotate.json")).await;
+    assert_eq!(by_of(&resp, "Tunnel")["error"], Value::Null, "{resp}");
+    let (repaired, _) = w.token_parameter("cfn.app", "Tunnel").await.unwrap();
+    let c = w
+        .hook(
+            reqwest::Method::POST,
+            "/connectors",
+            Some(json!({"token": repaired})),
+        )
+        .await;
+    assert!(c["client_id"].is_string(), "repaired: {c}");
+    assert_ne!(
+        w.deployment_id("demo", "web").await,
+        deployment,
+        "redeployed"
+    );
+    let tags = w.token_parameter_tags("cfn.app", "Tunnel").await;
+    assert!(
+        !tags.contains_key("ecs-tunnels:rotation") && !tags.contains_key("ecs-tunnels:redeploy"),
+        "{tags:?}"
+    );
+
+    // A compromised rotation that died before its PATCH (old-format mark): rotated now,
+    // every connection dropped.
+    let secret = tunnel_by_id(&w, &tid).await["secret_sha"].clone();
+    set_mark("compromised".into()).await;
+    let resp = w.invoke_ok(sample("schedule-rotate.json")).await;
+    assert_eq!(by_of(&resp, "Tunnel")["rotated"], true, "{resp}");
+    let t = tunnel_by_id(&w, &tid).await;
+    assert_ne!(t["secret_sha"], secret, "rotated");
+    assert_eq!(t["connectors"], json!([]), "every connection dropped: {t}");
+    let c = w
+        .hook(
+            reqwest::Method::POST,
+            "/connectors",
+            Some(json!({"token": w.token_parameter("cfn.app", "Tunnel").await.unwrap().0})),
+        )
+        .await;
+    assert!(c["client_id"].is_string(), "{c}");
+
+    // A fresh mark belongs to a run still working on it: even when due, its rotation is
+    // left alone; only a stale stored token is repaired at once.
+    backdate_rotation(&w, name, 2).await;
+    let fresh = format!("schedule {}", minutes_ago(0));
+    set_mark(fresh.clone()).await;
+    w.make_token_stale(name, &tid).await;
+    let secret = tunnel_by_id(&w, &tid).await["secret_sha"].clone();
+    let resp = w.invoke_ok(sample("schedule-rotate.json")).await;
+    let c = w
+        .hook(
+            reqwest::Method::POST,
+            "/connectors",
+            Some(json!({"token": w.token_parameter("cfn.app", "Tunnel").await.unwrap().0})),
+        )
+        .await;
+    assert!(
+        c["client_id"].is_string(),
+        "repaired under the live mark: {c}"
+    );
+    let r = by_of(&resp, "Tunnel");
+    assert_eq!(r["rotated"], false, "{resp}");
+    assert!(
+        r["skipped"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("rotation in progress"),
+        "{resp}"
+    );
+    assert_eq!(tunnel_by_id(&w, &tid).await["secret_sha"], secret);
+    assert_eq!(
+        w.token_parameter_tags("cfn.app", "Tunnel").await["ecs-tunnels:rotation"],
+        fresh
+    );
+
+    // Deleting the resources leaves nothing.
+    for (logical, id) in [("Tunnel", &created), ("Later", &later)] {
+        let del = answer(
+            &w,
+            &sink,
+            request(
+                &sink,
+                "Delete",
+                logical,
+                json!({}),
+                id["PhysicalResourceId"].as_str(),
+            ),
+        )
+        .await
+        .json();
+        assert_eq!(del["Status"], "SUCCESS", "{del}");
+    }
+    assert!(w.live_tunnels().await.is_empty());
+    assert!(w.dns_records().await.is_empty());
+    assert!(w.access_apps().await.is_empty());
+    assert!(w.policies().await.is_empty());
+    assert!(w.token_parameter("cfn.app", "Tunnel").await.is_none());
+    assert!(w.token_parameter("cfn.app", "Later").await.is_none());
+}

@@ -86,6 +86,7 @@ fn token() -> StoredToken {
         written_at: None,
         rotation_schedule: None,
         redeploys: None,
+        rotate_every: None,
     }
 }
 

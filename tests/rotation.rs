@@ -67,14 +67,30 @@ async fn patch_behind_our_back(w: &World, tunnel_id: &str) {
     assert_eq!(r["success"], true, "{r}");
 }
 
-/// The invariant: the stored token is the one Cloudflare serves, and no marker is left.
-async fn assert_token_consistent(w: &World, svc: &str) {
+/// The stored token is the one Cloudflare serves.
+async fn assert_token_works(w: &World, svc: &str) {
     let (token, _) = w.token_parameter("demo", svc).await.expect("token");
     let c = connect(w, &token).await;
     assert!(
         c["client_id"].is_string(),
         "{svc}: the stored token is rejected by the tunnel: {c}"
     );
+}
+
+/// Ages the rotation mark a killed run left (if it got that far) past its lease, as
+/// the time after which no Lambda run can still hold it.
+async fn expire_mark(w: &World, svc: &str) {
+    let tags = w.token_parameter_tags("demo", svc).await;
+    if let Some(mark) = tags.get("ecs-tunnels:rotation") {
+        let reason = mark.split(' ').next().unwrap();
+        let expired = format!("{reason} {}", minutes_ago(20));
+        set_param_tags(w, svc, &[("ecs-tunnels:rotation", &expired)]).await;
+    }
+}
+
+/// The invariant: the stored token is the one Cloudflare serves, and no marker is left.
+async fn assert_token_consistent(w: &World, svc: &str) {
+    assert_token_works(w, svc).await;
     let tags = w.token_parameter_tags("demo", svc).await;
     assert!(
         !tags.contains_key("ecs-tunnels:rotation") && !tags.contains_key("ecs-tunnels:redeploy"),
@@ -344,6 +360,11 @@ async fn a_crash_at_each_rotation_step_is_repaired_by_the_next_run() {
             "killed inside the window: the stored token is stale"
         );
         w.clear_faults().await;
+        // The next run repairs the token at once; the killed run's mark is left to it
+        // until its lease ends, and finished by the first run after that.
+        w.invoke_ok(task_event("demo", "web", false)).await;
+        assert_token_works(&w, "web").await;
+        expire_mark(&w, "web").await;
         w.invoke_ok(task_event("demo", "web", false)).await;
         assert_token_consistent(&w, "web").await;
     }
@@ -355,6 +376,9 @@ async fn a_crash_at_each_rotation_step_is_repaired_by_the_next_run() {
         tokio::time::sleep(Duration::from_millis(kill_ms)).await;
         let _ = child.kill();
         let _ = child.wait();
+        w.invoke_ok(task_event("demo", "web", false)).await;
+        assert_token_works(&w, "web").await;
+        expire_mark(&w, "web").await;
         w.invoke_ok(task_event("demo", "web", false)).await;
         assert_token_consistent(&w, "web").await;
     }
@@ -416,4 +440,125 @@ async fn compromised_rotation_drops_every_connection() {
         Some("compromised")
     );
     assert!(!out.contains(&new_token) && !err.contains(&new_token) && !err.contains(&old_token));
+}
+
+fn minutes_ago(minutes: u64) -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now() - Duration::from_secs(minutes * 60))
+        .to_string()
+}
+
+async fn rotation_mark(w: &World, svc: &str) -> Option<String> {
+    w.token_parameter_tags("demo", svc)
+        .await
+        .get("ecs-tunnels:rotation")
+        .cloned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_mark_is_left_to_its_run_until_its_lease_ends() {
+    let mut w = World::start().await;
+    w.spawn_function().await;
+    w.seed("demo", "web", &exposed("web.example.com")).await;
+    w.invoke_ok(task_event("demo", "web", false)).await;
+    let (token, version) = w.token_parameter("demo", "web").await.unwrap();
+    assert!(connect(&w, &token).await["client_id"].is_string());
+    let secret = tunnel_of(&w, "web").await["secret_sha"].clone();
+
+    // (a) Another Lambda has just marked a compromised rotation and not yet PATCHed: an
+    //     event, the sweep, and a manual rotation all leave it to that run.
+    let fresh = format!("compromised {}", minutes_ago(0));
+    set_param_tags(&w, "web", &[("ecs-tunnels:rotation", &fresh)]).await;
+    w.reset_requests().await;
+    let resp = w.invoke_ok(task_event("demo", "web", false)).await;
+    assert_eq!(resp["outcomes"][0]["state"], "ready", "{resp}");
+    let sweep = w.invoke_ok(sample("schedule-sweep.json")).await;
+    assert_eq!(sweep["sweep"]["errors"], json!([]), "{sweep}");
+    let (code, out, err) = cli(&w, &["rotate", "--cluster", "demo", "--service", "web"]);
+    assert!(
+        out.contains("rotation in progress") || err.contains("rotation in progress"),
+        "{code} {out}{err}"
+    );
+    assert_eq!(
+        w.writes().await,
+        0,
+        "no second rotation: {}",
+        w.requests().await
+    );
+    assert_eq!(
+        tunnel_of(&w, "web").await["secret_sha"],
+        secret,
+        "not PATCHed"
+    );
+    assert_eq!(
+        w.token_parameter("demo", "web").await.unwrap(),
+        (token.clone(), version),
+        "token unchanged"
+    );
+    assert_eq!(
+        rotation_mark(&w, "web").await,
+        Some(fresh.clone()),
+        "mark kept"
+    );
+    assert!(connect(&w, &token).await["client_id"].is_string());
+
+    // (a2) That run PATCHed and died before storing the token: with no event coming, the
+    //      sweep still repairs the stored token at once, and leaves the mark to the lease.
+    let tid = tunnel_of(&w, "web").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    patch_behind_our_back(&w, &tid).await;
+    assert!(connect(&w, &token).await["client_id"].is_null());
+    let sweep = w.invoke_ok(sample("schedule-sweep.json")).await;
+    assert_eq!(sweep["sweep"]["errors"], json!([]), "{sweep}");
+    assert_token_works(&w, "web").await;
+    assert_eq!(rotation_mark(&w, "web").await, Some(fresh), "mark kept");
+    let secret = tunnel_of(&w, "web").await["secret_sha"].clone();
+    let (token, _) = w.token_parameter("demo", "web").await.unwrap();
+
+    // (b) The same mark, 20 minutes old: its run is dead (Lambda stops any run after 15
+    //     minutes). The event finishes it: the possibly leaked secret is rotated and
+    //     every connection dropped.
+    let stale = format!("compromised {}", minutes_ago(20));
+    set_param_tags(&w, "web", &[("ecs-tunnels:rotation", &stale)]).await;
+    w.invoke_ok(task_event("demo", "web", false)).await;
+    let t = tunnel_of(&w, "web").await;
+    assert_ne!(t["secret_sha"], secret, "rotated");
+    assert_eq!(t["connectors"], json!([]), "every connection dropped: {t}");
+    assert!(connect(&w, &token).await["client_id"].is_null());
+    assert_token_consistent(&w, "web").await;
+    assert_eq!(
+        w.token_parameter_tags("demo", "web")
+            .await
+            .get("ecs-tunnels:rotated-by")
+            .map(String::as_str),
+        Some("compromised")
+    );
+
+    // (c) A mark in the old format (no time) counts as expired.
+    let (token, _) = w.token_parameter("demo", "web").await.unwrap();
+    let secret = tunnel_of(&w, "web").await["secret_sha"].clone();
+    set_param_tags(&w, "web", &[("ecs-tunnels:rotation", "compromised")]).await;
+    w.invoke_ok(task_event("demo", "web", false)).await;
+    assert_ne!(tunnel_of(&w, "web").await["secret_sha"], secret, "rotated");
+    assert!(connect(&w, &token).await["client_id"].is_null());
+    assert_token_consistent(&w, "web").await;
+
+    // (d) The sweep is the first run after the lease for a mark no event comes for.
+    let (token, _) = w.token_parameter("demo", "web").await.unwrap();
+    let secret = tunnel_of(&w, "web").await["secret_sha"].clone();
+    set_param_tags(
+        &w,
+        "web",
+        &[(
+            "ecs-tunnels:rotation",
+            &format!("compromised {}", minutes_ago(20)),
+        )],
+    )
+    .await;
+    let sweep = w.invoke_ok(sample("schedule-sweep.json")).await;
+    assert_eq!(sweep["sweep"]["errors"], json!([]), "{sweep}");
+    assert_ne!(tunnel_of(&w, "web").await["secret_sha"], secret, "rotated");
+    assert!(connect(&w, &token).await["client_id"].is_null());
+    assert_token_consistent(&w, "web").await;
 }

@@ -47,27 +47,47 @@ impl SsmTokens {
             Err(e) if e.as_service_error().is_some_and(is_not_found) => return Ok(None),
             Err(e) => return Err(AwsError::from_sdk("ssm:GetParameter", e)),
         };
-        let tags = match self
-            .client
-            .list_tags_for_resource()
-            .resource_type(ResourceTypeForTagging::Parameter)
-            .resource_id(&name)
-            .send()
-            .await
-        {
-            Ok(out) => out
-                .tag_list()
-                .iter()
-                .map(|t| (t.key().to_string(), t.value().to_string()))
-                .collect(),
-            Err(e) if e.as_service_error().is_some_and(is_not_found) => return Ok(None),
-            Err(e) => return Err(AwsError::from_sdk("ssm:ListTagsForResource", e)),
+        let tags = match self.try_tags_of(&name).await? {
+            Some(tags) => tags,
+            None => return Ok(None),
         };
         Ok(Some(StoredParameter {
             value,
             tags,
             rotation_schedule: None,
         }))
+    }
+
+    /// A parameter's tags; `None` if it is gone.
+    async fn try_tags_of(
+        &self,
+        name: &str,
+    ) -> Result<Option<std::collections::BTreeMap<String, String>>, AwsError> {
+        match self
+            .client
+            .list_tags_for_resource()
+            .resource_type(ResourceTypeForTagging::Parameter)
+            .resource_id(name)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(
+                out.tag_list()
+                    .iter()
+                    .map(|t| (t.key().to_string(), t.value().to_string()))
+                    .collect(),
+            )),
+            Err(e) if e.as_service_error().is_some_and(is_not_found) => Ok(None),
+            Err(e) => Err(AwsError::from_sdk("ssm:ListTagsForResource", e)),
+        }
+    }
+
+    /// A parameter's tags; none if it is gone.
+    async fn tags_of(
+        &self,
+        name: &str,
+    ) -> Result<std::collections::BTreeMap<String, String>, AwsError> {
+        Ok(self.try_tags_of(name).await?.unwrap_or_default())
     }
 
     /// Creates the parameter with tags. `Ok(false)` if it already exists (a concurrent run).
@@ -232,7 +252,8 @@ pub struct ListedParameter {
     pub owned: bool,
     /// Owes a redeploy.
     pub redeploy_pending: bool,
-    /// An unfinished rotation's reason.
+    /// An unfinished rotation's mark (`<reason> <time>`, or the reason alone in the old
+    /// format).
     pub rotation: Option<String>,
 }
 
@@ -246,7 +267,14 @@ impl SsmTokens {
         (!c.is_empty() && !s.is_empty() && !s.contains('/')).then(|| ServiceId::new(c, s))
     }
 
-    async fn names_with_tag(&self, key: &str, values: &[&str]) -> Result<Vec<String>, AwsError> {
+    /// Names under the prefix whose tag `key` equals (or, with `begins`, begins with) one
+    /// of `values`.
+    async fn names_with_tag(
+        &self,
+        key: &str,
+        values: &[&str],
+        begins: bool,
+    ) -> Result<Vec<String>, AwsError> {
         use aws_sdk_ssm::types::ParameterStringFilter;
         let filters = vec![
             ParameterStringFilter::builder()
@@ -257,7 +285,7 @@ impl SsmTokens {
                 .expect("key set"),
             ParameterStringFilter::builder()
                 .key(format!("tag:{key}"))
-                .option("Equals")
+                .option(if begins { "BeginsWith" } else { "Equals" })
                 .set_values(Some(values.iter().map(|v| v.to_string()).collect()))
                 .build()
                 .expect("key set"),
@@ -284,6 +312,21 @@ impl SsmTokens {
                 _ => return Ok(out),
             }
         }
+    }
+
+    /// The custom resources (`cfn.<stack>/<logical id>`) whose token parameter this
+    /// owner made, from one paged list (50 names a page).
+    pub async fn owned_resource_tokens(
+        &self,
+        owner: &crate::ownership::Owner,
+    ) -> Result<Vec<ServiceId>, AwsError> {
+        Ok(self
+            .names_with_tag(crate::ownership::SSM_OWNER_TAG, &[owner.as_str()], false)
+            .await?
+            .iter()
+            .filter_map(|n| self.service_of(n))
+            .filter(crate::doors::custom_resource::is_resource_key)
+            .collect())
     }
 
     /// Every token parameter under the prefix, with ownership and marks, in a handful of
@@ -319,13 +362,18 @@ impl SsmTokens {
             }
         }
         let owned = self
-            .names_with_tag(crate::ownership::SSM_OWNER_TAG, &[owner.as_str()])
+            .names_with_tag(crate::ownership::SSM_OWNER_TAG, &[owner.as_str()], false)
             .await?;
-        let pending = self.names_with_tag(REDEPLOY_TAG, &["pending"]).await?;
+        let pending = self
+            .names_with_tag(REDEPLOY_TAG, &["pending"], false)
+            .await?;
+        // Marks carry the time their run set them, which no filter can match: the few
+        // marked parameters are found by reason, and their tags read one by one.
         let mut rotation = Vec::new();
-        for reason in ["schedule", "manual", "compromised", "repair"] {
-            for n in self.names_with_tag(ROTATION_TAG, &[reason]).await? {
-                rotation.push((n, reason));
+        let reasons = ["schedule", "manual", "compromised", "repair"];
+        for n in self.names_with_tag(ROTATION_TAG, &reasons, true).await? {
+            if let Some(mark) = self.tags_of(&n).await?.remove(ROTATION_TAG) {
+                rotation.push((n, mark));
             }
         }
         Ok(values
@@ -341,7 +389,7 @@ impl SsmTokens {
                         rotation: rotation
                             .iter()
                             .find(|(n, _)| *n == name)
-                            .map(|(_, r)| r.to_string()),
+                            .map(|(_, m)| m.clone()),
                     },
                 ))
             })

@@ -12,10 +12,77 @@ use std::collections::BTreeMap;
 
 /// Tag set on the parameter while a written token has not yet reached a deployment.
 pub const REDEPLOY_TAG: &str = "ecs-tunnels:redeploy";
-/// Tag set before a rotation PATCHes the tunnel, holding the reason; removed when the new
-/// token is stored and deployed. A run that finds it verifies the stored token against
-/// Cloudflare's and repairs it.
+/// Tag set before a rotation PATCHes the tunnel, holding the reason and when the run
+/// started it ([`RotationMark`]); removed when the new token is stored and deployed. A
+/// run that finds it expired verifies the stored token against Cloudflare's and repairs
+/// it.
 pub const ROTATION_TAG: &str = "ecs-tunnels:rotation";
+/// The rotation period recorded on a custom resource's token (its `RotateEvery`, or the
+/// install's default), so the rotation schedule sees it without CloudFormation.
+pub const ROTATE_EVERY_TAG: &str = "ecs-tunnels:rotate-every";
+
+/// How long a rotation mark belongs to the run that set it. Marks are set only by a run
+/// that goes on to PATCH and store at once: a Lambda function (killed by Lambda after at
+/// most 15 minutes, its hard timeout, whatever the configured one) or the CLI (seconds).
+/// So after 15 minutes the run that set a mark is dead for sure; one more minute covers
+/// the clock difference between the writer and the reader. Until then others leave the
+/// rotation alone (finishing it could start a second, concurrent rotation); after it,
+/// the first run that sees the mark finishes it.
+pub const ROTATION_LEASE: std::time::Duration = std::time::Duration::from_secs(16 * 60);
+
+/// An unfinished rotation, as its mark (`<reason> <RFC 3339 UTC>`) records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotationMark {
+    /// Why it started: `schedule`, `manual`, `compromised`.
+    pub reason: String,
+    /// When the run set it; `None` for a mark in the old format (no time).
+    pub started_at: Option<std::time::SystemTime>,
+    /// The run that set it may still be working on it (the mark is younger than
+    /// [`ROTATION_LEASE`]), as seen when the mark was read.
+    pub live: bool,
+}
+
+impl RotationMark {
+    /// The tag value a run sets when it starts a rotation at `now`.
+    pub fn value(reason: &str, now: std::time::SystemTime) -> String {
+        format!("{reason} {}", humantime::format_rfc3339_seconds(now))
+    }
+
+    /// The tag value a run leaves when its rotation failed: the reason without a time, a
+    /// mark no run holds any more, which the next run finishes at once.
+    pub fn released(reason: &str) -> String {
+        reason.to_string()
+    }
+
+    /// Reads a mark as of `now`. A mark without a readable time (released, or in the
+    /// old format) counts as expired.
+    pub fn read(value: &str, now: std::time::SystemTime) -> Self {
+        let (reason, at) = value.trim().split_once(' ').unwrap_or((value.trim(), ""));
+        let started_at = humantime::parse_rfc3339(at.trim()).ok();
+        let live = started_at.is_some_and(|t| {
+            now.duration_since(t)
+                .map_or(true, |age| age < ROTATION_LEASE)
+        });
+        RotationMark {
+            reason: reason.to_string(),
+            started_at,
+            live,
+        }
+    }
+
+    /// Who holds it, for a report: `rotation in progress (<reason>, started <time>)`.
+    pub fn in_progress(&self) -> String {
+        let at = self
+            .started_at
+            .map(|t| humantime::format_rfc3339_seconds(t).to_string())
+            .unwrap_or_default();
+        format!(
+            "rotation in progress ({}, started {at} by another run; it is left to that run for {} minutes)",
+            self.reason,
+            ROTATION_LEASE.as_secs() / 60
+        )
+    }
+}
 /// The ECS service (`<cluster>/<service>`) whose tasks run with the token, when it is not
 /// the one the token is named after: a custom resource's `ServiceArn`. A Secrets Manager
 /// rotation redeploys it.
@@ -119,6 +186,27 @@ mod tests {
         ] {
             assert_eq!(rotation_expression(every), want, "{every:?}");
         }
+    }
+
+    #[test]
+    fn rotation_marks_are_live_only_within_the_lease() {
+        let now = std::time::SystemTime::now();
+        let fresh = RotationMark::read(&RotationMark::value("compromised", now), now);
+        assert_eq!(fresh.reason, "compromised");
+        assert!(fresh.live);
+        let old = RotationMark::value("schedule", now - ROTATION_LEASE);
+        let old = RotationMark::read(&old, now);
+        assert_eq!(old.reason, "schedule");
+        assert!(old.started_at.is_some() && !old.live);
+        let legacy = RotationMark::read("compromised", now);
+        assert_eq!(legacy.reason, "compromised");
+        assert!(legacy.started_at.is_none() && !legacy.live);
+        let ahead = RotationMark::value("manual", now + Duration::from_secs(30));
+        assert!(
+            RotationMark::read(&ahead, now).live,
+            "a clock ahead of ours"
+        );
+        assert!(!RotationMark::read("manual soon", now).live);
     }
 
     #[test]

@@ -12,6 +12,12 @@
 //! place), so Update never replaces. A Delete tears down only the objects of the id it is
 //! given, and answers SUCCESS when there is nothing (left) to delete, including for the
 //! id of a failed Create.
+//!
+//! Every answer of a healthy install carries the deterministic id, also a Create's that
+//! timed out or panicked half-way: CloudFormation's rollback Delete then removes what it
+//! made (the sweep never collects `cfn.` objects). Only a Create that failed before it
+//! could know the owner id (a misconfigured install, which made nothing) answers with a
+//! throwaway id, `ecs-tunnels:failed:<key>`, whose Delete succeeds at once.
 
 use crate::context::Deps;
 use crate::ownership::{Owner, ServiceId};
@@ -82,6 +88,12 @@ pub fn resource_key(stack_name: &str, logical_id: &str) -> ServiceId {
     ServiceId::new(format!("cfn.{stack_name}"), logical_id)
 }
 
+/// True for the objects' key of a custom resource (`cfn.<stack>/<logical id>`), never an
+/// ECS service's: a dot cannot occur in a cluster name.
+pub fn is_resource_key(key: &ServiceId) -> bool {
+    key.cluster.starts_with("cfn.")
+}
+
 /// The deterministic physical id of a resource.
 pub fn physical_id(owner: &Owner, key: &ServiceId) -> String {
     format!("ecs-tunnels:{owner}:{key}")
@@ -106,10 +118,8 @@ pub async fn handle(
     }
     let (partition, region, account, stack_name) = stack_parts(&req.stack_id);
     let key = resource_key(&stack_name, &req.logical_id);
-    let fallback_id = req
-        .physical_id
-        .clone()
-        .unwrap_or_else(|| format!("ecs-tunnels:failed:{key}"));
+    let owner = deps.ok().and_then(|d| d.owner(Some(&account)).ok());
+    let fallback_id = answer_id(&req, &key, owner.as_ref());
     let budget = deadline
         .duration_since(SystemTime::now())
         .unwrap_or_default()
@@ -130,11 +140,7 @@ pub async fn handle(
             )),
         }
     };
-    let result = match tokio::time::timeout(budget, std::panic::AssertUnwindSafe(work).catch_unwind()).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(_)) => Err((fallback_id.clone(), "internal error (a panic); see the function's log".to_string())),
-        Err(_) => Err((fallback_id.clone(), "timed out before finishing; see the function's log. Retrying the stack operation continues where it stopped".to_string())),
-    };
+    let result = guarded(work, budget, &fallback_id).await;
     let body = match result {
         Ok((id, data, note)) => response(&req, "SUCCESS", note.as_deref(), &id, data),
         Err((id, reason)) => {
@@ -151,6 +157,31 @@ pub async fn handle(
 /// Reason CloudFormation shows), or the physical id and why it failed.
 type Answer = Result<(String, Map<String, Value>, Option<String>), (String, String)>;
 
+/// The id an answer carries when the work did not produce one (it timed out or
+/// panicked): the request's own, else the deterministic one once the owner id is known,
+/// so that the rollback Delete finds what a half-done Create made. Only without an owner
+/// id (nothing can have been made) a throwaway one.
+fn answer_id(req: &Request, key: &ServiceId, owner: Option<&Owner>) -> String {
+    req.physical_id.clone().unwrap_or_else(|| match owner {
+        Some(o) => physical_id(o, key),
+        None => format!("ecs-tunnels:failed:{key}"),
+    })
+}
+
+/// Runs the work within `budget`, turning a timeout or a panic into a FAILED answer
+/// with `fallback_id`.
+async fn guarded(
+    work: impl std::future::Future<Output = Answer>,
+    budget: Duration,
+    fallback_id: &str,
+) -> Answer {
+    match tokio::time::timeout(budget, std::panic::AssertUnwindSafe(work).catch_unwind()).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(_)) => Err((fallback_id.to_string(), "internal error (a panic); see the function's log".to_string())),
+        Err(_) => Err((fallback_id.to_string(), "timed out before finishing; see the function's log. Retrying the stack operation continues where it stopped".to_string())),
+    }
+}
+
 async fn process(
     deps: &Deps,
     req: &Request,
@@ -159,7 +190,7 @@ async fn process(
 ) -> Answer {
     let owner = deps
         .owner(Some(account))
-        .map_err(|e| (physical_id_guess(req, key), e))?;
+        .map_err(|e| (answer_id(req, key, None), e))?;
     let own_id = physical_id(&owner, key);
     match req.request_type.as_str() {
         "Create" | "Update" => {
@@ -288,16 +319,10 @@ async fn process(
             Ok((id, Map::new(), None))
         }
         other => Err((
-            physical_id_guess(req, key),
+            answer_id(req, key, Some(&owner)),
             format!("unknown RequestType {other:?}: expected Create, Update or Delete"),
         )),
     }
-}
-
-fn physical_id_guess(req: &Request, key: &ServiceId) -> String {
-    req.physical_id
-        .clone()
-        .unwrap_or_else(|| format!("ecs-tunnels:failed:{key}"))
 }
 
 /// The response body, never over 4,096 bytes (the Reason is trimmed to fit) and never
@@ -358,4 +383,60 @@ async fn put_response(url: &str, body: &Value) -> Result<(), String> {
     Err(format!(
         "could not send the response to CloudFormation: {last}"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn create() -> Request {
+        parse(&json!({
+            "RequestType": "Create",
+            "ResponseURL": "http://127.0.0.1:1/",
+            "StackId": "arn:aws:cloudformation:us-east-1:123456789012:stack/app/1",
+            "LogicalResourceId": "Tunnel",
+        }))
+    }
+
+    #[tokio::test]
+    async fn a_panic_or_timeout_answers_with_the_id_its_rollback_delete_cleans_up() {
+        let owner = Owner::parse("123456789012-us-east-1").unwrap();
+        let key = resource_key("app", "Tunnel");
+        let id = answer_id(&create(), &key, Some(&owner));
+        assert_eq!(id, "ecs-tunnels:123456789012-us-east-1:cfn.app/Tunnel");
+        assert_eq!(key_of_physical_id(&owner, &id), Some(key.clone()));
+
+        let panicked = guarded(async { panic!("boom") }, Duration::from_secs(5), &id).await;
+        let (got, reason) = panicked.unwrap_err();
+        assert_eq!(got, id);
+        assert!(reason.contains("panic"), "{reason}");
+
+        let slow = guarded(
+            async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                Ok((String::new(), Map::new(), None))
+            },
+            Duration::from_millis(10),
+            &id,
+        )
+        .await;
+        assert_eq!(slow.unwrap_err().0, id);
+    }
+
+    #[test]
+    fn only_an_install_without_an_owner_id_answers_with_a_throwaway_id() {
+        let key = resource_key("app", "Tunnel");
+        assert_eq!(
+            answer_id(&create(), &key, None),
+            "ecs-tunnels:failed:cfn.app/Tunnel"
+        );
+        let mut update = create();
+        update.physical_id = Some("ecs-tunnels:o:cfn.app/Tunnel".into());
+        let owner = Owner::parse("123456789012-us-east-1").unwrap();
+        assert_eq!(
+            answer_id(&update, &key, Some(&owner)),
+            "ecs-tunnels:o:cfn.app/Tunnel",
+            "the request's own id is echoed"
+        );
+    }
 }

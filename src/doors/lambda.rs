@@ -163,7 +163,7 @@ pub async fn handle(deps: &Deps, event: LambdaEvent<Value>) -> Result<Value, Err
                 return Ok(json!({ "sweep": report }));
             }
             Trigger::Rotate => {
-                let rotations = crate::rotate::rotate_due(deps, false)
+                let rotations = crate::rotate::rotate_due_for(deps, false, fn_account.as_deref())
                     .await
                     .map_err(|e| Error::from(e.to_string()))?;
                 let failed: Vec<String> = rotations
