@@ -93,6 +93,7 @@ fn current_template_with_readme_parameters() {
             "ReadApiTokenPolicy",
             "ReconcilePolicy",
             "SweepPolicy",
+            "RedeployAnyServicePolicy",
             "ScheduleRotationPolicy"
         ]
     );
@@ -752,15 +753,22 @@ async fn tag_and_redeploy_permissions_are_narrow() {
             "{f}"
         );
     }
-    for f in ["EventsFunction", "SweepFunction"] {
-        assert!(
-            !verdict(auth.check(f, &redeploy("plain")).await.unwrap()),
-            "{f} may redeploy an untagged service"
-        );
-    }
+    assert!(
+        !verdict(
+            auth.check("EventsFunction", &redeploy("plain"))
+                .await
+                .unwrap()
+        ),
+        "EventsFunction may redeploy an untagged service"
+    );
     // A custom resource's service carries no ecs-tunnels tag: the custom-resource
-    // function, and the rotation target rotating such a resource's secret, redeploy it.
-    for f in ["CustomResourceFunction", "SecretsRotationFunction"] {
+    // function, the scheduled rotation (SweepFunction) and the rotation target rotating
+    // such a resource's secret redeploy it.
+    for f in [
+        "CustomResourceFunction",
+        "SweepFunction",
+        "SecretsRotationFunction",
+    ] {
         assert!(
             verdict(auth.check(f, &redeploy("plain")).await.unwrap()),
             "{f}"

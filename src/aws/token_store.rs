@@ -59,9 +59,10 @@ impl RotationMark {
     pub fn read(value: &str, now: std::time::SystemTime) -> Self {
         let (reason, at) = value.trim().split_once(' ').unwrap_or((value.trim(), ""));
         let started_at = humantime::parse_rfc3339(at.trim()).ok();
-        let live = started_at.is_some_and(|t| {
-            now.duration_since(t)
-                .map_or(true, |age| age < ROTATION_LEASE)
+        // A mark from a clock ahead of ours is live, but no longer than a lease from now.
+        let live = started_at.is_some_and(|t| match now.duration_since(t) {
+            Ok(age) => age < ROTATION_LEASE,
+            Err(ahead) => ahead.duration() < ROTATION_LEASE,
         });
         RotationMark {
             reason: reason.to_string(),
@@ -207,6 +208,11 @@ mod tests {
             "a clock ahead of ours"
         );
         assert!(!RotationMark::read("manual soon", now).live);
+        let far_ahead = RotationMark::value("manual", now + 2 * ROTATION_LEASE);
+        assert!(
+            !RotationMark::read(&far_ahead, now).live,
+            "a mark dated far in the future is not held for ever"
+        );
     }
 
     #[test]
