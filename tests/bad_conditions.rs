@@ -278,16 +278,9 @@ async fn two_concurrent_invocations_make_one_of_everything() {
     w.clear_faults().await;
     assert_single(&w, "web.example.com").await;
     let (token, _) = w.token_parameter("demo", "web").await.unwrap();
-    let conn = w
-        .hook(
-            reqwest::Method::POST,
-            "/connectors",
-            Some(json!({"token": token})),
-        )
-        .await;
     assert!(
-        conn["client_id"].is_string(),
-        "stored token is the tunnel's: {conn}"
+        w.token_connects(&token).await,
+        "stored token is the tunnel's"
     );
 }
 

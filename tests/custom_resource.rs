@@ -746,14 +746,7 @@ async fn a_custom_resource_rotates_on_schedule_and_redeploys_its_service() {
     );
     let (new_token, _) = w.token_parameter("cfn.app", "Tunnel").await.unwrap();
     assert_ne!(new_token, old_token);
-    let c = w
-        .hook(
-            reqwest::Method::POST,
-            "/connectors",
-            Some(json!({"token": new_token})),
-        )
-        .await;
-    assert!(c["client_id"].is_string(), "the new token connects: {c}");
+    assert!(w.token_connects(&new_token).await, "the new token connects");
     assert_ne!(
         w.deployment_id("demo", "web").await,
         deployment,
@@ -814,14 +807,7 @@ async fn a_custom_resource_rotates_on_schedule_and_redeploys_its_service() {
     let resp = w.invoke_ok(sample("schedule-rotate.json")).await;
     assert_eq!(by_of(&resp, "Tunnel")["error"], Value::Null, "{resp}");
     let (repaired, _) = w.token_parameter("cfn.app", "Tunnel").await.unwrap();
-    let c = w
-        .hook(
-            reqwest::Method::POST,
-            "/connectors",
-            Some(json!({"token": repaired})),
-        )
-        .await;
-    assert!(c["client_id"].is_string(), "repaired: {c}");
+    assert!(w.token_connects(&repaired).await, "repaired");
     assert_ne!(
         w.deployment_id("demo", "web").await,
         deployment,
@@ -842,14 +828,11 @@ async fn a_custom_resource_rotates_on_schedule_and_redeploys_its_service() {
     let t = tunnel_by_id(&w, &tid).await;
     assert_ne!(t["secret_sha"], secret, "rotated");
     assert_eq!(t["connectors"], json!([]), "every connection dropped: {t}");
-    let c = w
-        .hook(
-            reqwest::Method::POST,
-            "/connectors",
-            Some(json!({"token": w.token_parameter("cfn.app", "Tunnel").await.unwrap().0})),
-        )
-        .await;
-    assert!(c["client_id"].is_string(), "{c}");
+    assert!(
+        w.token_connects(&w.token_parameter("cfn.app", "Tunnel").await.unwrap().0)
+            .await,
+        ""
+    );
 
     // A fresh mark belongs to a run still working on it: even when due, its rotation is
     // left alone; only a stale stored token is repaired at once.
@@ -859,16 +842,10 @@ async fn a_custom_resource_rotates_on_schedule_and_redeploys_its_service() {
     w.make_token_stale(name, &tid).await;
     let secret = tunnel_by_id(&w, &tid).await["secret_sha"].clone();
     let resp = w.invoke_ok(sample("schedule-rotate.json")).await;
-    let c = w
-        .hook(
-            reqwest::Method::POST,
-            "/connectors",
-            Some(json!({"token": w.token_parameter("cfn.app", "Tunnel").await.unwrap().0})),
-        )
-        .await;
     assert!(
-        c["client_id"].is_string(),
-        "repaired under the live mark: {c}"
+        w.token_connects(&w.token_parameter("cfn.app", "Tunnel").await.unwrap().0)
+            .await,
+        "repaired under the live mark"
     );
     let r = by_of(&resp, "Tunnel");
     assert_eq!(r["rotated"], false, "{resp}");

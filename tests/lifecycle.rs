@@ -114,14 +114,7 @@ async fn create_repeat_untag() {
         !tags.contains_key("ecs-tunnels:redeploy"),
         "redeploy marker cleared: {tags:?}"
     );
-    let conn = w
-        .hook(
-            reqwest::Method::POST,
-            "/connectors",
-            Some(json!({"token": token})),
-        )
-        .await;
-    assert!(conn["client_id"].is_string(), "token refused: {conn}");
+    assert!(w.token_connects(&token).await, "token refused");
 
     // Status tag and a new deployment so tasks read the token.
     let stags = w.service_tags("demo", "web").await;
