@@ -497,14 +497,8 @@ async fn delete_or_keep_policy(
         Err(e) => e,
     };
     let our_app = ctx.owner.access_app_name(&ctx.svc);
-    let users: Vec<String> = deps
-        .cf
-        .list_access_apps(&AppQuery::default())
-        .await?
-        .into_iter()
-        .filter(|a| a.name != our_app && a.policies.iter().any(|p| p.id == id))
-        .map(|a| a.name)
-        .collect();
+    let apps = deps.cf.list_access_apps(&AppQuery::default()).await?;
+    let users = crate::diff::other_apps_using(&apps, &our_app, id);
     if users.is_empty() {
         return Err(refused.into());
     }
@@ -681,12 +675,25 @@ pub async fn change_tunnel_secret(
         .add_tags(svc, &[(REDEPLOY_TAG.to_string(), "pending".to_string())])
         .await?;
     deps.tokens.overwrite(svc, &token).await?;
+    pay_redeploy(deps, svc, redeploy_svc).await
+}
+
+/// Redeploys `redeploy_svc` (if any) for the token stored under `key`, then clears the
+/// mark that says a redeploy is owed. `false`: its deployment controller leaves the
+/// redeploy to its owner, and the mark stays.
+pub async fn pay_redeploy(
+    deps: &Deps,
+    key: &crate::ownership::ServiceId,
+    redeploy_svc: Option<&crate::ownership::ServiceId>,
+) -> Result<bool, ReconcileError> {
     let started = match redeploy_svc {
         Some(r) => redeploy(deps, r).await?.is_none(),
         None => true,
     };
     if started {
-        deps.tokens.remove_tag(svc, REDEPLOY_TAG).await?;
+        deps.tokens
+            .remove_tag(key, crate::aws::token_store::REDEPLOY_TAG)
+            .await?;
     }
     Ok(started)
 }

@@ -209,6 +209,14 @@ fn other_users(policy: &AccessPolicy, app: Option<&AccessApp>) -> u64 {
         .saturating_sub(u64::from(ours))
 }
 
+/// Names of the applications other than `our_app` (by name) that link `policy_id`.
+pub fn other_apps_using(apps: &[AccessApp], our_app: &str, policy_id: &str) -> Vec<String> {
+    apps.iter()
+        .filter(|a| a.name != our_app && a.policies.iter().any(|p| p.id == policy_id))
+        .map(|a| a.name.clone())
+        .collect()
+}
+
 /// Splits the policies we would delete into those to delete and those other
 /// applications still use (kept).
 fn delete_or_keep<'a>(

@@ -311,11 +311,7 @@ async fn name_kept_policies(
         .map_err(|e| warn!(service = %ctx.svc, error = %e, "could not list the Access applications that use a kept policy"))
         .unwrap_or_default();
     for k in &mut kept {
-        k.used_by = apps
-            .iter()
-            .filter(|a| a.name != our_app && a.policies.iter().any(|p| p.id == k.id))
-            .map(|a| a.name.clone())
-            .collect();
+        k.used_by = crate::diff::other_apps_using(&apps, &our_app, &k.id);
         warn!(service = %ctx.svc, policy = %k.id, policy_name = %k.name, used_by = %k.used_by.join(", "), "kept the reusable Access policy ecs-tunnels made for this service: applications it does not own use it, so it was detached from ours and not deleted; remove it from them, then delete it");
     }
     kept

@@ -453,13 +453,7 @@ async fn finish_resource_rotation(
         }
     }
     if owes_redeploy {
-        let started = match redeploy_svc {
-            Some(r) => crate::apply::redeploy(deps, r).await?.is_none(),
-            None => true,
-        };
-        if started {
-            deps.tokens.remove_tag(key, REDEPLOY_TAG).await?;
-        }
+        crate::apply::pay_redeploy(deps, key, redeploy_svc).await?;
     }
     if live {
         deps.tokens.add_tags(key, &rotated_now("repair")).await?;

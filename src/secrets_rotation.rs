@@ -203,7 +203,7 @@ async fn redeploy(
         .and_then(|k| k.split_once('/'))
     {
         Some((c, s)) => Some(ServiceId::new(c, s)),
-        None if svc.cluster.starts_with("cfn.") => None,
+        None if crate::doors::custom_resource::is_resource_key(svc) => None,
         None => Some(svc.clone()),
     };
     let started = match &target {

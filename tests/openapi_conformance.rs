@@ -183,10 +183,10 @@ async fn every_client_request_fits_cloudflares_openapi_document() {
     )
     .await
     .expect("list records");
-    record.comment = Some("ecs-tunnels:123456789012-us-east-1:prod/orders2".into());
-    cf.update_dns_record(&zone, &created.id, &record)
+    record.content = format!("{}.cfargotunnel.com", tunnel.id);
+    cf.repair_dns_record(&zone, &created.id, &record)
         .await
-        .expect("update record");
+        .expect("repair record");
 
     // Teardown.
     cf.delete_dns_record(&zone, &created.id)

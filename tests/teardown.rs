@@ -40,6 +40,21 @@ async fn failed_calls(w: &World) -> Vec<(String, String, u64)> {
     log(w).await.into_iter().filter(|r| r.2 >= 400).collect()
 }
 
+/// Someone links `policy_id` to an Access application of their own; returns its id.
+async fn link_to_a_hand_made_app(w: &World, policy_id: &str) -> String {
+    let foreign = w
+        .cf(
+            reqwest::Method::POST,
+            &format!("{ACCOUNT_PATH}/access/apps"),
+            Some(json!({"type": "self_hosted", "name": "wiki (hand made)", "domain": "wiki.example.com",
+                "destinations": [{"type": "public", "uri": "wiki.example.com"}],
+                "policies": [{"id": policy_id, "precedence": 1}]})),
+        )
+        .await;
+    assert_eq!(foreign["success"], true, "{foreign}");
+    foreign["result"]["id"].as_str().unwrap().to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_policy_another_app_uses_is_kept_and_everything_else_is_torn_down() {
     let mut w = World::start().await;
@@ -54,17 +69,7 @@ async fn a_policy_another_app_uses_is_kept_and_everything_else_is_torn_down() {
     assert_eq!(policies[0]["name"], our_policy_name("web"));
 
     // Someone links our policy to an application of their own.
-    let foreign = w
-        .cf(
-            reqwest::Method::POST,
-            &format!("{ACCOUNT_PATH}/access/apps"),
-            Some(json!({"type": "self_hosted", "name": "wiki (hand made)", "domain": "wiki.example.com",
-                "destinations": [{"type": "public", "uri": "wiki.example.com"}],
-                "policies": [{"id": policy_id, "precedence": 1}]})),
-        )
-        .await;
-    assert_eq!(foreign["success"], true, "{foreign}");
-    let foreign_id = foreign["result"]["id"].as_str().unwrap().to_string();
+    let foreign_id = link_to_a_hand_made_app(&w, &policy_id).await;
 
     w.remove_tags(
         "demo",
@@ -283,16 +288,7 @@ async fn a_policy_no_longer_wanted_but_used_elsewhere_is_detached_and_kept() {
     let resp = w.invoke_ok(task_event("demo", "web", false)).await;
     assert_eq!(resp["outcomes"][0]["state"], "ready", "{resp}");
     let policy_id = w.policies().await[0]["id"].as_str().unwrap().to_string();
-    let foreign = w
-        .cf(
-            reqwest::Method::POST,
-            &format!("{ACCOUNT_PATH}/access/apps"),
-            Some(json!({"type": "self_hosted", "name": "wiki (hand made)", "domain": "wiki.example.com",
-                "destinations": [{"type": "public", "uri": "wiki.example.com"}],
-                "policies": [{"id": policy_id, "precedence": 1}]})),
-        )
-        .await;
-    assert_eq!(foreign["success"], true, "{foreign}");
+    link_to_a_hand_made_app(&w, &policy_id).await;
 
     // The service goes public: our app and our policy are no longer wanted.
     w.remove_tags("demo", "web", &["ecs-tunnels:allow-emails"])

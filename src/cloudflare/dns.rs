@@ -132,20 +132,6 @@ impl CloudflareClient {
             .await
     }
 
-    /// Overwrites a record (PUT): send every field to keep, the comment included.
-    pub async fn update_dns_record(
-        &self,
-        zone_id: &str,
-        id: &str,
-        r: &DnsRecordBody,
-    ) -> Result<DnsRecord, CfError> {
-        let ctx = Ctx::new(Area::Dns, format!("DNS record {id} ({})", r.name))
-            .name(&r.name)
-            .id(id);
-        self.send_json(Method::PUT, &record_path(zone_id, id), r, &ctx)
-            .await
-    }
-
     /// Puts the fields ecs-tunnels owns back on a record (`PATCH` with type, name,
     /// content and proxied): tags, settings, a comment or a TTL someone added stay as
     /// they are. `name` is the record's own (the 2024 OpenAPI document requires it in a

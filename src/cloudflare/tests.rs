@@ -159,7 +159,7 @@ async fn dns_clash_codes() {
         exists
     );
     assert_eq!(
-        c.update_dns_record("z", "r1", &dns_body())
+        c.repair_dns_record("z", "r1", &dns_body())
             .await
             .unwrap_err(),
         exists
