@@ -34,6 +34,12 @@ pub struct Applied {
     pub changes: Vec<&'static str>,
     /// The tunnel id, if one exists now.
     pub tunnel_id: Option<String>,
+    /// The Access application created or updated, if any.
+    pub access_app: Option<crate::reconcile::AppRef>,
+    /// A write met a concurrent run's work (a tunnel name, Access domain or DNS record
+    /// taken, a policy or token found made): what was observed is stale, so the caller
+    /// reads again before trusting the result.
+    pub raced: bool,
 }
 
 struct Progress {
@@ -41,6 +47,8 @@ struct Progress {
     token: Option<Secret>,
     aud: Option<String>,
     policy_id: Option<String>,
+    app: Option<crate::reconcile::AppRef>,
+    raced: bool,
 }
 
 fn log_change(ctx: &PlanContext, change: &Change) {
@@ -61,6 +69,8 @@ pub async fn apply(
         token: None,
         aud: observed.app.as_ref().map(|a| a.aud.clone()),
         policy_id: None,
+        app: None,
+        raced: false,
     };
     let own_policy_linked = observed.app.as_ref().and_then(|a| {
         a.policies
@@ -183,6 +193,8 @@ pub async fn apply(
     Ok(Applied {
         changes: done,
         tunnel_id: p.tunnel_id,
+        access_app: p.app,
+        raced: p.raced,
     })
 }
 
@@ -213,7 +225,9 @@ async fn dns_and_access(
         done.push(r?);
     }
 
-    // 2. Tunnel ∥ Access.
+    // 2. A graph, each write starting once its inputs exist: the tunnel, then the token
+    // (it needs only the tunnel) ∥ our policy, then the application (it links the
+    // policy); then the configuration (it needs the tunnel and the app's AUD).
     let create_tunnel = changes
         .iter()
         .find(|c| matches!(c, Change::CreateTunnel { .. }));
@@ -223,21 +237,39 @@ async fn dns_and_access(
     let app_change = changes
         .iter()
         .find(|c| matches!(c, Change::CreateApp { .. } | Change::UpdateApp { .. }));
-    let tunnel_fut = async {
-        match create_tunnel {
+    let write_token = changes
+        .iter()
+        .find(|c| matches!(c, Change::WriteToken { .. }));
+    let known_tunnel = p.tunnel_id.clone();
+    let tunnel_then_token = async {
+        let made = match create_tunnel {
             Some(c @ Change::CreateTunnel { name }) => {
                 let r = ensure_tunnel(deps, name).await?;
                 log_change(ctx, c);
-                Ok::<_, ReconcileError>(Some(r))
+                Some(r)
             }
-            _ => Ok(None),
+            _ => None,
+        };
+        let tid = made.as_ref().map(|m| m.id.clone()).or(known_tunnel);
+        if let (Some(c @ Change::WriteToken { overwrite }), Some(tid)) = (write_token, &tid) {
+            let token = match made.as_ref().and_then(|m| m.token.clone()) {
+                Some(t) => t,
+                None => deps.cf.tunnel_token(tid).await?,
+            };
+            write_token_to_store(deps, ctx, tid, &token, *overwrite).await?;
+            log_change(ctx, c);
         }
+        Ok::<_, ReconcileError>(made)
     };
+    let known_policy = p.policy_id.clone();
     let access_fut = async {
-        let mut policy_id = p.policy_id.clone();
+        let mut policy_id = known_policy;
+        let mut raced = false;
         match policy_change {
             Some(c @ Change::CreatePolicy { body, .. }) => {
-                policy_id = Some(ensure_policy(deps, body).await?);
+                let (id, adopted) = ensure_policy(deps, body).await?;
+                policy_id = Some(id);
+                raced |= adopted;
                 log_change(ctx, c);
             }
             Some(c @ Change::UpdatePolicy { id, body }) => {
@@ -246,7 +278,7 @@ async fn dns_and_access(
             }
             _ => {}
         }
-        let mut aud = None;
+        let mut app = None;
         if let Some(c) = app_change {
             deps.ensure_access_tag(&ctx.owner.access_tag()).await?;
             let (id, body) = match c {
@@ -255,57 +287,48 @@ async fn dns_and_access(
                 _ => unreachable!("filtered above"),
             };
             let body = link_own_policy(body, policy_id.as_deref(), target);
-            aud = Some(ensure_app(deps, ctx, id, &body).await?);
+            let (made, adopted) = ensure_app(deps, ctx, id, &body).await?;
+            raced |= adopted;
+            app = Some(made);
             log_change(ctx, c);
         }
-        Ok::<_, ReconcileError>((policy_id, aud))
+        Ok::<_, ReconcileError>((policy_id, app, raced))
     };
-    let (tunnel, (policy_id, aud)) = futures::try_join!(tunnel_fut, access_fut)?;
-    if let Some((id, token)) = tunnel {
-        p.tunnel_id = Some(id);
-        p.token = token;
+    let (tunnel, (policy_id, app, access_raced)) =
+        futures::try_join!(tunnel_then_token, access_fut)?;
+    p.raced |= access_raced;
+    if let Some(made) = tunnel {
+        p.tunnel_id = Some(made.id);
+        p.token = made.token;
+        p.raced |= made.adopted;
         done.push("create_tunnel");
     }
     if policy_change.is_some() {
         done.push(policy_change.map(Change::kind).unwrap_or_default());
     }
     p.policy_id = policy_id;
-    if let Some(a) = aud {
-        p.aud = Some(a);
+    if let Some(a) = app {
+        p.aud = Some(a.aud.clone());
+        p.app = Some(a);
         done.push(app_change.map(Change::kind).unwrap_or_default());
     }
+    if write_token.is_some() && p.tunnel_id.is_some() {
+        done.extend(write_token.map(Change::kind));
+    }
 
-    // 3. Config ∥ token.
-    let put_config = changes
-        .iter()
-        .find(|c| matches!(c, Change::PutConfig { .. }));
-    let write_token = changes
-        .iter()
-        .find(|c| matches!(c, Change::WriteToken { .. }));
-    let config_fut = async {
-        if let (Some(c), Some(t), Some(tid)) = (put_config, target, p.tunnel_id.as_deref()) {
-            let config = render_config(t, &ctx.team_name, p.aud.as_deref());
-            deps.cf.put_tunnel_config(tid, &config).await?;
-            log_change(ctx, c);
-        }
-        Ok::<_, ReconcileError>(())
-    };
-    let token_fut = async {
-        if let (Some(c @ Change::WriteToken { overwrite }), Some(tid)) =
-            (write_token, p.tunnel_id.as_deref())
-        {
-            let token = match &p.token {
-                Some(t) => t.clone(),
-                None => deps.cf.tunnel_token(tid).await?,
-            };
-            write_token_to_store(deps, ctx, tid, &token, *overwrite).await?;
-            log_change(ctx, c);
-        }
-        Ok::<_, ReconcileError>(())
-    };
-    futures::try_join!(config_fut, token_fut)?;
-    done.extend(put_config.map(Change::kind));
-    done.extend(write_token.map(Change::kind));
+    // 3. The configuration.
+    if let (Some(c @ Change::PutConfig { .. }), Some(t), Some(tid)) = (
+        changes
+            .iter()
+            .find(|c| matches!(c, Change::PutConfig { .. })),
+        target,
+        p.tunnel_id.as_deref(),
+    ) {
+        let config = render_config(t, &ctx.team_name, p.aud.as_deref());
+        deps.cf.put_tunnel_config(tid, &config).await?;
+        log_change(ctx, c);
+        done.push(c.kind());
+    }
     if let Some(c @ Change::RecordRedeployTarget { service }) = changes
         .iter()
         .find(|c| matches!(c, Change::RecordRedeployTarget { .. }))
@@ -330,10 +353,11 @@ async fn dns_and_access(
     // 4. DNS records.
     let dns_writes = pick(|c| matches!(c, Change::CreateDns { .. } | Change::UpdateDns { .. }));
     if let Some(tid) = p.tunnel_id.as_deref() {
-        try_join_all(dns_writes.iter().map(|c| async move {
+        let adopted = try_join_all(dns_writes.iter().map(|c| async move {
+            let mut adopted = false;
             match c {
                 Change::CreateDns { zone_id, name } => {
-                    ensure_record(deps, ctx, zone_id, name, tid).await?
+                    adopted = ensure_record(deps, ctx, zone_id, name, tid).await?
                 }
                 Change::UpdateDns { zone_id, id, name } => {
                     deps.cf
@@ -343,9 +367,10 @@ async fn dns_and_access(
                 _ => {}
             }
             log_change(ctx, c);
-            Ok::<_, ReconcileError>(())
+            Ok::<_, ReconcileError>(adopted)
         }))
         .await?;
+        p.raced |= adopted.into_iter().any(|a| a);
         done.extend(dns_writes.iter().map(|c| c.kind()));
     }
 
@@ -390,6 +415,15 @@ async fn tunnel_teardown(
         .filter(|c| matches!(c, Change::DeleteTunnel { .. }))
     {
         if let Change::DeleteTunnel { id } = c {
+            if changes.iter().any(|c| matches!(c, Change::DeleteToken)) {
+                // The secret is about to change under the stored token: marked, a run
+                // that finds the token after a crash compares it with Cloudflare's.
+                use crate::aws::token_store::{RotationMark, ROTATION_TAG};
+                let mark = RotationMark::value("teardown", std::time::SystemTime::now());
+                deps.tokens
+                    .add_tags(&ctx.svc, &[(ROTATION_TAG.to_string(), mark)])
+                    .await?;
+            }
             delete_tunnel(deps, id).await?;
             log_change(ctx, c);
             done.push(c.kind());
@@ -456,12 +490,16 @@ const POLICY_CREATE_ATTEMPTS: usize = 3;
 /// Creates our reusable policy. Policy names are not unique, so a create that may have
 /// committed (a 5xx or a lost answer, which the client does not retry) is followed by a
 /// look for a policy with our exact name: found, it is adopted; not found, the create is
-/// tried again (a bounded number of times). Returns the policy id.
-async fn ensure_policy(deps: &Deps, body: &AccessPolicyBody) -> Result<String, ReconcileError> {
+/// tried again (a bounded number of times). Returns the policy id, and `true` when it
+/// was found rather than made.
+async fn ensure_policy(
+    deps: &Deps,
+    body: &AccessPolicyBody,
+) -> Result<(String, bool), ReconcileError> {
     let mut attempt = 1;
     loop {
         match deps.cf.create_reusable_policy(body).await {
-            Ok(p) => return Ok(p.id),
+            Ok(p) => return Ok((p.id, false)),
             Err(e) if e.is_transient() => {
                 let found = deps
                     .cf
@@ -471,7 +509,7 @@ async fn ensure_policy(deps: &Deps, body: &AccessPolicyBody) -> Result<String, R
                     .find(|p| p.name == body.name);
                 if let Some(p) = found {
                     info!(policy = %p.id, name = %p.name, error = %e, "the policy create failed after it was written; adopting the policy it made");
-                    return Ok(p.id);
+                    return Ok((p.id, true));
                 }
                 if attempt >= POLICY_CREATE_ATTEMPTS {
                     return Err(e.into());
@@ -492,7 +530,8 @@ async fn delete_or_keep_policy(
     id: &str,
 ) -> Result<bool, ReconcileError> {
     let refused = match deps.cf.delete_reusable_policy(id).await {
-        Ok(()) => return Ok(true),
+        // Gone already (a bulk list can be older than a concurrent delete).
+        Ok(()) | Err(CfError::NotFound { .. }) => return Ok(true),
         Err(e) if e.is_transient() => return Err(e.into()),
         Err(e) => e,
     };
@@ -506,22 +545,35 @@ async fn delete_or_keep_policy(
     Ok(false)
 }
 
+/// A tunnel made (or adopted) by [`ensure_tunnel`].
+struct MadeTunnel {
+    id: String,
+    /// Its token, when we chose the secret.
+    token: Option<Secret>,
+    /// A concurrent run made it first; we adopted it.
+    adopted: bool,
+}
+
 /// Creates the tunnel, or adopts ours if a concurrent run created it first.
-/// Returns its id and, when we chose the secret, its token.
-async fn ensure_tunnel(
-    deps: &Deps,
-    name: &str,
-) -> Result<(String, Option<Secret>), ReconcileError> {
+async fn ensure_tunnel(deps: &Deps, name: &str) -> Result<MadeTunnel, ReconcileError> {
     let secret = crate::token::new_tunnel_secret();
     match deps.cf.create_tunnel(name, &secret).await {
         Ok(t) => {
             let token = t.token.clone().unwrap_or_else(|| {
                 crate::token::encode_token(deps.cf.account_id(), &t.id, &secret)
             });
-            Ok((t.id, Some(token)))
+            Ok(MadeTunnel {
+                id: t.id,
+                token: Some(token),
+                adopted: false,
+            })
         }
         Err(CfError::TunnelNameTaken { .. }) => match deps.cf.find_tunnel_by_name(name).await? {
-            Some(t) => Ok((t.id, None)),
+            Some(t) => Ok(MadeTunnel {
+                id: t.id,
+                token: None,
+                adopted: true,
+            }),
             None => Err(ReconcileError::Cloudflare(CfError::TunnelNameTaken {
                 name: name.to_string(),
             })),
@@ -530,18 +582,22 @@ async fn ensure_tunnel(
     }
 }
 
-/// Creates or updates our Access application; adopts ours on a duplicate. Returns its AUD.
+/// Creates or updates our Access application; adopts ours on a duplicate (then `true`).
 async fn ensure_app(
     deps: &Deps,
     ctx: &PlanContext,
     id: Option<String>,
     body: &AccessAppBody,
-) -> Result<String, ReconcileError> {
+) -> Result<(crate::reconcile::AppRef, bool), ReconcileError> {
+    let made = |a: crate::cloudflare::AccessApp| crate::reconcile::AppRef {
+        id: a.id,
+        aud: a.aud,
+    };
     if let Some(id) = id {
-        return Ok(deps.cf.update_access_app(&id, body).await?.aud);
+        return Ok((made(deps.cf.update_access_app(&id, body).await?), false));
     }
     match deps.cf.create_access_app(body).await {
-        Ok(app) => Ok(app.aud),
+        Ok(app) => Ok((made(app), false)),
         Err(CfError::AccessAppExists) => {
             let found = deps
                 .cf
@@ -551,7 +607,7 @@ async fn ensure_app(
                 })
                 .await?;
             match found.into_iter().find(|a| ctx.owner.owns_access_app(&a.name, &a.tags)) {
-                Some(app) => Ok(deps.cf.update_access_app(&app.id, body).await?.aud),
+                Some(app) => Ok((made(deps.cf.update_access_app(&app.id, body).await?), true)),
                 None => Err(ReconcileError::Conflict(vec![format!(
                     "an Access application ecs-tunnels does not own already covers {}: remove the hostname from it or choose another hostname",
                     body.domain
@@ -562,17 +618,17 @@ async fn ensure_app(
     }
 }
 
-/// Creates our CNAME, or adopts a record carrying our marker on a clash.
+/// Creates our CNAME, or adopts a record carrying our marker on a clash (then `true`).
 async fn ensure_record(
     deps: &Deps,
     ctx: &PlanContext,
     zone_id: &str,
     name: &str,
     tunnel_id: &str,
-) -> Result<(), ReconcileError> {
+) -> Result<bool, ReconcileError> {
     let body = desired_record(ctx, name, tunnel_id);
     match deps.cf.create_dns_record(zone_id, &body).await {
-        Ok(_) => Ok(()),
+        Ok(_) => Ok(false),
         Err(CfError::DnsNameTaken { .. } | CfError::DnsRecordExists { .. }) => {
             let found = deps
                 .cf
@@ -585,8 +641,8 @@ async fn ensure_record(
                 )
                 .await?;
             match found.iter().find(|r| r.comment == body.comment) {
-                Some(r) if r.content == body.content && r.proxied => Ok(()),
-                Some(r) => Ok(deps.cf.repair_dns_record(zone_id, &r.id, &body).await.map(|_| ())?),
+                Some(r) if r.content == body.content && r.proxied => Ok(true),
+                Some(r) => Ok(deps.cf.repair_dns_record(zone_id, &r.id, &body).await.map(|_| true)?),
                 None => Err(ReconcileError::Conflict(vec![format!(
                     "hostname {name} already has a DNS record that ecs-tunnels does not own: remove it or choose another hostname"
                 )])),

@@ -158,6 +158,23 @@ impl Config {
     }
 }
 
+/// What of the configuration shapes a service's plan.
+impl Config {
+    /// The settings that shape a plan, as one string for [`crate::digest::SpecDigest`]:
+    /// a changed setting makes every service's next event take the full path.
+    pub fn plan_fingerprint(&self) -> String {
+        format!(
+            "{}|{}|{:?}|{}|{:?}|{:?}",
+            self.account_id,
+            self.owner.as_ref().map(|o| o.as_str()).unwrap_or_default(),
+            self.allowed_zones,
+            self.parameter_prefix,
+            self.token_store,
+            self.rotate_every,
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

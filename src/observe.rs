@@ -2,7 +2,7 @@
 //! policies, IdPs) to Cloudflare ids. Every read filters by ownership markers; nothing
 //! here writes.
 
-use crate::cloudflare::{AppQuery, DnsQuery, Zone};
+use crate::cloudflare::{AccessPolicy, AppQuery, DnsQuery, Zone};
 use crate::context::Deps;
 use crate::error::ReconcileError;
 use crate::model::{
@@ -207,30 +207,171 @@ fn resolve_refs(
     ids
 }
 
-/// Reads everything that exists for the service. `thorough` also lists all reusable
-/// policies, to find leftovers of a crash or a race (used after any write).
+/// What the caller knows that narrows the reads. Every read is selected by the
+/// service's own names (tunnel by name, Access application by name or exact domain, DNS
+/// by hostname or our marker, in the zones of hostnames we know); nothing scans the
+/// account, except the reusable policies when a policy of ours may have been left
+/// unlinked (`find_unlinked_policies`).
+#[derive(Debug, Clone, Default)]
+pub struct Hints {
+    /// The hostnames are those of the last converged reconcile (the status digest
+    /// says so): our Access application's domain is the first target hostname, and
+    /// one read by that domain finds it, or whatever else is there.
+    pub hosts_unchanged: bool,
+    /// A run may have stopped between creating our reusable policy and linking it (the
+    /// status says a run did not finish, a custom resource, or an apply hit a race):
+    /// when our application is missing, the reusable policies are listed to find it.
+    pub find_unlinked_policies: bool,
+    /// What the sweep's bulk lists saw for this service (its own reads never reach
+    /// these: a record of ours in a zone of no hostname we know, an unlinked policy).
+    pub seen: Seen,
+}
+
+/// Objects of one service that a bulk list found.
+#[derive(Debug, Clone, Default)]
+pub struct Seen {
+    /// Zones holding DNS records with the service's marker.
+    pub record_zones: BTreeSet<String>,
+    /// Reusable policies with the service's policy name.
+    pub policies: Vec<AccessPolicy>,
+}
+
+/// Our own policy as the application embeds it (no read of the policy itself).
+fn embedded_policy(p: &crate::cloudflare::AppPolicy) -> AccessPolicy {
+    AccessPolicy {
+        id: p.id.clone(),
+        name: p.name.clone().unwrap_or_default(),
+        decision: p.decision.clone().unwrap_or_default(),
+        include: p.include.clone(),
+        exclude: p.exclude.clone(),
+        require: p.require.clone(),
+        session_duration: None,
+        reusable: p.reusable,
+        app_count: None,
+    }
+}
+
+fn in_zone(zone_id: &str, records: Vec<crate::cloudflare::DnsRecord>) -> Vec<ObservedRecord> {
+    records
+        .into_iter()
+        .map(|record| ObservedRecord {
+            zone_id: zone_id.to_string(),
+            record,
+        })
+        .collect()
+}
+
+/// Our records (by marker) in each of `zones`, one read per zone.
+async fn records_by_marker(
+    deps: &Deps,
+    zones: impl Iterator<Item = String>,
+    marker: &str,
+) -> Result<Vec<ObservedRecord>, ReconcileError> {
+    let reads = try_join_all(zones.map(|z| async move {
+        let q = DnsQuery {
+            comment_startswith: Some(marker.to_string()),
+            ..Default::default()
+        };
+        deps.cf
+            .list_dns_records(&z, &q)
+            .await
+            .map(|rs| in_zone(&z, rs))
+    }))
+    .await?;
+    Ok(reads.into_iter().flatten().collect())
+}
+
+/// Whatever is at each target hostname, and our records in its zone, in one read per
+/// hostname (`name` OR our marker).
+async fn records_at_hosts(
+    deps: &Deps,
+    target: Option<&Target>,
+    marker: &str,
+) -> Result<Vec<ObservedRecord>, ReconcileError> {
+    let hosts = target.map(|t| t.hosts.as_slice()).unwrap_or_default();
+    let reads = try_join_all(hosts.iter().map(|h| async move {
+        let q = DnsQuery {
+            name: Some(h.name.clone()),
+            comment_startswith: Some(marker.to_string()),
+            match_any: true,
+            ..Default::default()
+        };
+        deps.cf
+            .list_dns_records(&h.zone_id, &q)
+            .await
+            .map(|rs| in_zone(&h.zone_id, rs))
+    }))
+    .await?;
+    Ok(reads.into_iter().flatten().collect())
+}
+
+/// Access applications by our name and, for target hostnames, by exact domain.
+async fn apps_by_names(
+    deps: &Deps,
+    app_name: &str,
+    by_name: bool,
+    domains: &[String],
+) -> Result<Vec<crate::cloudflare::AccessApp>, ReconcileError> {
+    let queries: Vec<AppQuery> = by_name
+        .then(|| AppQuery {
+            name: Some(app_name.to_string()),
+            ..Default::default()
+        })
+        .into_iter()
+        .chain(domains.iter().map(|d| AppQuery {
+            domain: Some(d.clone()),
+            ..Default::default()
+        }))
+        .collect();
+    let lists = try_join_all(queries.iter().map(|q| deps.cf.list_access_apps(q))).await?;
+    let mut apps: Vec<crate::cloudflare::AccessApp> = Vec::new();
+    for a in lists.into_iter().flatten() {
+        if !apps.iter().any(|x| x.id == a.id) {
+            apps.push(a);
+        }
+    }
+    Ok(apps)
+}
+
+fn zone_of(deps_zones: &[Zone], host: &str) -> Option<String> {
+    zone_for(&host.to_ascii_lowercase(), deps_zones).map(|z| z.id.clone())
+}
+
+/// Reads what exists for the service, in at most three rounds of concurrent reads:
+/// (1) the tunnel, the token, the Access application(s) and the DNS at each target
+/// hostname; (2) the tunnel's configuration, the token Cloudflare serves (only while a
+/// rotation mark is on ours), our records in zones of hostnames only the application
+/// names, and, rarely, the reusable policies; (3) our records in zones of hostnames only
+/// the configuration names.
 pub async fn observe(
     deps: &Deps,
     ctx: &PlanContext,
     target: Option<&Target>,
-    thorough: bool,
+    hints: &Hints,
 ) -> Result<Observed, ReconcileError> {
     let cf = &deps.cf;
     let tunnel_name = ctx.owner.tunnel_name(&ctx.svc);
     let app_name = ctx.owner.access_app_name(&ctx.svc);
-    let (tunnels, apps, stored) = futures::try_join!(
+    let marker = ctx.owner.dns_comment(&ctx.svc);
+    let policy_name = ctx.owner.policy_name(&ctx.svc);
+    let target_hosts: Vec<String> = target
+        .map(|t| t.hosts.iter().map(|h| h.name.clone()).collect())
+        .unwrap_or_default();
+    // With the hostnames unchanged, our application sits at the first one: one read
+    // finds it or whoever took the domain. Otherwise read by name and at every hostname.
+    let quick_app = hints.hosts_unchanged && !target_hosts.is_empty();
+    let domains: Vec<String> = if quick_app {
+        target_hosts[..1].to_vec()
+    } else {
+        target_hosts.clone()
+    };
+
+    // Round 1.
+    let (tunnel, stored, mut apps, mut records) = futures::try_join!(
         async {
             cf.find_tunnel_by_name(&tunnel_name)
                 .await
                 .map_err(ReconcileError::from)
-        },
-        async {
-            cf.list_access_apps(&AppQuery {
-                name: Some(app_name.clone()),
-                ..Default::default()
-            })
-            .await
-            .map_err(ReconcileError::from)
         },
         async {
             deps.tokens
@@ -238,12 +379,16 @@ pub async fn observe(
                 .await
                 .map_err(ReconcileError::from)
         },
+        apps_by_names(deps, &app_name, !quick_app, &domains),
+        records_at_hosts(deps, target, &marker),
     )?;
-    let tunnel = tunnels;
-    let app = apps.into_iter().find(|a| a.name == app_name);
-
+    if quick_app && !apps.iter().any(|a| a.name == app_name) {
+        // Not where the digest said (deleted, or moved by hand): look by name too.
+        apps.extend(apps_by_names(deps, &app_name, true, &[]).await?);
+    }
+    let app = apps.iter().find(|a| a.name == app_name).cloned();
     let stored_value = stored.as_ref().map(|p| p.value.clone());
-    let token = stored.map(|p| {
+    let mut token = stored.map(|p| {
         // With Secrets Manager, its own protocol owns unfinished rotations.
         let rotation = match deps.tokens.rotates_itself() {
             true => None,
@@ -251,147 +396,170 @@ pub async fn observe(
         };
         StoredToken::of(&p, &ctx.owner, rotation)
     });
-    // Is the stored token the one Cloudflare serves? (One read; it catches a rotation
-    // interrupted anywhere, two rotations racing, or a teardown that revoked the secret
-    // and then died.)
-    let mut token = token;
-    if let (Some(t), Some(tun), Some(value)) =
-        (token.as_mut(), tunnel.as_ref(), stored_value.as_ref())
-    {
-        if t.tunnel_id.as_deref() == Some(tun.id.as_str()) {
-            t.matches_cloudflare = Some(crate::token::same_token(
-                &cf.tunnel_token(&tun.id).await?,
-                value,
-            ));
-        }
-    }
 
-    let policy_name = ctx.owner.policy_name(&ctx.svc);
-    let config_fut = async {
-        match &tunnel {
-            Some(t) => cf
-                .get_tunnel_config(&t.id)
-                .await
-                .map_err(ReconcileError::from),
-            None => Ok(None),
-        }
-    };
-    let policies_fut = async {
-        let app_linked: Vec<_> = app
-            .iter()
-            .flat_map(|a| a.policies.iter())
-            .filter(|p| p.name.as_deref() == Some(policy_name.as_str()))
-            .collect();
-        if thorough || app.is_none() {
-            let all = cf.list_reusable_policies().await?;
-            return Ok::<_, ReconcileError>(
-                all.into_iter().filter(|p| p.name == policy_name).collect(),
-            );
-        }
-        let mut out = Vec::new();
-        for p in app_linked {
-            if let Some(full) = cf.get_reusable_policy(&p.id).await? {
-                out.push(full);
-            }
-        }
-        Ok(out)
-    };
-    let (config, policies) = futures::try_join!(config_fut, policies_fut)?;
-
-    // DNS: our records in every zone this service touches, and whatever sits at a target
-    // hostname we do not yet have a record for.
+    // Round 2.
     let zones = deps.zones().await?;
-    let mut zone_ids: BTreeSet<String> = match target {
-        Some(t) => t.hosts.iter().map(|h| h.zone_id.clone()).collect(),
-        // Tearing down: our records may be anywhere (the config and app may be gone).
-        None => zones.iter().map(|z| z.id.clone()).collect(),
-    };
-    let seen_hosts = config
+    let read_zones: BTreeSet<String> = target
+        .iter()
+        .flat_map(|t| t.hosts.iter().map(|h| h.zone_id.clone()))
+        .collect();
+    let app_zones: BTreeSet<String> = app
+        .iter()
+        .flat_map(|a| {
+            std::iter::once(a.domain.clone()).chain(a.destinations.iter().map(|d| d.uri.clone()))
+        })
+        .filter_map(|h| zone_of(&zones, &h))
+        .chain(hints.seen.record_zones.iter().cloned())
+        .filter(|z| !read_zones.contains(z))
+        .collect();
+    let wants_own_policy = target
+        .and_then(|t| t.access.as_ref())
+        .is_some_and(|a| !a.own_rules.is_empty());
+    let scan_policies = wants_own_policy
+        && (hints.find_unlinked_policies
+            || (app.is_none() && (tunnel.is_some() || token.is_some())));
+    // Is the stored token the one Cloudflare serves? Read only while a rotation mark is
+    // on it (a rotation or a teardown that may have changed the secret and died).
+    let check_token = token
+        .as_ref()
+        .is_some_and(|t| t.rotation.is_some())
+        .then(|| tunnel.as_ref().map(|t| t.id.clone()))
+        .flatten()
+        .filter(|id| token.as_ref().and_then(|t| t.tunnel_id.as_deref()) == Some(id.as_str()));
+    let (config, served, extra_records, scanned) = futures::try_join!(
+        async {
+            match &tunnel {
+                // A teardown learns the hostnames from the application when it has
+                // one; the configuration is read for a public service.
+                Some(t) if target.is_some() || app.is_none() => cf
+                    .get_tunnel_config(&t.id)
+                    .await
+                    .map_err(ReconcileError::from),
+                _ => Ok(None),
+            }
+        },
+        async {
+            match &check_token {
+                Some(id) => Ok(Some(cf.tunnel_token(id).await?)),
+                None => Ok::<_, ReconcileError>(None),
+            }
+        },
+        records_by_marker(deps, app_zones.iter().cloned(), &marker),
+        async {
+            if !scan_policies {
+                return Ok(vec![]);
+            }
+            Ok::<_, ReconcileError>(
+                cf.list_reusable_policies()
+                    .await?
+                    .into_iter()
+                    .filter(|p| p.name == policy_name)
+                    .collect(),
+            )
+        },
+    )?;
+    if let (Some(t), Some(served), Some(value)) = (token.as_mut(), served, stored_value) {
+        t.matches_cloudflare = Some(crate::token::same_token(&served, &value));
+    }
+    let mut policies = scanned;
+    policies.extend(hints.seen.policies.iter().cloned());
+    records.extend(extra_records);
+
+    // Round 3: zones only the configuration names.
+    let config_zones: BTreeSet<String> = config
         .iter()
         .flat_map(|c| c.ingress.iter().filter_map(|r| r.hostname.clone()))
-        .chain(app.iter().flat_map(|a| {
-            std::iter::once(a.domain.clone()).chain(a.destinations.iter().map(|d| d.uri.clone()))
-        }));
-    for h in seen_hosts {
-        if let Some(z) = zone_for(&h.to_ascii_lowercase(), &zones) {
-            zone_ids.insert(z.id.clone());
-        }
+        .filter_map(|h| zone_of(&zones, &h))
+        .filter(|z| !read_zones.contains(z) && !app_zones.contains(z))
+        .collect();
+    if !config_zones.is_empty() {
+        records.extend(records_by_marker(deps, config_zones.into_iter(), &marker).await?);
     }
-    let marker = ctx.owner.dns_comment(&ctx.svc);
-    let ours = try_join_all(zone_ids.iter().map(|z| {
-        let q = DnsQuery {
-            comment_startswith: Some(marker.clone()),
-            ..Default::default()
-        };
-        async move {
-            cf.list_dns_records(z, &q).await.map(|rs| {
-                rs.into_iter()
-                    .map(|record| ObservedRecord {
-                        zone_id: z.clone(),
-                        record,
-                    })
-                    .collect::<Vec<_>>()
-            })
-        }
-    }))
-    .await?;
-    let mut records: Vec<ObservedRecord> = ours
-        .into_iter()
-        .flatten()
-        .filter(|r| r.record.comment.as_deref() == Some(marker.as_str()))
-        .collect();
-    let missing: Vec<_> = target
-        .iter()
-        .flat_map(|t| t.hosts.iter())
-        .filter(|h| !records.iter().any(|r| same_host(&r.record.name, &h.name)))
-        .collect();
-    let at_hosts = try_join_all(missing.iter().map(|h| {
-        let q = DnsQuery {
-            name: Some(h.name.clone()),
-            ..Default::default()
-        };
-        async move {
-            cf.list_dns_records(&h.zone_id, &q).await.map(|rs| {
-                rs.into_iter()
-                    .map(|record| ObservedRecord {
-                        zone_id: h.zone_id.clone(),
-                        record,
-                    })
-                    .collect::<Vec<_>>()
-            })
-        }
-    }))
-    .await?;
-    records.extend(at_hosts.into_iter().flatten());
 
-    // Access apps of others at our hostnames (only where our app does not cover them),
-    // whatever the access mode: the hostname must not be served by an app we do not own.
-    // One paged list, matched on domain and destinations here.
+    Ok(assemble(
+        ctx,
+        target,
+        Found {
+            tunnel,
+            apps,
+            config,
+            token,
+            records,
+            policies,
+        },
+    ))
+}
+
+/// What was read for one service, by its own reads or from a sweep's bulk lists.
+#[derive(Debug, Clone, Default)]
+pub struct Found {
+    /// Our tunnel, by name.
+    pub tunnel: Option<crate::cloudflare::Tunnel>,
+    /// Access applications with our name or at a target hostname.
+    pub apps: Vec<crate::cloudflare::AccessApp>,
+    /// The tunnel's configuration.
+    pub config: Option<crate::cloudflare::TunnelConfig>,
+    /// The stored token.
+    pub token: Option<StoredToken>,
+    /// DNS records at target hostnames or with our marker (duplicates allowed).
+    pub records: Vec<ObservedRecord>,
+    /// Reusable policies with our policy name, besides those our application embeds.
+    pub policies: Vec<AccessPolicy>,
+}
+
+/// Builds what exists for one service from what was read, the same way whatever fed it:
+/// our application by name, others' applications at the target hostnames, our policies
+/// (embedded in our application, or listed), our records and whatever sits at a target
+/// hostname.
+pub fn assemble(ctx: &PlanContext, target: Option<&Target>, found: Found) -> Observed {
+    let app_name = ctx.owner.access_app_name(&ctx.svc);
+    let marker = ctx.owner.dns_comment(&ctx.svc);
+    let policy_name = ctx.owner.policy_name(&ctx.svc);
+    let target_hosts: Vec<&str> = target
+        .map(|t| t.hosts.iter().map(|h| h.name.as_str()).collect())
+        .unwrap_or_default();
+    let app = found.apps.iter().find(|a| a.name == app_name).cloned();
     let covers = |a: &crate::cloudflare::AccessApp, host: &str| {
         same_host(&a.domain, host) || a.destinations.iter().any(|d| same_host(&d.uri, host))
     };
-    let needs_app_check: Vec<_> = target
+    let mut apps_at_hosts: Vec<crate::cloudflare::AccessApp> = Vec::new();
+    for a in found.apps {
+        if a.name != app_name
+            && target_hosts.iter().any(|h| covers(&a, h))
+            && !apps_at_hosts.iter().any(|x| x.id == a.id)
+        {
+            apps_at_hosts.push(a);
+        }
+    }
+    let mut policies: Vec<AccessPolicy> = app
         .iter()
-        .flat_map(|t| t.hosts.iter())
-        .filter(|h| !app.as_ref().is_some_and(|a| covers(a, &h.name)))
+        .flat_map(|a| a.policies.iter())
+        .filter(|p| p.name.as_deref() == Some(policy_name.as_str()))
+        .map(embedded_policy)
         .collect();
-    let apps_at_hosts: Vec<crate::cloudflare::AccessApp> = if needs_app_check.is_empty() {
-        vec![]
-    } else {
-        cf.list_access_apps(&AppQuery::default())
-            .await?
-            .into_iter()
-            .filter(|a| needs_app_check.iter().any(|h| covers(a, &h.name)))
-            .collect()
-    };
-
-    Ok(Observed {
-        tunnel,
-        config,
+    for p in found.policies {
+        if p.name == policy_name && !policies.iter().any(|x| x.id == p.id) {
+            policies.push(p);
+        }
+    }
+    // One record may come from two reads; our marker is a prefix of other services'.
+    let mut seen_ids = BTreeSet::new();
+    let records = found
+        .records
+        .into_iter()
+        .filter(|r| {
+            r.record.comment.as_deref() == Some(marker.as_str())
+                || target_hosts.iter().any(|h| same_host(h, &r.record.name))
+        })
+        .filter(|r| seen_ids.insert(r.record.id.clone()))
+        .collect();
+    Observed {
+        tunnel: found.tunnel,
+        config: found.config,
         app,
         apps_at_hosts,
         policies,
         records,
-        token,
-    })
+        token: found.token,
+    }
 }

@@ -7,15 +7,33 @@ use crate::context::Deps;
 use crate::diff::{diff, Change, KeptPolicy, Plan};
 use crate::error::ReconcileError;
 use crate::model::{PlanContext, RedeployTarget};
-use crate::observe::{observe, resolve_target};
+use crate::digest::SpecDigest;
+use crate::observe::{observe, resolve_target, Hints, Seen};
 use crate::ownership::ServiceId;
-use crate::spec::{self, Defaults, Desired, TAG_HOSTNAME, TAG_ORIGIN, TAG_STATUS};
+use crate::spec::{self, Desired, TAG_HOSTNAME, TAG_STATUS};
 use crate::status;
 use serde::Serialize;
 use tracing::{info, warn};
 
-/// Passes before a reconcile gives up converging.
+/// Passes before a reconcile gives up converging. A pass repeats only when its apply
+/// met a race (a concurrent run made or changed one of our objects).
 const MAX_PASSES: usize = 3;
+
+/// How a door asks for one service.
+#[derive(Debug, Clone, Default)]
+pub struct Ask {
+    /// An untag or delete event: an untagged service is searched for leftovers even
+    /// when it carries no status tag (a tool that owns the tags may have removed ours in
+    /// the same change).
+    pub check_removal: bool,
+    /// A routine event (a task started or stopped, a redeploy that changed no input):
+    /// when the status digest matches the service's inputs and its token carries no
+    /// rotation or redeploy mark, the service is left as the last converged reconcile
+    /// made it, without a Cloudflare call. The sweep checks the real state.
+    pub routine: bool,
+    /// What the sweep's bulk lists saw of the service.
+    pub seen: Seen,
+}
 
 /// Write changes, or only plan them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,12 +140,10 @@ pub async fn reconcile_service(
     mode: Mode,
     account_hint: Option<&str>,
 ) -> Outcome {
-    reconcile_service_with(deps, svc, mode, account_hint, false).await
+    reconcile_asked(deps, svc, mode, account_hint, &Ask::default()).await
 }
 
-/// Like [`reconcile_service`]; with `check_removal` (an untag or delete event), an
-/// untagged service is searched for leftovers even when it carries no status tag (a tool
-/// that owns the tags may have removed ours in the same change).
+/// Like [`reconcile_service`]; with `check_removal` see [`Ask::check_removal`].
 pub async fn reconcile_service_with(
     deps: &Deps,
     svc: &ServiceId,
@@ -135,6 +151,22 @@ pub async fn reconcile_service_with(
     account_hint: Option<&str>,
     check_removal: bool,
 ) -> Outcome {
+    let ask = Ask {
+        check_removal,
+        ..Default::default()
+    };
+    reconcile_asked(deps, svc, mode, account_hint, &ask).await
+}
+
+/// Reconciles one service as a door asks ([`Ask`]).
+pub async fn reconcile_asked(
+    deps: &Deps,
+    svc: &ServiceId,
+    mode: Mode,
+    account_hint: Option<&str>,
+    ask: &Ask,
+) -> Outcome {
+    let check_removal = ask.check_removal;
     let info = match deps.ecs.describe_service(&svc.cluster, &svc.service).await {
         Ok(i) => i,
         Err(e) => return failed(svc, &ReconcileError::Aws(e)),
@@ -148,6 +180,14 @@ pub async fn reconcile_service_with(
         Ok(o) => o,
         Err(e) => return failed(svc, &ReconcileError::Setup(e)),
     };
+    let status = active.and_then(|i| i.tags.get(TAG_STATUS)).map(String::as_str);
+    let mut hints = Hints {
+        // A run that did not finish may have left a policy it had not linked yet.
+        find_unlinked_policies: status.is_some_and(|s| status::ready_tunnel(s).is_none()),
+        seen: ask.seen.clone(),
+        ..Default::default()
+    };
+    let mut digest = None;
     let intent = match active {
         Some(i) if !i.tags.contains_key(TAG_HOSTNAME) => {
             if !i.tags.contains_key(TAG_STATUS) && !check_removal {
@@ -156,30 +196,29 @@ pub async fn reconcile_service_with(
             Intent::Remove
         }
         Some(i) => {
-            let origin = if i.tags.contains_key(TAG_ORIGIN) {
-                None
-            } else {
-                match i.task_definition.as_deref() {
-                    Some(td) => match deps.default_origin(td).await {
-                        Ok(o) => o,
-                        Err(e) => return failed(svc, &ReconcileError::Aws(e)),
-                    },
-                    None => None,
+            let (wanted, recorded) = crate::desired::digests(deps, i);
+            if ask.routine && mode == Mode::Apply && recorded.as_ref() == Some(&wanted) {
+                if let Some(o) = unchanged(deps, svc, status).await {
+                    return o;
                 }
+            }
+            let built = match crate::desired::wanted(deps, i, true).await {
+                Ok(w) => w,
+                Err(e) => return failed(svc, &ReconcileError::Aws(e)),
             };
-            match spec::from_tags(
-                &i.tags,
-                &Defaults {
-                    origin,
-                    rotate_every: deps.config.rotate_every,
-                },
-            ) {
+            hints.hosts_unchanged = built
+                .recorded
+                .as_ref()
+                .is_some_and(|r| r.same_hosts(&built.digest));
+            digest = Some(built.digest);
+            match built.desired {
                 Desired::Managed(s) => Intent::Expose(Box::new(s)),
                 Desired::Invalid(errors) => {
                     return finish(
                         deps,
                         active,
                         mode,
+                        None,
                         failed(svc, &ReconcileError::Invalid(errors)),
                     )
                     .await
@@ -204,13 +243,63 @@ pub async fn reconcile_service_with(
     let redeploy = active
         .map(RedeployTarget::of)
         .unwrap_or_else(|| RedeployTarget::ecs(svc.clone()));
-    let outcome = match converge(deps, svc, owner, &intent, mode, Some(redeploy)).await {
+    let first_write = active
+        .filter(|_| mode == Mode::Apply)
+        .map(|i| (i.arn.clone(), status.map(str::to_string)));
+    let outcome = match converge(
+        deps,
+        svc,
+        owner,
+        &intent,
+        mode,
+        Some(redeploy),
+        hints,
+        first_write,
+    )
+    .await
+    {
         Ok(o) => o,
         Err(e) => failed(svc, &e),
     };
-    finish(deps, active, mode, outcome).await
+    finish(deps, active, mode, digest.as_ref(), outcome).await
 }
 
+/// The routine-event shortcut: the service's inputs match its last converged reconcile
+/// (checked by the caller), so only the token's marks are read (an AWS call, no
+/// Cloudflare call). `None`: a mark (an unfinished rotation, a redeploy owed) or an
+/// unreadable token; the full path decides.
+async fn unchanged(deps: &Deps, svc: &ServiceId, status: Option<&str>) -> Option<Outcome> {
+    use crate::aws::token_store::{REDEPLOY_TAG, ROTATION_TAG};
+    let tunnel_id = status.and_then(status::ready_tunnel)?.to_string();
+    let stored = deps.tokens.get(svc).await.ok()??;
+    if stored.tags.contains_key(REDEPLOY_TAG) || stored.tags.contains_key(ROTATION_TAG) {
+        return None;
+    }
+    // The token must still be for our account and this tunnel (decoded here, no call).
+    let (account, tunnel) = crate::token::token_identity(&stored.value)?;
+    if account != deps.cf.account_id() || tunnel != tunnel_id {
+        return None;
+    }
+    let mut o = Outcome::new(svc, State::Ready);
+    o.tunnel_id = Some(tunnel_id);
+    Some(o)
+}
+
+/// The service's status tag says a run is under way (`pending creating`), so that a run
+/// that dies between creating our reusable policy and linking it leaves a sign the next
+/// run sees (it then looks for the policy instead of making a second one). Written only
+/// before the first write of a create; a failure is logged, not fatal.
+async fn mark_creating(deps: &Deps, svc: &ServiceId, arn: &str) {
+    let value = status::pending("creating");
+    if let Err(e) = deps.ecs.tag(arn, TAG_STATUS, &value).await {
+        warn!(service = %svc, error = %e, "could not mark the service as being created; a run that dies now may leave a duplicate policy for the sweep to remove");
+    }
+}
+
+/// Observes, plans and applies until nothing is left, a race aside at most
+/// [`MAX_PASSES`] times. `first_write` is the service's ARN and status, for the
+/// `pending creating` mark written before a create's first write.
+#[allow(clippy::too_many_arguments)]
 async fn converge(
     deps: &Deps,
     svc: &ServiceId,
@@ -218,6 +307,8 @@ async fn converge(
     intent: &Intent,
     mode: Mode,
     redeploy: Option<RedeployTarget>,
+    mut hints: Hints,
+    first_write: Option<(String, Option<String>)>,
 ) -> Result<Outcome, ReconcileError> {
     let target = match intent {
         Intent::Expose(spec) => {
@@ -246,7 +337,7 @@ async fn converge(
         },
     );
     for pass in 0..MAX_PASSES {
-        let observed = observe(deps, &ctx, target.as_ref(), pass > 0).await?;
+        let observed = observe(deps, &ctx, target.as_ref(), &hints).await?;
         let plan: Plan = diff(&ctx, target.as_ref(), &observed);
         out.tunnel_id = observed.tunnel.as_ref().map(|t| t.id.clone());
         out.access_app = observed.app.as_ref().map(|a| AppRef {
@@ -283,10 +374,35 @@ async fn converge(
             }
             return Ok(out);
         }
+        let creating = plan
+            .changes
+            .iter()
+            .any(|c| matches!(c, Change::CreatePolicy { .. }))
+            && observed.app.is_none();
+        if let Some((arn, status)) = first_write.as_ref().filter(|_| creating && pass == 0) {
+            if status.as_deref() != Some(status::pending("creating").as_str()) {
+                mark_creating(deps, svc, arn).await;
+            }
+        }
         let applied = apply(deps, &ctx, target.as_ref(), &observed, &plan).await?;
         out.applied.extend(applied.changes);
         out.changes.extend(plan.changes);
         out.tunnel_id = applied.tunnel_id;
+        out.access_app = applied.access_app.or(out.access_app);
+        if !applied.raced {
+            // The apply did what the plan said and met no one: done, without reading
+            // everything again (a race repeats the pass, looking everywhere), except
+            // what only a person can do.
+            if !plan.notices.is_empty() {
+                let e = ReconcileError::Redeploy(plan.notices.join("; "));
+                out.state = State::Error;
+                out.error = Some(e.to_string());
+                out.error_kind = Some(e.kind());
+            }
+            return Ok(out);
+        }
+        hints.hosts_unchanged = false;
+        hints.find_unlinked_policies = true;
     }
     Err(ReconcileError::NotConverged(format!(
         "did not converge after {MAX_PASSES} passes; the next run continues"
@@ -336,6 +452,7 @@ async fn finish(
     deps: &Deps,
     active: Option<&crate::aws::ecs::ServiceInfo>,
     mode: Mode,
+    digest: Option<&SpecDigest>,
     mut outcome: Outcome,
 ) -> Outcome {
     if mode == Mode::Plan {
@@ -344,7 +461,10 @@ async fn finish(
     if let Some(info) = active {
         let current = info.tags.get(TAG_STATUS);
         let wanted = match outcome.state {
-            State::Ready => outcome.tunnel_id.as_deref().map(status::ready),
+            State::Ready => outcome
+                .tunnel_id
+                .as_deref()
+                .map(|t| status::ready(t, digest)),
             State::Error => Some(status::error(outcome.error.as_deref().unwrap_or("unknown"))),
             State::Pending => Some(status::pending(
                 outcome.error.as_deref().unwrap_or("retrying"),
@@ -389,5 +509,10 @@ pub async fn reconcile_resource(
         Some(s) => Intent::Expose(Box::new(s)),
         None => Intent::Remove,
     };
-    converge(deps, key, owner, &intent, Mode::Apply, redeploy).await
+    // A custom resource has no status to say whether a run stopped half-way.
+    let hints = Hints {
+        find_unlinked_policies: true,
+        ..Default::default()
+    };
+    converge(deps, key, owner, &intent, Mode::Apply, redeploy, hints, None).await
 }

@@ -26,9 +26,19 @@ pub fn tag_safe(text: &str) -> String {
         .to_string()
 }
 
-/// `ready <tunnel-id>`.
-pub fn ready(tunnel_id: &str) -> String {
-    tag_safe(&format!("ready {tunnel_id}"))
+/// `ready <tunnel-id>`, followed by `digest:<16 hex>` when the reconcile that converged
+/// knew its inputs' digest (see [`crate::digest`]).
+pub fn ready(tunnel_id: &str, digest: Option<&crate::digest::SpecDigest>) -> String {
+    match digest {
+        Some(d) => tag_safe(&format!("ready {tunnel_id} {}", d.tag_word())),
+        None => tag_safe(&format!("ready {tunnel_id}")),
+    }
+}
+
+/// The tunnel id of a `ready …` status.
+pub fn ready_tunnel(status: &str) -> Option<&str> {
+    let mut words = status.split_whitespace();
+    (words.next() == Some("ready")).then(|| words.next())?
 }
 
 /// `error <reason>`: needs a person (bad tags, a conflict).
@@ -54,6 +64,8 @@ mod tests {
         );
         let long = error(&"x".repeat(400));
         assert_eq!(long.len(), MAX_TAG_VALUE);
-        assert_eq!(ready("abc-123"), "ready abc-123");
+        assert_eq!(ready("abc-123", None), "ready abc-123");
+        assert_eq!(ready_tunnel("ready abc-123 digest:00"), Some("abc-123"));
+        assert_eq!(ready_tunnel("pending x"), None);
     }
 }

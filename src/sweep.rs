@@ -22,11 +22,12 @@ use crate::cloudflare::{AccessApp, AccessPolicy, AppQuery, DnsQuery, Tunnel, Tun
 use crate::context::Deps;
 use crate::diff::diff;
 use crate::error::ReconcileError;
-use crate::model::{render_config, Observed, ObservedRecord, PlanContext, StoredToken};
+use crate::model::{render_config, ObservedRecord, PlanContext, StoredToken};
 use crate::observe::{resolve_target, Lookups};
 use crate::ownership::{Owner, ServiceId};
-use crate::reconcile::{reconcile_service_with, Mode, Outcome, State};
-use crate::spec::{self, Defaults, Desired, TAG_HOSTNAME, TAG_ORIGIN, TAG_STATUS};
+use crate::observe::Seen;
+use crate::reconcile::{reconcile_asked, Ask, Mode, Outcome, State};
+use crate::spec::{Desired, TAG_HOSTNAME, TAG_STATUS};
 use crate::status;
 use futures::future::{join_all, try_join_all};
 use serde::Serialize;
@@ -498,11 +499,14 @@ pub async fn sweep(
         }
         // Orphans are torn down even without a status tag (both tags may have gone at
         // once); the teardown reads the service first, so one tagged meanwhile is kept.
-        let outcomes = join_all(
-            batch
-                .iter()
-                .map(|svc| reconcile_service_with(deps, svc, mode, hint, orphans.contains(svc))),
-        )
+        let outcomes = join_all(batch.iter().map(|svc| {
+            let ask = Ask {
+                check_removal: orphans.contains(svc),
+                routine: false,
+                seen: seen_in_bulk(&bulk, &owner, svc),
+            };
+            async move { reconcile_asked(deps, svc, mode, hint, &ask).await }
+        }))
         .await;
         for outcome in outcomes {
             if orphans.contains(&outcome.service) && outcome.state == State::Ready {
@@ -576,7 +580,8 @@ async fn remove_dangling(
 }
 
 /// Whether one managed service differs from its tags, judged from the bulk lists (and
-/// its configuration, when it is in this sweep's slice).
+/// its configuration, when it is in this sweep's slice) by the same desired-state
+/// builder and the same assembly of what exists as its own reconcile.
 async fn needs_work(
     deps: &Deps,
     owner: &Owner,
@@ -586,28 +591,17 @@ async fn needs_work(
     lookups: &Lookups,
     check_config: bool,
 ) -> Result<bool, ReconcileError> {
-    let origin = match (
-        info.tags.contains_key(TAG_ORIGIN),
-        info.task_definition.as_deref(),
-    ) {
-        (false, Some(td)) => deps.default_origin(td).await?,
-        _ => None,
-    };
     let current_status = info.tags.get(TAG_STATUS).cloned().unwrap_or_default();
-    let spec = match spec::from_tags(
-        &info.tags,
-        &Defaults {
-            origin,
-            rotate_every: deps.config.rotate_every,
-        },
-    ) {
+    let wanted = crate::desired::wanted(deps, info, check_config).await?;
+    let spec = match &wanted.desired {
         Desired::Managed(s) => s,
         Desired::Invalid(errors) => {
-            return Ok(current_status != status::error(&ReconcileError::Invalid(errors).to_string()))
+            return Ok(current_status
+                != status::error(&ReconcileError::Invalid(errors.clone()).to_string()))
         }
         Desired::NotManaged => return Ok(false),
     };
-    let target = match resolve_target(deps, &spec, lookups).await {
+    let target = match resolve_target(deps, spec, lookups).await {
         Ok(t) => t,
         Err(e @ ReconcileError::Invalid(_)) => {
             return Ok(current_status != status::error(&e.to_string()))
@@ -629,7 +623,10 @@ async fn needs_work(
     let tunnel = bulk.tunnels.get(svc).cloned();
     let app = bulk.apps.get(&owner.access_app_name(svc)).cloned();
     let config = match &tunnel {
-        Some(t) if check_config => deps.cf.get_tunnel_config(&t.id).await?,
+        Some(t) if check_config && !wanted.origin_unread => {
+            deps.cf.get_tunnel_config(&t.id).await?
+        }
+        // Not compared this time: taken as what the tags ask for.
         Some(_) => Some(render_config(
             &target,
             &ctx.team_name,
@@ -647,32 +644,51 @@ async fn needs_work(
             .await?
             .map(|p| StoredToken::of(&p, owner, None)),
     };
-    let policy_name = owner.policy_name(svc);
     let marker = owner.dns_comment(svc);
-    let observed = Observed {
-        tunnel: tunnel.clone(),
-        config,
-        app,
-        apps_at_hosts: vec![],
+    let observed = crate::observe::assemble(
+        &ctx,
+        Some(&target),
+        crate::observe::Found {
+            tunnel: tunnel.clone(),
+            apps: app.into_iter().collect(),
+            config,
+            token,
+            records: bulk
+                .records
+                .iter()
+                .filter(|r| r.record.comment.as_deref() == Some(marker.as_str()))
+                .cloned()
+                .collect(),
+            policies: bulk.policies.clone(),
+        },
+    );
+    let plan = diff(&ctx, Some(&target), &observed);
+    let status_ok = tunnel
+        .as_ref()
+        .is_some_and(|t| status::ready_tunnel(&current_status) == Some(t.id.as_str()))
+        && wanted.unchanged();
+    Ok(!plan.is_empty() || !status_ok)
+}
+
+/// What the bulk lists saw of one service, for its reconcile: the zones of its records
+/// and its reusable policies (its own reads cannot find an unlinked one cheaply).
+fn seen_in_bulk(bulk: &Bulk, owner: &Owner, svc: &ServiceId) -> Seen {
+    let marker = owner.dns_comment(svc);
+    let policy_name = owner.policy_name(svc);
+    Seen {
+        record_zones: bulk
+            .records
+            .iter()
+            .filter(|r| r.record.comment.as_deref() == Some(marker.as_str()))
+            .map(|r| r.zone_id.clone())
+            .collect(),
         policies: bulk
             .policies
             .iter()
             .filter(|p| p.name == policy_name)
             .cloned()
             .collect(),
-        records: bulk
-            .records
-            .iter()
-            .filter(|r| r.record.comment.as_deref() == Some(marker.as_str()))
-            .cloned()
-            .collect(),
-        token,
-    };
-    let plan = diff(&ctx, Some(&target), &observed);
-    let status_ok = tunnel
-        .as_ref()
-        .is_some_and(|t| current_status == status::ready(&t.id));
-    Ok(!plan.is_empty() || !status_ok)
+    }
 }
 
 /// True when an outcome left the service as its tags say.

@@ -458,6 +458,12 @@ async fn a_process_killed_inside_each_write_is_finished_by_the_next_run() {
                 )
                 .await
             }
+            // The status write held is the final report (`ready …`), not the
+            // `pending creating` mark written before the first write.
+            KillPoint::Aws(op @ "ecs:TagResource") => w.aws.inject(
+                devtools::aws_proxy::Fault::hold(op, Duration::from_secs(60))
+                    .when_body_contains("ready "),
+            ),
             KillPoint::Aws(op) => w.aws.inject(devtools::aws_proxy::Fault::hold(
                 op,
                 Duration::from_secs(60),
@@ -475,7 +481,11 @@ async fn a_process_killed_inside_each_write_is_finished_by_the_next_run() {
                         let f = w.hook(reqwest::Method::GET, "/faults", None).await;
                         f["faults"].as_array().is_some_and(|a| a.is_empty())
                     }
-                    KillPoint::Aws(op) => w.aws.calls().iter().any(|c| c.call.name() == op),
+                    KillPoint::Aws(op) => w.aws.calls().iter().any(|c| {
+                        c.call.name() == op
+                            && (op != "ecs:TagResource"
+                                || c.call.params.to_string().contains("ready "))
+                    }),
                 };
                 if done {
                     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -179,6 +179,8 @@ async fn every_client_request_fits_cloudflares_openapi_document() {
             record_type: Some("CNAME".into()),
             content: Some(record.content.clone()),
             comment_startswith: Some("ecs-tunnels:".into()),
+            // The reconcile's read: whatever is at the name OR carries our marker.
+            match_any: true,
         },
     )
     .await

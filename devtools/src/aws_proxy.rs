@@ -146,6 +146,8 @@ pub struct Fault {
     /// Instead of an error: pass the call on (it lands), then hold the answer this long
     /// (a window in which the caller can die after its write).
     pub hold: Option<std::time::Duration>,
+    /// Only calls whose JSON body contains this text.
+    pub body_contains: Option<String>,
 }
 
 impl Fault {
@@ -158,6 +160,7 @@ impl Fault {
             error_type: error_type.to_string(),
             message: message.to_string(),
             hold: None,
+            body_contains: None,
         }
     }
 
@@ -181,11 +184,21 @@ impl Fault {
         self
     }
 
+    /// Only calls whose JSON body, as text, contains `text` (e.g. a tag value).
+    pub fn when_body_contains(mut self, text: &str) -> Fault {
+        self.body_contains = Some(text.to_string());
+        self
+    }
+
     fn matches(&self, call: &CallInfo) -> bool {
-        match self.operation.split_once(':') {
+        let op = match self.operation.split_once(':') {
             Some((s, op)) => s == call.service && op == call.operation,
             None => self.operation == call.operation,
-        }
+        };
+        op && self
+            .body_contains
+            .as_ref()
+            .is_none_or(|t| call.params.to_string().contains(t.as_str()))
     }
 }
 

@@ -19,6 +19,9 @@ pub struct DnsQuery {
     pub content: Option<String>,
     /// Comment prefix (the ownership marker), query `comment.startswith`.
     pub comment_startswith: Option<String>,
+    /// Match a record when any filter matches (query `match=any`) instead of all: one
+    /// read returns whatever is at a hostname and every record carrying our marker.
+    pub match_any: bool,
 }
 
 impl DnsQuery {
@@ -34,6 +37,9 @@ impl DnsQuery {
                 q.push((key, v.clone()));
             }
         }
+        if self.match_any && q.len() > 1 {
+            q.push(("match", "any".to_string()));
+        }
         q
     }
 
@@ -41,16 +47,26 @@ impl DnsQuery {
         fn norm(s: &str) -> String {
             s.trim_end_matches('.').to_ascii_lowercase()
         }
-        let eq =
-            |want: &Option<String>, got: &str| want.as_ref().is_none_or(|w| norm(w) == norm(got));
-        eq(&self.name, &r.name)
-            && eq(&self.record_type, &r.record_type)
-            && eq(&self.content, &r.content)
-            && self.comment_startswith.as_ref().is_none_or(|p| {
+        let eq = |want: &Option<String>, got: &str| want.as_ref().map(|w| norm(w) == norm(got));
+        let tests = [
+            eq(&self.name, &r.name),
+            eq(&self.record_type, &r.record_type),
+            eq(&self.content, &r.content),
+            self.comment_startswith.as_ref().map(|p| {
                 r.comment
                     .as_deref()
                     .is_some_and(|c| c.to_lowercase().starts_with(&p.to_lowercase()))
-            })
+            }),
+        ];
+        let mut given = tests.into_iter().flatten().peekable();
+        if given.peek().is_none() {
+            return true;
+        }
+        if self.match_any {
+            given.any(|t| t)
+        } else {
+            given.all(|t| t)
+        }
     }
 }
 
@@ -209,6 +225,7 @@ mod tests {
             record_type: Some("CNAME".into()),
             content: None,
             comment_startswith: Some("managed-by=".into()),
+            match_any: false,
         };
         assert_eq!(
             q.params(),
@@ -231,5 +248,18 @@ mod tests {
         r.comment = None;
         assert!(!q.matches(&r));
         assert!(DnsQuery::default().matches(&r));
+        // `match=any`: at the name, or carrying the marker.
+        let any = DnsQuery {
+            name: Some("a.example.com".into()),
+            comment_startswith: Some("managed-by=".into()),
+            match_any: true,
+            ..Default::default()
+        };
+        assert!(any.params().contains(&("match", "any".to_string())));
+        assert!(any.matches(&r), "at the name, no marker");
+        r.name = "b.example.com".into();
+        assert!(!any.matches(&r), "neither");
+        r.comment = Some("managed-by=ecs".into());
+        assert!(any.matches(&r), "the marker elsewhere");
     }
 }

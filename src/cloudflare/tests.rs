@@ -324,6 +324,7 @@ async fn paginates_across_pages() {
         record_type: Some("CNAME".into()),
         content: None,
         comment_startswith: Some("managed-by=ecs-tunnels".into()),
+        match_any: false,
     };
     let recs = c.list_dns_records("z1", &q).await.unwrap();
     assert_eq!(recs.len(), 250);

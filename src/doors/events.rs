@@ -22,6 +22,10 @@ pub enum Trigger {
         /// The event may mean the service stopped being exposed (an untag, a delete):
         /// look for leftovers even if the service carries no status tag.
         check_removal: bool,
+        /// A routine event (a task started or stopped, a redeploy that names no new
+        /// input): a service whose inputs match its last converged reconcile needs no
+        /// Cloudflare call (see `reconcile::Ask::routine`).
+        routine: bool,
     },
     /// Nothing to do, and why (costs no call).
     Ignore(String),
@@ -150,11 +154,14 @@ fn task_state_change(event: &Value, account: Option<String>) -> Trigger {
     let Some(service) = group.strip_prefix("service:") else {
         return Trigger::Ignore(format!("task is not part of a service (group {group:?})"));
     };
+    // A task that failed to start may be the sidecar failing on our token: full path.
+    let failed_to_start = s(event, &["detail", "stopCode"]) == Some("TaskFailedToStart");
     match s(event, &["detail", "clusterArn"]) {
         Some(cluster) => Trigger::Service {
             service: ServiceId::new(cluster_name(cluster), service),
             account,
             check_removal: false,
+            routine: !failed_to_start,
         },
         None => Trigger::Ignore("task event without clusterArn".into()),
     }
@@ -227,11 +234,22 @@ fn cloudtrail(event: &Value, account: Option<String>) -> Trigger {
             return Trigger::Ignore(format!("ECS call {other} is not one ecs-tunnels acts on"))
         }
     };
+    // A redeploy (ours, or anyone's) or a scaling names no input of ours.
+    let redeploy_only = name == "UpdateService"
+        && rp.as_object().is_some_and(|o| {
+            o.keys().all(|k| {
+                matches!(
+                    k.as_str(),
+                    "cluster" | "service" | "forceNewDeployment" | "desiredCount"
+                )
+            })
+        });
     match found {
         Some(service) => Trigger::Service {
             service,
             account,
             check_removal: matches!(name, "UntagResource" | "DeleteService"),
+            routine: redeploy_only,
         },
         None => Trigger::Ignore(format!("{name} event without a service")),
     }
@@ -259,6 +277,7 @@ fn tag_change(event: &Value, account: Option<String>) -> Trigger {
             service,
             account,
             check_removal: hostname_gone,
+            routine: false,
         },
         None => Trigger::Ignore(format!("tag change without a service ARN ({arn})")),
     }
@@ -293,7 +312,41 @@ mod tests {
             service: ServiceId::new(c, s),
             account: Some("123456789012".into()),
             check_removal,
+            routine: false,
         }
+    }
+
+    fn routine(c: &str, s: &str) -> Trigger {
+        Trigger::Service {
+            service: ServiceId::new(c, s),
+            account: Some("123456789012".into()),
+            check_removal: false,
+            routine: true,
+        }
+    }
+
+    #[test]
+    fn task_events_and_redeploys_are_routine_other_changes_are_not() {
+        let task = |extra: Value| {
+            let mut d = json!({"group": "service:web", "clusterArn": "arn:aws:ecs:us-east-1:123456789012:cluster/prod", "lastStatus": "STOPPED"});
+            d.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            json!({"detail-type": "ECS Task State Change", "account": "123456789012", "detail": d})
+        };
+        assert_eq!(recognise(&task(json!({}))).unwrap(), vec![routine("prod", "web")]);
+        assert_eq!(
+            recognise(&task(json!({"stopCode": "TaskFailedToStart"}))).unwrap(),
+            vec![svc("prod", "web")]
+        );
+        let redeploy = ct(
+            "UpdateService",
+            json!({"cluster": "prod", "service": "web", "forceNewDeployment": true}),
+        );
+        assert_eq!(recognise(&redeploy).unwrap(), vec![routine("prod", "web")]);
+        let new_revision = ct(
+            "UpdateService",
+            json!({"cluster": "prod", "service": "web", "taskDefinition": "web:8"}),
+        );
+        assert_eq!(recognise(&new_revision).unwrap(), vec![svc("prod", "web")]);
     }
 
     fn ct(name: &str, rp: Value) -> Value {
@@ -307,7 +360,7 @@ mod tests {
     fn recognises_every_shape() {
         let task = json!({"detail-type": "ECS Task State Change", "account": "123456789012",
             "detail": {"group": "service:web", "clusterArn": "arn:aws:ecs:us-east-1:123456789012:cluster/prod", "lastStatus": "RUNNING"}});
-        assert_eq!(recognise(&task).unwrap(), vec![svc("prod", "web")]);
+        assert_eq!(recognise(&task).unwrap(), vec![routine("prod", "web")]);
         let cases = vec![
             (
                 ct(
@@ -321,7 +374,7 @@ mod tests {
                     "UpdateService",
                     json!({"cluster": "arn:aws:ecs:us-east-1:123456789012:cluster/prod", "service": "web"}),
                 ),
-                svc("prod", "web"),
+                routine("prod", "web"),
             ),
             (
                 ct("DeleteService", json!({"cluster": "prod", "service": ARN})),
@@ -359,7 +412,7 @@ mod tests {
             {"eventSource": "aws:sqs", "body": task.to_string()}]});
         assert_eq!(
             recognise(&sqs).unwrap(),
-            vec![svc("prod", "web")],
+            vec![routine("prod", "web")],
             "duplicates collapse"
         );
     }

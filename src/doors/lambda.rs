@@ -7,6 +7,7 @@ use crate::config::Config;
 use crate::context::Deps;
 use crate::doors::events::{recognise, sqs_batch, BatchItem, Trigger};
 use crate::doors::run::{reconcile_many, Work};
+use crate::reconcile::Ask;
 use crate::ownership::ServiceId;
 use crate::reconcile::{Mode, Outcome};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
@@ -139,10 +140,12 @@ pub async fn handle(deps: &Deps, event: LambdaEvent<Value>) -> Result<Value, Err
                 service,
                 account,
                 check_removal,
+                routine,
             } => work.add(
                 service,
                 account.or_else(|| fn_account.clone()),
                 check_removal,
+                routine,
             ),
             Trigger::Ignore(why) => {
                 info!(reason = %why, "event ignored");
@@ -193,7 +196,7 @@ pub async fn handle(deps: &Deps, event: LambdaEvent<Value>) -> Result<Value, Err
             }
         }
     }
-    outcomes.extend(reconcile_many(deps, work.work, Mode::Apply, &work.check_removal).await);
+    outcomes.extend(reconcile_many(deps, work.work, Mode::Apply, &work.asks).await);
     let calls = deps.cf.stats().total - calls_before;
     let transient: Vec<String> = outcomes
         .iter()
@@ -210,17 +213,28 @@ pub async fn handle(deps: &Deps, event: LambdaEvent<Value>) -> Result<Value, Err
 #[derive(Default)]
 struct Services {
     work: Vec<Work>,
-    check_removal: BTreeSet<ServiceId>,
+    asks: BTreeMap<ServiceId, Ask>,
 }
 
 impl Services {
     /// Adds a service (once); `check_removal` when its event may mean it was untagged
-    /// or deleted.
-    fn add(&mut self, service: ServiceId, account: Option<String>, check_removal: bool) {
-        if check_removal {
-            self.check_removal.insert(service.clone());
-        }
-        if !self.work.iter().any(|(s, _)| *s == service) {
+    /// or deleted; `routine` when it was a routine event (routine only if every event
+    /// for the service was).
+    fn add(
+        &mut self,
+        service: ServiceId,
+        account: Option<String>,
+        check_removal: bool,
+        routine: bool,
+    ) {
+        let first = !self.asks.contains_key(&service);
+        let ask = self.asks.entry(service.clone()).or_insert_with(|| Ask {
+            routine: true,
+            ..Default::default()
+        });
+        ask.check_removal |= check_removal;
+        ask.routine &= routine;
+        if first {
             self.work.push((service, account));
         }
     }
@@ -255,6 +269,7 @@ async fn handle_batch(
                     service,
                     account,
                     check_removal,
+                    routine,
                 } => {
                     senders
                         .entry(service.clone())
@@ -264,6 +279,7 @@ async fn handle_batch(
                         service,
                         account.or_else(|| fn_account.clone()),
                         check_removal,
+                        routine,
                     );
                 }
                 Trigger::Ignore(why) => {
@@ -283,7 +299,7 @@ async fn handle_batch(
             }
         }
     }
-    let outcomes = reconcile_many(deps, work.work, Mode::Apply, &work.check_removal).await;
+    let outcomes = reconcile_many(deps, work.work, Mode::Apply, &work.asks).await;
     for o in outcomes.iter().filter(|o| o.is_transient()) {
         for id in senders.get(&o.service).into_iter().flatten() {
             failed.insert(id.clone());

@@ -4,10 +4,10 @@
 use crate::aws::AwsError;
 use crate::context::Deps;
 use crate::ownership::ServiceId;
-use crate::reconcile::{reconcile_service_with, Mode, Outcome};
+use crate::reconcile::{reconcile_asked, Ask, Mode, Outcome};
 use crate::spec::{TAG_HOSTNAME, TAG_STATUS};
 use futures::stream::{self, StreamExt};
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 /// Services reconciled at once by one process.
 pub const CONCURRENCY: usize = 4;
@@ -15,18 +15,19 @@ pub const CONCURRENCY: usize = 4;
 /// A service to reconcile, with the AWS account it lives in when known.
 pub type Work = (ServiceId, Option<String>);
 
-/// Reconciles each service (at most [`CONCURRENCY`] at a time), in input order. Services
-/// in `check_removal` are searched for leftovers even without a status tag.
+/// Reconciles each service (at most [`CONCURRENCY`] at a time), in input order, as
+/// `asks` says (a service it does not name takes the full path).
 pub async fn reconcile_many(
     deps: &Deps,
     work: Vec<Work>,
     mode: Mode,
-    check_removal: &BTreeSet<ServiceId>,
+    asks: &BTreeMap<ServiceId, Ask>,
 ) -> Vec<Outcome> {
+    let full = Ask::default();
     stream::iter(work)
-        .map(|(svc, account)| async move {
-            let check = check_removal.contains(&svc);
-            reconcile_service_with(deps, &svc, mode, account.as_deref(), check).await
+        .map(|(svc, account)| {
+            let ask = asks.get(&svc).unwrap_or(&full);
+            async move { reconcile_asked(deps, &svc, mode, account.as_deref(), ask).await }
         })
         .buffered(CONCURRENCY)
         .collect()

@@ -514,11 +514,14 @@ impl World {
         );
     }
 
-    /// Overwrites the SSM token parameter `name` with a token for `tunnel_id` whose secret
-    /// Cloudflare does not know (a stale token, as a crash mid-rotation leaves it).
+    /// Overwrites the SSM token parameter `name` with a token for `tunnel_id` that
+    /// Cloudflare refuses and that any run can tell is wrong without asking Cloudflare:
+    /// it names another account (a copy from another install). A token whose secret
+    /// alone is stale, with no rotation mark, is the sweep's to find (see
+    /// tests/sweep.rs).
     pub async fn make_token_stale(&self, name: &str, tunnel_id: &str) {
         let stale = ecs_tunnels::token::encode_token(
-            "0123456789abcdef0123456789abcdef",
+            "fedcba9876543210fedcba9876543210",
             tunnel_id,
             &ecs_tunnels::token::new_tunnel_secret(),
         );
