@@ -27,7 +27,10 @@ fn hex8(parts: &[&str]) -> String {
         h.update(p.as_bytes());
         h.update([0u8]);
     }
-    h.finalize()[..4].iter().map(|b| format!("{b:02x}")).collect()
+    h.finalize()[..4]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 impl SpecDigest {
@@ -65,11 +68,9 @@ impl SpecDigest {
         let digits = status
             .split_whitespace()
             .find_map(|w| w.strip_prefix(LABEL))?;
-        (digits.len() == 16 && digits.bytes().all(|b| b.is_ascii_hexdigit())).then(|| {
-            SpecDigest {
-                hosts: digits[..8].to_ascii_lowercase(),
-                full: digits[8..].to_ascii_lowercase(),
-            }
+        (digits.len() == 16 && digits.bytes().all(|b| b.is_ascii_hexdigit())).then(|| SpecDigest {
+            hosts: digits[..8].to_ascii_lowercase(),
+            full: digits[8..].to_ascii_lowercase(),
         })
     }
 

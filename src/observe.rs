@@ -234,6 +234,9 @@ pub struct Seen {
     pub record_zones: BTreeSet<String>,
     /// Reusable policies with the service's policy name.
     pub policies: Vec<AccessPolicy>,
+    /// Compare the stored token with the one Cloudflare serves even without a rotation
+    /// mark (the sweep found, or could not rule out, a secret changed out of band).
+    pub verify_token: bool,
 }
 
 /// Our own policy as the application embeds it (no read of the policy itself).
@@ -419,10 +422,11 @@ pub async fn observe(
         && (hints.find_unlinked_policies
             || (app.is_none() && (tunnel.is_some() || token.is_some())));
     // Is the stored token the one Cloudflare serves? Read only while a rotation mark is
-    // on it (a rotation or a teardown that may have changed the secret and died).
+    // on it (a rotation or a teardown that may have changed the secret and died), or
+    // when the sweep asks.
     let check_token = token
         .as_ref()
-        .is_some_and(|t| t.rotation.is_some())
+        .is_some_and(|t| t.rotation.is_some() || hints.seen.verify_token)
         .then(|| tunnel.as_ref().map(|t| t.id.clone()))
         .flatten()
         .filter(|id| token.as_ref().and_then(|t| t.tunnel_id.as_deref()) == Some(id.as_str()));

@@ -5,9 +5,9 @@
 use crate::apply::apply;
 use crate::context::Deps;
 use crate::diff::{diff, Change, KeptPolicy, Plan};
+use crate::digest::SpecDigest;
 use crate::error::ReconcileError;
 use crate::model::{PlanContext, RedeployTarget};
-use crate::digest::SpecDigest;
 use crate::observe::{observe, resolve_target, Hints, Seen};
 use crate::ownership::ServiceId;
 use crate::spec::{self, Desired, TAG_HOSTNAME, TAG_STATUS};
@@ -180,7 +180,9 @@ pub async fn reconcile_asked(
         Ok(o) => o,
         Err(e) => return failed(svc, &ReconcileError::Setup(e)),
     };
-    let status = active.and_then(|i| i.tags.get(TAG_STATUS)).map(String::as_str);
+    let status = active
+        .and_then(|i| i.tags.get(TAG_STATUS))
+        .map(String::as_str);
     let mut hints = Hints {
         // A run that did not finish may have left a policy it had not linked yet.
         find_unlinked_policies: status.is_some_and(|s| status::ready_tunnel(s).is_none()),
@@ -514,5 +516,15 @@ pub async fn reconcile_resource(
         find_unlinked_policies: true,
         ..Default::default()
     };
-    converge(deps, key, owner, &intent, Mode::Apply, redeploy, hints, None).await
+    converge(
+        deps,
+        key,
+        owner,
+        &intent,
+        Mode::Apply,
+        redeploy,
+        hints,
+        None,
+    )
+    .await
 }

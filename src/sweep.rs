@@ -23,9 +23,9 @@ use crate::context::Deps;
 use crate::diff::diff;
 use crate::error::ReconcileError;
 use crate::model::{render_config, ObservedRecord, PlanContext, StoredToken};
+use crate::observe::Seen;
 use crate::observe::{resolve_target, Lookups};
 use crate::ownership::{Owner, ServiceId};
-use crate::observe::Seen;
 use crate::reconcile::{reconcile_asked, Ask, Mode, Outcome, State};
 use crate::spec::{Desired, TAG_HOSTNAME, TAG_STATUS};
 use crate::status;
@@ -644,6 +644,19 @@ async fn needs_work(
             .await?
             .map(|p| StoredToken::of(&p, owner, None)),
     };
+    // In this sweep's slice, the stored token is compared with the one Cloudflare
+    // serves too: a secret changed out of band (no mark of ours) is found within one
+    // configuration cycle.
+    let token = match (token, &tunnel) {
+        (Some(mut t), Some(tun)) if check_config && t.tunnel_id.as_deref() == Some(&tun.id) => {
+            if let Some(stored) = deps.tokens.get(svc).await? {
+                let served = deps.cf.tunnel_token(&tun.id).await?;
+                t.matches_cloudflare = Some(crate::token::same_token(&served, &stored.value));
+            }
+            Some(t)
+        }
+        (t, _) => t,
+    };
     let marker = owner.dns_comment(svc);
     let observed = crate::observe::assemble(
         &ctx,
@@ -688,6 +701,8 @@ fn seen_in_bulk(bulk: &Bulk, owner: &Owner, svc: &ServiceId) -> Seen {
             .filter(|p| p.name == policy_name)
             .cloned()
             .collect(),
+        // The sweep's view of the token may be what made it pick the service.
+        verify_token: true,
     }
 }
 

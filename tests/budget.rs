@@ -38,9 +38,8 @@ fn zones() -> Vec<String> {
 /// Objects that are not ours: applications (some at other hosts of our zone), reusable
 /// policies, and DNS records spread over every zone.
 async fn crowd(w: &World, n: usize) {
-    let zones: Vec<(String, String)> = w
-        .cf(reqwest::Method::GET, "/zones?per_page=50", None)
-        .await["result"]
+    let zones: Vec<(String, String)> = w.cf(reqwest::Method::GET, "/zones?per_page=50", None).await
+        ["result"]
         .as_array()
         .unwrap()
         .iter()
@@ -118,7 +117,11 @@ async fn measure(crowded: bool) -> Costs {
     // Our tags did not change: the tag event of an unrelated value of ours.
     let (tag_event_cost, resp) = cost_of(
         &w,
-        tag_event("demo", "web", &[("ecs-tunnels:hostname", "web.example.com")]),
+        tag_event(
+            "demo",
+            "web",
+            &[("ecs-tunnels:hostname", "web.example.com")],
+        ),
     )
     .await;
     assert_eq!(resp["outcomes"][0]["state"], "ready", "{resp}");
@@ -170,10 +173,7 @@ async fn each_operation_meets_its_budget_whatever_the_account_holds() {
         "create: {:?}",
         c.create
     );
-    assert_eq!(
-        c.task_event.calls, 0,
-        "a task event of a converged service"
-    );
+    assert_eq!(c.task_event.calls, 0, "a task event of a converged service");
     assert!(
         c.tag_event.calls <= 4 && c.tag_event.writes == 0,
         "tag event: {:?}",

@@ -659,3 +659,45 @@ async fn a_record_created_during_the_sweep_is_left_alone() {
     );
     assert_eq!(w.writes().await, 0);
 }
+
+/// A tunnel secret changed outside ecs-tunnels (no rotation mark of ours): task events
+/// trust the status digest and cost no Cloudflare call, so the sweep finds it when the
+/// service's configuration is in its slice, and repairs the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_changed_out_of_band_is_found_by_the_sweep() {
+    let mut w = World::start().await;
+    w.spawn_function().await;
+    expose_by_event(&w, "demo", "web", "web.example.com").await;
+    let tid = w.live_tunnels().await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Same account and tunnel, another secret: nothing but Cloudflare can tell.
+    let stale =
+        ecs_tunnels::token::encode_token(ACCT, &tid, &ecs_tunnels::token::new_tunnel_secret());
+    aws_sdk_ssm::Client::new(&w.sdk)
+        .put_parameter()
+        .name("/ecs-tunnels/demo/web/token")
+        .value(stale.expose())
+        .overwrite(true)
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .send()
+        .await
+        .expect("overwrite the token");
+    w.reset_requests().await;
+    let r = w.invoke_ok(task_event("demo", "web", true)).await;
+    assert_eq!(r["outcomes"][0]["state"], "ready", "{r}");
+    assert_eq!(
+        w.requests().await["total"],
+        0,
+        "a routine event trusts the digest"
+    );
+
+    let report = sweep(&w).await;
+    assert_eq!(report["needed_work"], 1, "{report}");
+    assert_eq!(report["changes"]["write_token"], 1, "{report}");
+    let (token, _) = w.token_parameter("demo", "web").await.unwrap();
+    assert!(w.token_connects(&token).await, "the token was repaired");
+    let again = sweep(&w).await;
+    assert_eq!(again["needed_work"], 0, "{again}");
+}

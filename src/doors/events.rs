@@ -329,10 +329,15 @@ mod tests {
     fn task_events_and_redeploys_are_routine_other_changes_are_not() {
         let task = |extra: Value| {
             let mut d = json!({"group": "service:web", "clusterArn": "arn:aws:ecs:us-east-1:123456789012:cluster/prod", "lastStatus": "STOPPED"});
-            d.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            d.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
             json!({"detail-type": "ECS Task State Change", "account": "123456789012", "detail": d})
         };
-        assert_eq!(recognise(&task(json!({}))).unwrap(), vec![routine("prod", "web")]);
+        assert_eq!(
+            recognise(&task(json!({}))).unwrap(),
+            vec![routine("prod", "web")]
+        );
         assert_eq!(
             recognise(&task(json!({"stopCode": "TaskFailedToStart"}))).unwrap(),
             vec![svc("prod", "web")]
