@@ -30,6 +30,7 @@ use crate::reconcile::{reconcile_asked, Ask, Mode, Outcome, State};
 use crate::spec::{Desired, TAG_HOSTNAME, TAG_STATUS};
 use crate::status;
 use futures::future::{join_all, try_join_all};
+use futures::stream::{self, StreamExt};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant, SystemTime};
@@ -69,6 +70,9 @@ pub struct SweepReport {
     pub managed: usize,
     /// Managed services found exactly as their tags say.
     pub converged: usize,
+    /// Of those, services whose status tag was rewritten to say so (with the digest of
+    /// their inputs) without any Cloudflare call.
+    pub statuses_refreshed: usize,
     /// Services (managed or orphaned) that needed work.
     pub needed_work: usize,
     /// Services that are gone or untagged (also with their cluster) and still have
@@ -386,18 +390,46 @@ pub async fn sweep(
     report.config_cycle_sweeps = slots;
     let mut work: BTreeSet<ServiceId> = BTreeSet::new();
 
-    for (i, (svc, info)) in managed.iter().enumerate() {
-        let check_config = i / limits.config_checks == slot;
-        match needs_work(deps, &owner, svc, info, &bulk, &lookups, check_config).await {
-            Ok(false) => report.converged += 1,
-            Ok(true) => {
-                work.insert((*svc).clone());
+    let verdicts: Vec<(ServiceId, bool, Result<Verdict, ReconcileError>)> =
+        stream::iter(managed.iter().enumerate())
+            .map(|(i, (svc, info))| {
+                let check_config = i / limits.config_checks == slot;
+                let (bulk, lookups, owner) = (&bulk, &lookups, &owner);
+                async move {
+                    let v = needs_work(deps, owner, svc, info, bulk, lookups, check_config).await;
+                    ((*svc).clone(), check_config, v)
+                }
+            })
+            .buffered(crate::doors::run::CONCURRENCY * 2)
+            .collect()
+            .await;
+    for (svc, check_config, verdict) in verdicts {
+        match verdict {
+            Ok(Verdict::Converged) => report.converged += 1,
+            Ok(Verdict::RefreshStatus(value)) => {
+                // As the tags say, with a status that does not say so yet (written by an
+                // older version, or by a run that stopped after its last write): one
+                // ECS write, no Cloudflare call.
+                report.converged += 1;
+                if mode == Mode::Apply {
+                    if let Some(info) = by_id.get(&svc) {
+                        match deps.ecs.tag(&info.arn, TAG_STATUS, &value).await {
+                            Ok(()) => report.statuses_refreshed += 1,
+                            Err(e) => report
+                                .errors
+                                .push(format!("{svc}: the status tag could not be written: {e}")),
+                        }
+                    }
+                }
+            }
+            Ok(Verdict::NeedsWork) => {
+                work.insert(svc.clone());
             }
             Err(e) => {
                 report.errors.push(format!("{svc}: {e}"));
             }
         }
-        if check_config && bulk.tunnels.contains_key(*svc) {
+        if check_config && bulk.tunnels.contains_key(&svc) {
             report.configs_checked += 1;
         }
     }
@@ -590,22 +622,29 @@ async fn needs_work(
     bulk: &Bulk,
     lookups: &Lookups,
     check_config: bool,
-) -> Result<bool, ReconcileError> {
+) -> Result<Verdict, ReconcileError> {
     let current_status = info.tags.get(TAG_STATUS).cloned().unwrap_or_default();
     let wanted = crate::desired::wanted(deps, info, check_config).await?;
+    // Inputs changed since the last converged reconcile (or it recorded none): the
+    // configuration is compared now, not taken on trust.
+    let check_config = check_config || !wanted.unchanged();
+    let error_status = |e: &ReconcileError| {
+        if current_status != status::error(&e.to_string()) {
+            Verdict::NeedsWork
+        } else {
+            Verdict::Converged
+        }
+    };
     let spec = match &wanted.desired {
         Desired::Managed(s) => s,
         Desired::Invalid(errors) => {
-            return Ok(current_status
-                != status::error(&ReconcileError::Invalid(errors.clone()).to_string()))
+            return Ok(error_status(&ReconcileError::Invalid(errors.clone())))
         }
-        Desired::NotManaged => return Ok(false),
+        Desired::NotManaged => return Ok(Verdict::Converged),
     };
     let target = match resolve_target(deps, spec, lookups).await {
         Ok(t) => t,
-        Err(e @ ReconcileError::Invalid(_)) => {
-            return Ok(current_status != status::error(&e.to_string()))
-        }
+        Err(e @ ReconcileError::Invalid(_)) => return Ok(error_status(&e)),
         Err(e) => return Err(e),
     };
     let team_name = match target.access {
@@ -676,11 +715,27 @@ async fn needs_work(
         },
     );
     let plan = diff(&ctx, Some(&target), &observed);
-    let status_ok = tunnel
-        .as_ref()
-        .is_some_and(|t| status::ready_tunnel(&current_status) == Some(t.id.as_str()))
-        && wanted.unchanged();
-    Ok(!plan.is_empty() || !status_ok)
+    let Some(tunnel) = tunnel.filter(|_| plan.is_empty()) else {
+        return Ok(Verdict::NeedsWork);
+    };
+    let status_ok =
+        status::ready_tunnel(&current_status) == Some(tunnel.id.as_str()) && wanted.unchanged();
+    Ok(if status_ok {
+        Verdict::Converged
+    } else {
+        Verdict::RefreshStatus(status::ready(&tunnel.id, Some(&wanted.digest)))
+    })
+}
+
+/// What the sweep makes of one managed service.
+#[derive(Debug)]
+enum Verdict {
+    /// As its tags say, and its status says so.
+    Converged,
+    /// As its tags say; its status should read this.
+    RefreshStatus(String),
+    /// Needs its reconcile.
+    NeedsWork,
 }
 
 /// What the bulk lists saw of one service, for its reconcile: the zones of its records

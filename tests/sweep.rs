@@ -701,3 +701,49 @@ async fn a_secret_changed_out_of_band_is_found_by_the_sweep() {
     let again = sweep(&w).await;
     assert_eq!(again["needed_work"], 0, "{again}");
 }
+
+/// A converged service whose status an older version wrote (`ready <tunnel-id>`, no
+/// digest): the sweep checks it against Cloudflare and rewrites the status alone (no
+/// Cloudflare write, no reconcile); from then on its task events cost no call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_without_a_digest_is_refreshed_by_the_sweep_alone() {
+    let mut w = World::start().await;
+    w.spawn_function().await;
+    expose_by_event(&w, "demo", "web", "web.example.com").await;
+    let tid = w.live_tunnels().await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    w.set_tags(
+        "demo",
+        "web",
+        &[("ecs-tunnels:status", &format!("ready {tid}"))],
+    )
+    .await;
+    w.reset_requests().await;
+    let r = w.invoke_ok(task_event("demo", "web", true)).await;
+    assert_eq!(r["outcomes"][0]["state"], "ready", "{r}");
+    assert!(
+        w.requests().await["total"].as_u64().unwrap() > 0,
+        "no digest: the full path"
+    );
+    w.set_tags(
+        "demo",
+        "web",
+        &[("ecs-tunnels:status", &format!("ready {tid}"))],
+    )
+    .await;
+
+    let report = sweep(&w).await;
+    assert_eq!(report["needed_work"], 0, "{report}");
+    assert_eq!(report["statuses_refreshed"], 1, "{report}");
+    assert_eq!(report["cloudflare_writes"], 0, "{report}");
+    let status = w.service_tags("demo", "web").await["ecs-tunnels:status"].clone();
+    assert!(
+        status.starts_with(&format!("ready {tid} digest:")),
+        "{status}"
+    );
+    w.reset_requests().await;
+    w.invoke_ok(task_event("demo", "web", true)).await;
+    assert_eq!(w.requests().await["total"], 0);
+}
