@@ -141,6 +141,18 @@ async fn create_repeat_untag() {
         "a task event of a converged service whose tags did not change made Cloudflare calls: {}",
         w.requests().await
     );
+    // Our own redeploy's CloudTrail event (UpdateService with forceNewDeployment only):
+    // routine, so no Cloudflare call either.
+    let mut redeploy = sample("cloudtrail-update-service.json");
+    redeploy["detail"]["requestParameters"] =
+        json!({"cluster": "demo", "service": "web", "forceNewDeployment": true});
+    let resp = w.invoke_ok(redeploy).await;
+    assert_eq!(resp["outcomes"][0]["state"], "ready", "{resp}");
+    assert_eq!(
+        w.requests().await["total"],
+        0,
+        "our own redeploy's event made Cloudflare calls"
+    );
     let own = w
         .invoke_ok(tag_event(
             "demo",
