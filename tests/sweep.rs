@@ -660,11 +660,8 @@ async fn a_record_created_during_the_sweep_is_left_alone() {
     assert_eq!(w.writes().await, 0);
 }
 
-/// A tunnel secret changed outside ecs-tunnels (no rotation mark of ours): task events
-/// trust the status digest and cost no Cloudflare call, so the sweep finds it when the
-/// service's configuration is in its slice, and repairs the token.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_secret_changed_out_of_band_is_found_by_the_sweep() {
+/// demo/web exposed by an event; its tunnel id.
+async fn demo_web_exposed() -> (World, String) {
     let mut w = World::start().await;
     w.spawn_function().await;
     expose_by_event(&w, "demo", "web", "web.example.com").await;
@@ -672,18 +669,20 @@ async fn a_secret_changed_out_of_band_is_found_by_the_sweep() {
         .as_str()
         .unwrap()
         .to_string();
+    (w, tid)
+}
+
+/// A tunnel secret changed outside ecs-tunnels (no rotation mark of ours): task events
+/// trust the status digest and cost no Cloudflare call, so the sweep finds it when the
+/// service's configuration is in its slice, and repairs the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_changed_out_of_band_is_found_by_the_sweep() {
+    let (w, tid) = demo_web_exposed().await;
     // Same account and tunnel, another secret: nothing but Cloudflare can tell.
     let stale =
         ecs_tunnels::token::encode_token(ACCT, &tid, &ecs_tunnels::token::new_tunnel_secret());
-    aws_sdk_ssm::Client::new(&w.sdk)
-        .put_parameter()
-        .name("/ecs-tunnels/demo/web/token")
-        .value(stale.expose())
-        .overwrite(true)
-        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
-        .send()
-        .await
-        .expect("overwrite the token");
+    w.overwrite_token("/ecs-tunnels/demo/web/token", &stale)
+        .await;
     w.reset_requests().await;
     let r = w.invoke_ok(task_event("demo", "web", true)).await;
     assert_eq!(r["outcomes"][0]["state"], "ready", "{r}");
@@ -707,13 +706,7 @@ async fn a_secret_changed_out_of_band_is_found_by_the_sweep() {
 /// Cloudflare write, no reconcile); from then on its task events cost no call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_status_without_a_digest_is_refreshed_by_the_sweep_alone() {
-    let mut w = World::start().await;
-    w.spawn_function().await;
-    expose_by_event(&w, "demo", "web", "web.example.com").await;
-    let tid = w.live_tunnels().await[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (w, tid) = demo_web_exposed().await;
     w.set_tags(
         "demo",
         "web",

@@ -525,10 +525,15 @@ impl World {
             tunnel_id,
             &ecs_tunnels::token::new_tunnel_secret(),
         );
+        self.overwrite_token(name, &stale).await;
+    }
+
+    /// Overwrites the SSM token parameter `name` with `token`, behind ecs-tunnels' back.
+    pub async fn overwrite_token(&self, name: &str, token: &ecs_tunnels::secret::Secret) {
         aws_sdk_ssm::Client::new(&self.sdk)
             .put_parameter()
             .name(name)
-            .value(stale.expose())
+            .value(token.expose())
             .overwrite(true)
             .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
             .send()
