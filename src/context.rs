@@ -20,6 +20,7 @@ struct Cache {
     team_name: Option<(Instant, String)>,
     access_tags: Vec<String>,
     origins: std::collections::HashMap<String, Option<String>>,
+    lookups: Option<(Instant, std::sync::Arc<crate::observe::Lookups>)>,
 }
 
 /// The shared dependencies of every door.
@@ -129,6 +130,21 @@ impl Deps {
         let team = self.cf.get_organization().await?.team_name().to_string();
         cache.team_name = Some((Instant::now(), team.clone()));
         Ok(team)
+    }
+
+    /// The account-wide lists that names in tags resolve against (groups, reusable
+    /// policies, IdPs), each fetched once when first needed and kept for a few minutes;
+    /// `fresh` starts new ones (a name not found may be younger than the lists).
+    pub async fn lookups(&self, fresh: bool) -> std::sync::Arc<crate::observe::Lookups> {
+        let mut cache = self.cache.lock().await;
+        match &cache.lookups {
+            Some((at, l)) if !fresh && at.elapsed() < CACHE_TTL => l.clone(),
+            _ => {
+                let l = std::sync::Arc::new(crate::observe::Lookups::default());
+                cache.lookups = Some((Instant::now(), l.clone()));
+                l
+            }
+        }
     }
 
     /// The default origin of a task definition. Task definitions are immutable, so the

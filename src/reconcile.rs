@@ -314,7 +314,14 @@ async fn converge(
 ) -> Result<Outcome, ReconcileError> {
     let target = match intent {
         Intent::Expose(spec) => {
-            Some(resolve_target(deps, spec, &crate::observe::Lookups::default()).await?)
+            // Names in tags resolve against lists kept for a few minutes; a name not
+            // found is looked up once more in fresh lists before it is an error.
+            match resolve_target(deps, spec, &*deps.lookups(false).await).await {
+                Err(ReconcileError::Invalid(_)) => {
+                    Some(resolve_target(deps, spec, &*deps.lookups(true).await).await?)
+                }
+                other => Some(other?),
+            }
         }
         Intent::Remove => None,
     };
