@@ -45,6 +45,8 @@ ACCOUNT_ID = "0123456789abcdef0123456789abcdef"
 TOKEN_PARAMETER = "/cloudflare/api-token"
 # README "Deploy": the budget.
 RESERVED = {"EventsFunction": 2, "SweepFunction": 1, "CustomResourceFunction": 1, "SecretsRotationFunction": 1}
+# Each function's percentage of the Cloudflare API budget (ECS_TUNNELS_API_SHARE).
+SHARE = {"EventsFunction": "55", "SweepFunction": "35", "CustomResourceFunction": "5", "SecretsRotationFunction": "5"}
 BUCKET, KEY = "placeholder-bucket", "ecs-tunnels.zip"  # what expand() writes as CodeUri
 
 # Only moto, never a real account: no profile, dummy keys, no instance metadata.
@@ -209,6 +211,11 @@ def main_stack(c, template, zip_bytes, store):
         check(env.get("CLOUDFLARE_ACCOUNT_ID") == ACCOUNT_ID and env.get("CLOUDFLARE_API_TOKEN_PARAMETER") == TOKEN_PARAMETER
               and "CLOUDFLARE_API_TOKEN_SECRET_ARN" not in env and env.get("ECS_TUNNELS_TOKEN_STORE") == (store or "ssm"),
               f"{name}: environment from the parameters", env)
+        # (moto keeps a number parameter's value a number; Lambda makes every value a string)
+        budget = tuple(str(env.get(k)) for k in ("ECS_TUNNELS_API_BUDGET", "ECS_TUNNELS_API_BUDGET_WINDOW",
+                                                 "ECS_TUNNELS_API_SHARE", "ECS_TUNNELS_API_CONCURRENCY"))
+        check(budget == ("1200", "5m", SHARE.get(name), str(reserved)),
+              f"{name}: API budget 1200 per 5m, share {SHARE.get(name)}%, split between its {reserved} processes", budget)
         rotation = env.get("ECS_TUNNELS_ROTATION_FUNCTION_ARN")
         if name == "SecretsRotationFunction":
             continue
@@ -227,6 +234,11 @@ def main_stack(c, template, zip_bytes, store):
     check(len(mappings) == 1 and mappings[0].get("FunctionResponseTypes") == ["ReportBatchItemFailures"]
           and mappings[0]["EventSourceArn"] == outputs.get("EventsQueueArn", {}).get("OutputValue"),
           "SQS event source mapping from EventsQueue with ReportBatchItemFailures", mappings)
+    if mappings:
+        concurrency = mappings[0].get("ScalingConfig", {}).get("MaximumConcurrency")
+        check(concurrency == RESERVED["EventsFunction"],
+              f"the event source's MaximumConcurrency is the event function's reserved concurrency ({RESERVED['EventsFunction']})",
+              concurrency)
 
     exports = {e["Name"]: e["Value"] for e in cfn.list_exports()["Exports"]}
     token = exports.get("ecs-tunnels-CustomResourceServiceToken")

@@ -1,5 +1,6 @@
 //! The functions' configuration, read once from the environment (see the README's table).
 
+use crate::cloudflare::Budget;
 use crate::ownership::Owner;
 use crate::secret::Secret;
 use std::time::Duration;
@@ -10,6 +11,10 @@ pub const DEFAULT_API_URL: &str = "https://api.cloudflare.com/client/v4";
 pub const DEFAULT_PREFIX: &str = "/ecs-tunnels";
 /// Default rotation period (30 days).
 pub const DEFAULT_ROTATE_EVERY: Duration = Duration::from_secs(30 * 86400);
+/// Cloudflare's API limit per token: 1,200 requests…
+pub const DEFAULT_API_BUDGET: u32 = 1200;
+/// …per 5 minutes.
+pub const DEFAULT_API_BUDGET_WINDOW: Duration = Duration::from_secs(300);
 
 /// Where the Cloudflare API token comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,9 +65,31 @@ pub struct Config {
     pub sweep_config_checks: usize,
     /// `ECS_TUNNELS_SWEEP_INTERVAL`: how often the sweep is scheduled.
     pub sweep_interval: Duration,
+    /// `ECS_TUNNELS_API_BUDGET`: Cloudflare requests the whole install may send per
+    /// window (0: no limit).
+    pub api_budget: u32,
+    /// `ECS_TUNNELS_API_BUDGET_WINDOW`: the window of that budget.
+    pub api_budget_window: Duration,
+    /// `ECS_TUNNELS_API_SHARE`: the percentage of the budget this function may spend.
+    pub api_share: u32,
+    /// `ECS_TUNNELS_API_CONCURRENCY`: how many processes of this function can run at
+    /// once (they split its share evenly).
+    pub api_concurrency: u32,
 }
 
 impl Config {
+    /// This process's part of the install's Cloudflare API budget (`None`: no limit).
+    pub fn process_budget(&self) -> Option<Budget> {
+        Budget::share_of(
+            self.api_budget,
+            self.api_budget_window,
+            self.api_share,
+            self.api_concurrency,
+        )
+        .ok()
+        .flatten()
+    }
+
     /// Reads the configuration from the process environment.
     pub fn from_env() -> Result<Config, String> {
         Self::from_lookup(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()))
@@ -139,7 +166,41 @@ impl Config {
                 format!("ECS_TUNNELS_SWEEP_INTERVAL {v:?} is not a duration such as 5m")
             })?,
         };
+        let api_budget = u32::try_from(number(
+            "ECS_TUNNELS_API_BUDGET",
+            u64::from(DEFAULT_API_BUDGET),
+        )?)
+        .map_err(|_| "ECS_TUNNELS_API_BUDGET is too large".to_string())?;
+        let api_budget_window = match get("ECS_TUNNELS_API_BUDGET_WINDOW") {
+            None => DEFAULT_API_BUDGET_WINDOW,
+            Some(v) => humantime::parse_duration(v.trim())
+                .ok()
+                .filter(|d| *d >= Duration::from_secs(1))
+                .ok_or_else(|| {
+                    format!("ECS_TUNNELS_API_BUDGET_WINDOW {v:?} is not a duration of a second or more, such as 5m")
+                })?,
+        };
+        let api_share = number("ECS_TUNNELS_API_SHARE", 100)?;
+        if !(1..=100).contains(&api_share) {
+            return Err(format!(
+                "ECS_TUNNELS_API_SHARE {api_share} is not a percentage from 1 to 100"
+            ));
+        }
+        let api_concurrency = number("ECS_TUNNELS_API_CONCURRENCY", 1)?;
+        if !(1..=1000).contains(&api_concurrency) {
+            return Err(format!("ECS_TUNNELS_API_CONCURRENCY {api_concurrency} must be the number of processes of this function that can run at once (1 or more)"));
+        }
+        let (api_share, api_concurrency) = (api_share as u32, api_concurrency as u32);
+        Budget::share_of(api_budget, api_budget_window, api_share, api_concurrency).map_err(
+            |e| {
+                format!("ECS_TUNNELS_API_BUDGET, _SHARE and _CONCURRENCY: {e}; raise the share or lower the concurrency")
+            },
+        )?;
         Ok(Config {
+            api_budget,
+            api_budget_window,
+            api_share,
+            api_concurrency,
             sweep_max_calls: number("ECS_TUNNELS_SWEEP_MAX_CALLS", 400)?,
             sweep_config_checks: number("ECS_TUNNELS_SWEEP_CONFIG_CHECKS", 20)? as usize,
             sweep_interval,
@@ -202,6 +263,70 @@ mod tests {
         assert_eq!(c.api_url, DEFAULT_API_URL);
         assert_eq!(c.token_store, TokenStoreKind::Ssm);
         assert!(c.owner.is_none() && c.allowed_zones.is_none() && c.clusters.is_none());
+    }
+
+    #[test]
+    fn api_budget_defaults_and_shares() {
+        let base = [
+            ("CLOUDFLARE_ACCOUNT_ID", ACCT),
+            ("CLOUDFLARE_API_TOKEN", "t"),
+        ];
+        // Unset (the CLI): the whole of Cloudflare's 1,200 per 5 minutes, one process.
+        let c = cfg(&base).unwrap();
+        assert_eq!(
+            (c.api_budget, c.api_share, c.api_concurrency),
+            (1200, 100, 1)
+        );
+        assert_eq!(c.api_budget_window, Duration::from_secs(300));
+        assert_eq!(c.process_budget().unwrap().per_window, 1200);
+        // The template's event door: 55% split between 2 processes.
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut pairs = base.to_vec();
+            pairs.extend_from_slice(extra);
+            cfg(&pairs)
+        };
+        let c = with(&[
+            ("ECS_TUNNELS_API_SHARE", "55"),
+            ("ECS_TUNNELS_API_CONCURRENCY", "2"),
+        ])
+        .unwrap();
+        let b = c.process_budget().unwrap();
+        assert_eq!(
+            (b.per_window, b.window, b.burst),
+            (330, Duration::from_secs(300), 16)
+        );
+        let c = with(&[
+            ("ECS_TUNNELS_API_BUDGET", "120"),
+            ("ECS_TUNNELS_API_BUDGET_WINDOW", "30s"),
+        ])
+        .unwrap();
+        assert_eq!(c.process_budget().unwrap().window, Duration::from_secs(30));
+        assert_eq!(
+            with(&[("ECS_TUNNELS_API_BUDGET", "0")])
+                .unwrap()
+                .process_budget(),
+            None
+        );
+        for (k, v, needle) in [
+            ("ECS_TUNNELS_API_SHARE", "0", "percentage"),
+            ("ECS_TUNNELS_API_SHARE", "101", "percentage"),
+            ("ECS_TUNNELS_API_SHARE", "half", "whole number"),
+            ("ECS_TUNNELS_API_CONCURRENCY", "0", "1 or more"),
+            ("ECS_TUNNELS_API_BUDGET_WINDOW", "5", "duration"),
+            ("ECS_TUNNELS_API_BUDGET", "-1", "whole number"),
+            ("ECS_TUNNELS_API_BUDGET", "2", "fewer than 3"),
+        ] {
+            let e = with(&[(k, v)]).unwrap_err();
+            assert!(
+                e.contains(
+                    k.trim_start_matches("ECS_TUNNELS_API_")
+                        .split('_')
+                        .next()
+                        .unwrap()
+                ) && e.contains(needle),
+                "{k}={v}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -79,6 +79,7 @@ impl Deps {
         }
         let mut opts = ClientOptions::new(config.api_url.clone(), token, config.account_id.clone());
         opts.base_backoff = config.retry_base;
+        opts.budget = config.process_budget();
         Ok(Deps {
             cf: CloudflareClient::try_new(opts).map_err(InitError::setup)?,
             ecs: Ecs::new(&sdk),

@@ -2,7 +2,10 @@
 //! stdout, which CloudWatch turns into metrics with no API call. Namespace `ecs-tunnels`,
 //! dimension `Trigger` (`event`, `sweep`, `rotate`, `custom_resource`, `secrets_rotation`).
 //!
-//! Metrics: `CloudflareCalls`, `CloudflareRateLimited` (429s), `Changes` and
+//! Metrics: `CloudflareCalls`, `CloudflareRateLimited` (429s), `CloudflareBudgetWait`
+//! (ms requests waited for the function's share of the API budget) and
+//! `CloudflareBudgetRefused` (requests not sent because their turn came after the
+//! deadline), `Changes` and
 //! `Change_<kind>` (e.g. `Change_create_tunnel`), `Errors` and `Error_<kind>` (`invalid`,
 //! `conflict`, `cloudflare`, `aws`, ...), `ServicesManaged` and `SweepDuration` (ms) for
 //! sweeps, `Rotated` for rotations.

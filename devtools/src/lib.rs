@@ -6,3 +6,4 @@ pub mod moto;
 pub mod response_sink;
 pub mod runtime_api;
 pub mod seed;
+pub mod storm;

@@ -852,6 +852,112 @@ async fn faults_and_request_counters() {
 }
 
 #[tokio::test]
+async fn rate_limit_per_token() {
+    use devtools::cloudflare_sim::RateLimit;
+    let api = Api::start(SimOptions {
+        rate_limit: Some(RateLimit::per_seconds(3, 60)),
+        ..SimOptions::default()
+    })
+    .await;
+    let zones = format!("{}/zones", api.sim.base_url);
+    let mut remaining = Vec::new();
+    for _ in 0..3 {
+        let (s, _, h) = api
+            .send(Method::GET, zones.clone(), Some(&api.token), None)
+            .await;
+        assert_eq!(s, 200);
+        assert_eq!(h["ratelimit-policy"], "\"default\";q=3;w=60");
+        assert!(h.get("retry-after").is_none(), "Retry-After only on a 429");
+        remaining.push(h["ratelimit"].to_str().unwrap().to_owned());
+    }
+    assert!(
+        remaining[0].starts_with("\"default\";r=2;t="),
+        "{remaining:?}"
+    );
+    assert!(
+        remaining[2].starts_with("\"default\";r=0;t="),
+        "{remaining:?}"
+    );
+
+    // The fourth: Cloudflare's 429, and the token is blocked for the whole window.
+    let (s, v, h) = api
+        .send(Method::GET, zones.clone(), Some(&api.token), None)
+        .await;
+    assert_eq!(s, 429);
+    assert_eq!(h["retry-after"], "60");
+    assert_eq!(v["success"], false);
+    assert_eq!(error_code(&v), 971);
+    assert!(
+        v["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("More than 3 requests per 60 seconds reached. Please wait and consider throttling your request speed"),
+        "{v}"
+    );
+    // Writes are refused too, and change nothing; a bad token is still a 403.
+    let base = format!("/accounts/{ACCOUNT}/cfd_tunnel");
+    let (s, _) = api
+        .post(&base, json!({"name": "t", "config_src": "cloudflare"}))
+        .await;
+    assert_eq!(s, 429);
+    let (s, _, _) = api
+        .send(Method::GET, zones.clone(), Some("wrong"), None)
+        .await;
+    assert_eq!(s, 403);
+    let (_, r) = api.hook(Method::GET, "/requests", None).await;
+    assert_eq!(r["rate_limited"], 2);
+    assert_eq!(r["by_status"]["429"], 2);
+    assert_eq!(r["total"], 6);
+
+    // Changed at run time: the windows start afresh.
+    let (s, v) = api
+        .hook(
+            Method::POST,
+            "/rate_limit",
+            Some(json!({"requests": 1, "window_secs": 60})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        v["rate_limit"],
+        json!({"requests": 1, "window_secs": 60.0, "block": true})
+    );
+    let (s, _) = api
+        .post(&base, json!({"name": "t", "config_src": "cloudflare"}))
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(api.get(&base).await.0, 429);
+    let (s, _) = api
+        .hook(
+            Method::POST,
+            "/rate_limit",
+            Some(json!({"requests": 0, "window_secs": 60})),
+        )
+        .await;
+    assert_eq!(s, 400);
+
+    // Off: no limit, no rate headers.
+    let (_, v) = api.hook(Method::DELETE, "/rate_limit", None).await;
+    assert_eq!(v["rate_limit"], Value::Null);
+    assert_eq!(v["rate_limited"], 3);
+    let (s, _, h) = api
+        .send(Method::GET, zones.clone(), Some(&api.token), None)
+        .await;
+    assert_eq!(s, 200);
+    assert!(h.get("ratelimit").is_none());
+    assert_eq!(
+        api.get(&base).await.1["result"].as_array().unwrap().len(),
+        1
+    );
+
+    // Reset goes back to the start options: 3 per 60 s again.
+    api.hook(Method::POST, "/reset", None).await;
+    let (_, v) = api.hook(Method::GET, "/rate_limit", None).await;
+    assert_eq!(v["rate_limit"]["requests"], 3);
+    assert_eq!(v["rate_limited"], 0);
+}
+
+#[tokio::test]
 async fn binary_prints_base_url() {
     use tokio::io::AsyncBufReadExt;
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cloudflare-sim"))

@@ -1,7 +1,9 @@
 //! HTTP execution for the Cloudflare v4 API: base URL, Bearer auth, the envelope, error
-//! mapping, retries with backoff, pagination and call statistics. The typed endpoint
+//! mapping, the process's API budget, retries with backoff, pagination and call
+//! statistics. The typed endpoint
 //! methods live in the area modules (`zones`, `dns`, `tunnels`, `access`).
 
+use super::budget::{Budget, Limiter};
 use super::error::{map_failure, sanitize_decode_error, scrub, CfError, Ctx};
 use super::wire::{Envelope, ResultInfo};
 use crate::secret::Secret;
@@ -42,10 +44,13 @@ pub struct ClientOptions {
     /// asks for longer, the call fails at once with [`CfError::RateLimited`] instead of
     /// keeping a Lambda waiting for minutes.
     pub max_retry_after: Duration,
+    /// This process's share of the install's API budget: every request (retries
+    /// included) waits for its turn in it (see [`super::budget`]). `None`: no limit.
+    pub budget: Option<Budget>,
 }
 
 impl ClientOptions {
-    /// Options with the default retry policy.
+    /// Options with the default retry policy and no budget.
     pub fn new(
         base_url: impl Into<String>,
         api_token: Secret,
@@ -59,6 +64,7 @@ impl ClientOptions {
             base_backoff: Duration::from_millis(250),
             max_backoff: Duration::from_secs(20),
             max_retry_after: Duration::from_secs(60),
+            budget: None,
         }
     }
 }
@@ -76,6 +82,12 @@ pub struct CallStats {
     pub retries: u64,
     /// HTTP 5xx responses seen.
     pub server_errors: u64,
+    /// Requests that waited for their turn in the process's API budget.
+    pub budget_waits: u64,
+    /// Milliseconds requests spent waiting for the budget, added up.
+    pub budget_wait_ms: u64,
+    /// Requests not sent because their turn came after the invocation's deadline.
+    pub budget_refused: u64,
 }
 
 #[derive(Default)]
@@ -85,6 +97,9 @@ struct Counters {
     rate_limited: AtomicU64,
     retries: AtomicU64,
     server_errors: AtomicU64,
+    budget_waits: AtomicU64,
+    budget_wait_ms: AtomicU64,
+    budget_refused: AtomicU64,
 }
 
 impl Counters {
@@ -102,6 +117,7 @@ struct Inner {
     base_backoff: Duration,
     max_backoff: Duration,
     max_retry_after: Duration,
+    limiter: Option<Limiter>,
     counters: Counters,
 }
 
@@ -158,6 +174,7 @@ impl CloudflareClient {
                 base_backoff: opts.base_backoff,
                 max_backoff: opts.max_backoff,
                 max_retry_after: opts.max_retry_after,
+                limiter: opts.budget.map(Limiter::new),
                 counters: Counters::default(),
             }),
         })
@@ -177,6 +194,37 @@ impl CloudflareClient {
             rate_limited: c.rate_limited.load(Ordering::Relaxed),
             retries: c.retries.load(Ordering::Relaxed),
             server_errors: c.server_errors.load(Ordering::Relaxed),
+            budget_waits: c.budget_waits.load(Ordering::Relaxed),
+            budget_wait_ms: c.budget_wait_ms.load(Ordering::Relaxed),
+            budget_refused: c.budget_refused.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The API budget this process keeps to, if any.
+    pub fn budget(&self) -> Option<Budget> {
+        self.inner.limiter.as_ref().map(Limiter::budget)
+    }
+
+    /// Waits for the next request's turn in the budget (no budget: at once).
+    async fn take_turn(&self, method: &Method, path: &str) -> Result<(), CfError> {
+        let Some(limiter) = &self.inner.limiter else {
+            return Ok(());
+        };
+        let c = &self.inner.counters;
+        match limiter.acquire().await {
+            Ok(waited) => {
+                if !waited.is_zero() {
+                    Counters::bump(&c.budget_waits);
+                    c.budget_wait_ms
+                        .fetch_add(waited.as_millis() as u64, Ordering::Relaxed);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                Counters::bump(&c.budget_refused);
+                tracing::debug!(%method, path, error = %e, "cloudflare api call not sent");
+                Err(e)
+            }
         }
     }
 
@@ -202,6 +250,7 @@ impl CloudflareClient {
         let mut retries_done: u32 = 0;
         loop {
             let attempt = retries_done + 1;
+            self.take_turn(&method, path).await?;
             let started = Instant::now();
             Counters::bump(&inner.counters.total);
             if method != Method::GET {
@@ -232,7 +281,13 @@ impl CloudflareClient {
                         if retries_done >= inner.max_retries {
                             return Err(CfError::RateLimited { retry_after: asked });
                         }
-                        asked.unwrap_or_else(|| self.backoff(retries_done))
+                        let delay = asked.unwrap_or_else(|| self.backoff(retries_done));
+                        // Cloudflare counts the token, not the request: every request of
+                        // this process waits, not only this one.
+                        if let Some(limiter) = &inner.limiter {
+                            limiter.hold_until(tokio::time::Instant::now() + delay);
+                        }
+                        delay
                     } else if status >= 500 {
                         Counters::bump(&inner.counters.server_errors);
                         if ctx.not_idempotent || retries_done >= inner.max_retries {

@@ -83,6 +83,17 @@ pub enum CfError {
         /// How long Cloudflare asked us to wait, when it said.
         retry_after: Option<Duration>,
     },
+    /// The process's share of the install's Cloudflare API budget has no room for this
+    /// request before the invocation's deadline; nothing was sent (see
+    /// [`budget`](super::budget)).
+    #[error(
+        "this function's share of the Cloudflare API budget is spent until after the invocation's deadline (the next request could go in {:.0} s); the work is left for a retry",
+        .wait.as_secs_f64().ceil()
+    )]
+    BudgetSpent {
+        /// How long the request would have had to wait.
+        wait: Duration,
+    },
     /// Any other failure reported by the API (`success: false` or a non-2xx status).
     #[error("the Cloudflare API request failed with HTTP {status}: {}", fmt_messages(.errors))]
     Api {
@@ -138,10 +149,13 @@ impl CfError {
         }
     }
 
-    /// True for failures worth retrying later: rate limiting, 5xx and transport errors.
+    /// True for failures worth retrying later: rate limiting (Cloudflare's or our own
+    /// budget's), 5xx and transport errors.
     pub fn is_transient(&self) -> bool {
         match self {
-            CfError::RateLimited { .. } | CfError::Transport(_) => true,
+            CfError::RateLimited { .. } | CfError::BudgetSpent { .. } | CfError::Transport(_) => {
+                true
+            }
             CfError::Api { status, .. } => *status == 429 || *status >= 500,
             _ => false,
         }

@@ -3,6 +3,8 @@
 //! - [`client`]: HTTP execution — base URL, Bearer auth, the `{success, errors, result,
 //!   result_info}` envelope, error mapping, retries (429 with `Retry-After`, 5xx, transport)
 //!   with capped exponential backoff, pagination and [`CallStats`].
+//! - [`budget`]: this process's share of the install's API budget ([`Budget`]) and the
+//!   limiter that delays requests to stay inside it.
 //! - [`error`]: [`CfError`]; error codes are `i64` (81053 does not fit in a `u16`).
 //! - [`zones`], [`dns`], [`tunnels`], [`access`]: the types and typed methods per area.
 //!
@@ -11,6 +13,7 @@
 //! [`Secret`](crate::secret::Secret)s and never appear in `Debug`, logs or errors.
 
 pub mod access;
+pub mod budget;
 pub mod client;
 pub mod dns;
 pub mod error;
@@ -27,6 +30,7 @@ pub use access::{
     AccessApp, AccessAppBody, AccessGroup, AccessPolicy, AccessPolicyBody, AppPolicy, AppQuery,
     Destination, IdentityProvider, Organization, PolicyLink,
 };
+pub use budget::{with_deadline, Budget};
 pub use client::{CallStats, ClientOptions, CloudflareClient};
 pub use dns::{DnsQuery, DnsRecord, DnsRecordBody};
 pub use error::{ApiMessage, CfError};

@@ -853,3 +853,82 @@ async fn a_dns_repair_patches_only_what_ecs_tunnels_owns() {
                "content": "t1.cfargotunnel.com", "proxied": true})
     );
 }
+
+fn client_with_budget(
+    base_url: &str,
+    per_window: u32,
+    window: Duration,
+    burst: u32,
+) -> CloudflareClient {
+    let mut o = ClientOptions::new(base_url, Secret::new(TOKEN), ACCOUNT);
+    o.base_backoff = Duration::from_millis(2);
+    o.budget = Some(Budget {
+        per_window,
+        window,
+        burst,
+    });
+    CloudflareClient::new(o)
+}
+
+#[tokio::test]
+async fn a_budget_spaces_requests_and_refuses_past_the_deadline() {
+    let srv = serve(|_, _| Reply::page(json!([]), json!({"page": 1, "total_pages": 1}))).await;
+    // A burst of 2, then one request per 1 s / 9.
+    let c = client_with_budget(&srv.base_url, 12, Duration::from_secs(1), 2);
+    assert_eq!(c.budget().map(|b| b.per_window), Some(12));
+    let started = Instant::now();
+    for _ in 0..5 {
+        c.list_zones().await.unwrap();
+    }
+    let interval = Duration::from_secs(1) / 9;
+    assert!(started.elapsed() >= interval * 3, "{:?}", started.elapsed());
+    let s = c.stats();
+    assert_eq!((s.total, s.budget_waits, s.budget_refused), (5, 3, 0));
+    assert!(s.budget_wait_ms > 0, "{s:?}");
+
+    // Inside an invocation whose deadline comes before the next turn: nothing is sent,
+    // and the failure is transient (the event is retried).
+    let deadline = std::time::Instant::now() + interval / 4;
+    let e = with_deadline(Some(deadline), c.list_zones())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, CfError::BudgetSpent { .. }), "{e:?}");
+    assert!(e.is_transient());
+    assert_eq!(srv.requests().len(), 5);
+    assert_eq!(c.stats().budget_refused, 1);
+}
+
+#[tokio::test]
+async fn a_429_holds_every_request_of_the_process() {
+    let srv = serve(|req, _| {
+        if req.path().ends_with("/t1") {
+            Reply::err(
+                429,
+                971,
+                "Please wait and consider throttling your request speed",
+            )
+            .header("Retry-After", "1")
+        } else {
+            Reply::page(json!([]), json!({"page": 1, "total_pages": 1}))
+        }
+    })
+    .await;
+    // A budget that never delays by itself.
+    let c = client_with_budget(&srv.base_url, 100_000, Duration::from_secs(1), 5_000);
+    let started = Instant::now();
+    let c2 = c.clone();
+    let retried = tokio::spawn(async move { c2.get_tunnel("t1").await });
+    // Another request of the same process, sent after the 429 arrived, waits out the
+    // Retry-After too instead of spending the blocked token.
+    while srv.requests().is_empty() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    c.list_zones().await.unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(950),
+        "{:?}",
+        started.elapsed()
+    );
+    retried.abort();
+}

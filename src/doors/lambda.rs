@@ -13,6 +13,7 @@ use crate::reconcile::{Mode, Outcome};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant, SystemTime};
 use tracing::{info, warn};
 
 /// The function's dependencies, built at cold start and, when that failed, again on
@@ -73,7 +74,9 @@ pub async fn serve(init: Init) -> Result<(), Error> {
             Ok(d) => {
                 let trigger = trigger_name(&event.payload);
                 let before = d.cf.stats();
-                let result = handle(d, event).await;
+                let deadline = budget_deadline(event.context.deadline());
+                let result =
+                    crate::cloudflare::with_deadline(Some(deadline), handle(d, event)).await;
                 let after = d.cf.stats();
                 let mut m = match &result {
                     Ok(v) => crate::metrics::InvocationMetrics::from_response(trigger, v),
@@ -88,6 +91,16 @@ pub async fn serve(init: Init) -> Result<(), Error> {
                 };
                 m.cloudflare_calls = after.total - before.total;
                 m.rate_limited = after.rate_limited - before.rate_limited;
+                m.extra.push((
+                    "CloudflareBudgetWait",
+                    (after.budget_wait_ms - before.budget_wait_ms) as f64,
+                    "Milliseconds",
+                ));
+                m.extra.push((
+                    "CloudflareBudgetRefused",
+                    (after.budget_refused - before.budget_refused) as f64,
+                    "Count",
+                ));
                 m.emit();
                 result
             }
@@ -95,6 +108,19 @@ pub async fn serve(init: Init) -> Result<(), Error> {
         }
     }))
     .await
+}
+
+/// A Cloudflare request whose turn in the API budget comes later than this long before
+/// the invocation's deadline is not sent: the work fails as transient (SQS, Lambda or
+/// the next schedule retries it) while there is still time to report it.
+const BUDGET_DEADLINE_MARGIN: Duration = Duration::from_secs(10);
+
+/// The instant after which no Cloudflare request of this invocation may be scheduled.
+fn budget_deadline(deadline: SystemTime) -> Instant {
+    let left = deadline
+        .duration_since(SystemTime::now())
+        .unwrap_or_default();
+    Instant::now() + left.saturating_sub(BUDGET_DEADLINE_MARGIN)
 }
 
 /// The metrics dimension for an event.

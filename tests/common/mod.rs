@@ -473,6 +473,9 @@ impl World {
             ("CLOUDFLARE_API_TOKEN".to_string(), API_TOKEN.to_string()),
             ("CLOUDFLARE_API_URL".to_string(), self.sim.base_url.clone()),
             ("ECS_TUNNELS_RETRY_BASE_MS".to_string(), "20".to_string()),
+            // A budget no ordinary test reaches (the limiter still runs on every call);
+            // tests/storm.rs sets the template's.
+            ("ECS_TUNNELS_API_BUDGET".to_string(), "1000000".to_string()),
             ("RUST_LOG".to_string(), "info".to_string()),
         ]);
         env.extend(self.extra_env.iter().cloned());

@@ -176,6 +176,8 @@ async fn main() {
             "ECS_TUNNELS_SWEEP_MAX_CALLS".to_string(),
             "100000000".to_string(),
         ),
+        // The sweep's own speed, not the API budget's (scripts/bench-storm.sh measures that).
+        ("ECS_TUNNELS_API_BUDGET".to_string(), "0".to_string()),
         ("RUST_LOG".to_string(), "warn".to_string()),
     ]);
     let f = FunctionProcess::spawn(&binary, &rt.endpoint(), &env).expect("spawn");

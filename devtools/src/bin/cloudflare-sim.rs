@@ -3,7 +3,7 @@
 //! ```text
 //! cloudflare-sim --port 8787 --token TOKEN --account-id ACCOUNT \
 //!     --zone example.com --zone example.net [--page-cap N] [--team-name myteam] \
-//!     [--server-shapes] [--no-openapi-validation]
+//!     [--server-shapes] [--no-openapi-validation] [--rate-limit 1200/300]
 //! ```
 //!
 //! Prints the API base URL (`http://127.0.0.1:PORT/client/v4`) as one line on
@@ -12,7 +12,7 @@
 use std::io::Write;
 
 use clap::Parser;
-use devtools::cloudflare_sim::{start, SimOptions};
+use devtools::cloudflare_sim::{start, RateLimit, SimOptions};
 
 /// Command-line options; anything omitted takes `SimOptions::default()`.
 #[derive(Debug, Parser)]
@@ -46,6 +46,10 @@ struct Args {
     /// Do not check requests against Cloudflare's OpenAPI document.
     #[arg(long = "no-openapi-validation")]
     no_openapi_validation: bool,
+    /// Enforce Cloudflare's API rate limit, REQUESTS/SECONDS per token (e.g. 1200/300,
+    /// the real one): going over answers 429 and blocks the token for a window.
+    #[arg(long = "rate-limit", value_parser = RateLimit::parse)]
+    rate_limit: Option<RateLimit>,
 }
 
 #[tokio::main]
@@ -65,6 +69,7 @@ async fn main() -> std::io::Result<()> {
         server_shapes: args.server_shapes,
         port: args.port,
         validate_openapi: !args.no_openapi_validation,
+        rate_limit: args.rate_limit,
     };
     let sim = start(opts).await?;
     let mut stdout = std::io::stdout().lock();

@@ -1,5 +1,5 @@
 //! The layer in front of every API request: the OpenAPI check, injected faults and
-//! latency, bearer authentication, and the request log. Hook requests (`/__sim/...`)
+//! latency, bearer authentication, the rate limit, and the request log. Hook requests (`/__sim/...`)
 //! bypass it.
 
 use std::time::Duration;
@@ -16,6 +16,7 @@ use super::audit;
 use super::errors::{codes, ApiError};
 use super::model::{App, Fault, LogEntry};
 use super::openapi::{self, ApiRequest, Part, Rejection, SchemaViolation, API_PREFIX};
+use super::rate_limit::{self, Admission};
 
 /// Largest request body the OpenAPI check reads (bigger ones are a violation).
 const MAX_BODY: usize = 16 << 20;
@@ -115,14 +116,18 @@ fn fault_response(fault: &Fault, status: u16) -> Response {
     response
 }
 
-fn authorized(app: &App, req: &Request) -> bool {
-    let presented = req
-        .headers()
+/// The bearer token the request presents.
+fn bearer(req: &Request) -> Option<String> {
+    req.headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim().to_owned());
+        .map(|(_, token)| token.trim().to_owned())
+}
+
+fn authorized(app: &App, req: &Request) -> bool {
+    let presented = bearer(req);
     let sim = app.lock();
     presented.is_some_and(|t| !t.is_empty() && t == sim.opts.api_token)
 }
@@ -200,7 +205,7 @@ fn rejection_response(r: &Rejection) -> Response {
     }
 }
 
-/// The middleware: OpenAPI check → fault → auth → handler, then log the outcome. A
+/// The middleware: OpenAPI check → fault → auth → rate limit → handler, then log the outcome. A
 /// violation is recorded (and logged) even when a fault or a bad token decides the answer.
 pub(crate) async fn api_layer(State(app): State<App>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
@@ -254,9 +259,16 @@ pub(crate) async fn api_layer(State(app): State<App>, req: Request, next: Next) 
         }
         Some((f, status)) => fault_response(f, status),
         None if !authorized(&app, &req) => ApiError::auth().into_response(),
-        None => match &rejection {
-            Some(r) => rejection_response(r),
-            None => next.run(req).await,
+        None => match rate_limit::admit(&app, &bearer(&req).unwrap_or_default()) {
+            Admission::Refused(refused) => refused,
+            Admission::Admitted(headers) => {
+                let mut response = match &rejection {
+                    Some(r) => rejection_response(r),
+                    None => next.run(req).await,
+                };
+                response.headers_mut().extend(headers);
+                response
+            }
         },
     };
     if let Some(ms) = fault.as_ref().and_then(|f| f.after_ms) {

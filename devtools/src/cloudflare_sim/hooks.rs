@@ -187,6 +187,7 @@ async fn requests(State(app): State<App>) -> Response {
             "writes": r.writes,
             "by_status": by_status,
             "violations": r.violations,
+            "rate_limited": r.rate_limited,
             "log": log,
         }),
     )

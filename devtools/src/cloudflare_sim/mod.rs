@@ -10,8 +10,9 @@
 //! - the API under `/client/v4` (bearer token required, Cloudflare envelopes,
 //!   pagination on every list);
 //! - test hooks under `/__sim` (no auth): simulated cloudflared replicas, fault
-//!   injection, request counters, a state dump, reset, schema violations, and an audit
-//!   of the writes ecs-tunnels made to existing objects (see `hooks.rs`, `audit.rs`).
+//!   injection, request counters, a state dump, reset, schema violations, an audit
+//!   of the writes ecs-tunnels made to existing objects (see `hooks.rs`, `audit.rs`),
+//!   and Cloudflare's API rate limit (`rate_limit.rs`).
 //!
 //! Unless [`SimOptions::validate_openapi`] is off, every API request is first checked
 //! against Cloudflare's own OpenAPI document (`openapi.rs`, with the cited additions in
@@ -46,6 +47,7 @@ mod input;
 mod model;
 pub mod openapi;
 mod openapi_overlay;
+mod rate_limit;
 mod server_shapes;
 mod tunnel_config;
 mod tunnels;
@@ -65,6 +67,7 @@ use tokio::task::JoinHandle;
 use errors::{codes, ApiError};
 use model::App;
 pub use openapi::{Part, SchemaViolation};
+pub use rate_limit::RateLimit;
 
 /// How to start the simulator.
 #[derive(Clone, PartialEq, Eq)]
@@ -90,6 +93,9 @@ pub struct SimOptions {
     /// violating one with HTTP 400 (on by default; turn it off only in a test that
     /// deliberately sends what the document rejects).
     pub validate_openapi: bool,
+    /// Cloudflare's API rate limit, per API token (none by default; see `rate_limit.rs`
+    /// and the `/__sim/rate_limit` hook). [`RateLimit::CLOUDFLARE`] is the real one.
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl Default for SimOptions {
@@ -103,6 +109,7 @@ impl Default for SimOptions {
             server_shapes: false,
             port: 0,
             validate_openapi: true,
+            rate_limit: None,
         }
     }
 }
@@ -118,6 +125,7 @@ impl fmt::Debug for SimOptions {
             .field("server_shapes", &self.server_shapes)
             .field("port", &self.port)
             .field("validate_openapi", &self.validate_openapi)
+            .field("rate_limit", &self.rate_limit)
             .finish()
     }
 }
@@ -316,6 +324,7 @@ fn router(state: App) -> Router {
             get(access_misc::get_tag).delete(access_misc::delete_tag),
         )
         .merge(hooks::router())
+        .merge(rate_limit::hook_router())
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(from_fn_with_state(state.clone(), faults::api_layer))

@@ -220,6 +220,8 @@ pub(crate) struct RequestLog {
     pub by_status: BTreeMap<u16, u64>,
     /// Requests with an OpenAPI violation.
     pub violations: u64,
+    /// Requests the rate limit refused (HTTP 429; injected faults not included).
+    pub rate_limited: u64,
     pub log: VecDeque<LogEntry>,
 }
 
@@ -263,6 +265,8 @@ pub(crate) struct Sim {
     pub violations: Violations,
     /// Writes by ecs-tunnels, with what they addressed (see `audit`).
     pub audit: Vec<super::audit::AuditEntry>,
+    /// The API rate limit and each token's window (see `rate_limit`).
+    pub rate_limit: super::rate_limit::RateLimiter,
 }
 
 impl Sim {
@@ -284,7 +288,6 @@ impl Sim {
             idp_type: "onetimepin".into(),
         }];
         Self {
-            opts,
             initial: (zones.clone(), idps.clone()),
             zones,
             dns: Vec::new(),
@@ -299,6 +302,8 @@ impl Sim {
             requests: RequestLog::default(),
             violations: Violations::default(),
             audit: Vec::new(),
+            rate_limit: super::rate_limit::RateLimiter::new(opts.rate_limit),
+            opts,
         }
     }
 
