@@ -16,7 +16,7 @@
 //! picks up exactly the work left.
 
 use crate::aws::ecs::{is_cluster_name, ClusterState, ServiceInfo, CLUSTER_NOT_FOUND};
-use crate::aws::token_store::TokenStore;
+use crate::aws::token_store::{ListedToken, ROTATION_TAG};
 use crate::aws::AwsError;
 use crate::cloudflare::{AccessApp, AccessPolicy, AppQuery, DnsQuery, Tunnel, TunnelQuery};
 use crate::context::Deps;
@@ -108,7 +108,8 @@ struct Bulk {
     apps: BTreeMap<String, AccessApp>,
     policies: Vec<AccessPolicy>,
     records: Vec<ObservedRecord>,
-    tokens: Option<BTreeMap<ServiceId, crate::aws::ssm::ListedParameter>>,
+    /// This owner's tokens with their tags; values only of tokens without a tunnel-id tag.
+    tokens: BTreeMap<ServiceId, ListedToken>,
 }
 
 async fn list_bulk(deps: &Deps, owner: &Owner) -> Result<Bulk, ReconcileError> {
@@ -155,14 +156,9 @@ async fn list_bulk(deps: &Deps, owner: &Owner) -> Result<Bulk, ReconcileError> {
             .map_err(ReconcileError::from)
         },
         async {
-            match &deps.tokens {
-                TokenStore::Ssm(s) => s
-                    .list_all(owner)
-                    .await
-                    .map(Some)
-                    .map_err(ReconcileError::from),
-                TokenStore::SecretsManager(_) => Ok(None),
-            }
+            let mut tokens = deps.tokens.list(owner).await?;
+            deps.tokens.read_untagged(&mut tokens).await?;
+            Ok::<_, ReconcileError>(tokens)
         },
     )?;
     let live_tunnel_ids = tunnels.iter().map(|t| t.id.clone()).collect();
@@ -420,14 +416,12 @@ pub async fn sweep(
             .iter()
             .filter_map(|r| owner.service_of_dns_comment(r.record.comment.as_deref()?)),
     );
-    if let Some(tokens) = &bulk.tokens {
-        candidates.extend(
-            tokens
-                .iter()
-                .filter(|(_, p)| p.owned)
-                .map(|(s, _)| s.clone()),
-        );
-    }
+    candidates.extend(
+        bulk.tokens
+            .iter()
+            .filter(|(_, p)| owner.owns_ssm(&p.tags))
+            .map(|(s, _)| s.clone()),
+    );
     candidates.extend(
         by_id
             .iter()
@@ -637,16 +631,7 @@ async fn needs_work(
         )),
         None => None,
     };
-    let token = match &bulk.tokens {
-        Some(tokens) => tokens.get(svc).map(|p| {
-            StoredToken::describe(&p.value, p.owned, p.redeploy_pending, p.rotation.clone())
-        }),
-        None => deps
-            .tokens
-            .get(svc)
-            .await?
-            .map(|p| StoredToken::of(&p, owner, None)),
-    };
+    let token = bulk.tokens.get(svc).map(|p| listed_token(deps, owner, p));
     let policy_name = owner.policy_name(svc);
     let marker = owner.dns_comment(svc);
     let observed = Observed {
@@ -673,6 +658,25 @@ async fn needs_work(
         .as_ref()
         .is_some_and(|t| current_status == status::ready(&t.id));
     Ok(!plan.is_empty() || !status_ok)
+}
+
+/// What the sweep knows of a listed token. The tunnel it is for comes from its tunnel-id
+/// tag (in our account: tunnel ids are unique, and a token is only ever written for a
+/// tunnel of the account it was made in), or, for a token written before that tag existed,
+/// from its value. A tag set ahead of an overwrite that never happened comes with the
+/// redeploy mark, which the plan never finds converged: the service is reconciled in full.
+fn listed_token(deps: &Deps, owner: &Owner, p: &ListedToken) -> StoredToken {
+    // With Secrets Manager, its own protocol owns unfinished rotations.
+    let rotation = match deps.tokens.rotates_itself() {
+        true => None,
+        false => p.tags.get(ROTATION_TAG).cloned(),
+    };
+    let mut token = StoredToken::of(&p.to_stored(), owner, rotation);
+    if let Some(tunnel) = p.tagged_tunnel() {
+        token.tunnel_id = Some(tunnel.to_string());
+        token.account = Some(deps.cf.account_id().to_string());
+    }
+    token
 }
 
 /// True when an outcome left the service as its tags say.
