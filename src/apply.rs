@@ -667,14 +667,14 @@ async fn write_token_to_store(
         "pending".to_string(),
     );
     if overwrite {
-        let mut tags = vec![pending];
-        tags.extend(crate::aws::token_store::rotated_now("repair"));
-        deps.tokens.add_tags(&ctx.svc, &tags).await?;
-        deps.tokens.overwrite(&ctx.svc, token).await?;
+        let repair = crate::aws::token_store::rotated_now("repair");
+        deps.tokens
+            .overwrite(&ctx.svc, tunnel_id, token, &repair)
+            .await?;
         return Ok(());
     }
     let mut tags = ctx.owner.ssm_tags(&ctx.svc);
-    tags.push(pending.clone());
+    tags.push(pending);
     tags.extend(crate::aws::token_store::rotated_now("created"));
     if let Some(r) = ctx.redeploy.as_ref().filter(|r| r.service != ctx.svc) {
         tags.push((
@@ -682,7 +682,11 @@ async fn write_token_to_store(
             r.service.key(),
         ));
     }
-    if !deps.tokens.create(&ctx.svc, token, &tags).await? {
+    if !deps
+        .tokens
+        .create(&ctx.svc, token, tunnel_id, &tags)
+        .await?
+    {
         // A concurrent run created it: keep theirs if it is for the same tunnel.
         let existing = deps.tokens.get(&ctx.svc).await?;
         let same = existing
@@ -698,8 +702,9 @@ async fn write_token_to_store(
                     "the token parameter exists and is not managed by ecs-tunnels".into(),
                 ]));
             }
-            deps.tokens.add_tags(&ctx.svc, &[pending]).await?;
-            deps.tokens.overwrite(&ctx.svc, token).await?;
+            deps.tokens
+                .overwrite(&ctx.svc, tunnel_id, token, &[])
+                .await?;
         }
     }
     Ok(())
@@ -718,7 +723,6 @@ pub async fn change_tunnel_secret(
     drop_connections: bool,
     redeploy_svc: Option<&crate::ownership::ServiceId>,
 ) -> Result<bool, ReconcileError> {
-    use crate::aws::token_store::REDEPLOY_TAG;
     let secret = crate::token::new_tunnel_secret();
     let patched = deps.cf.rotate_tunnel_secret(tunnel_id, &secret).await?;
     let token = patched
@@ -727,10 +731,7 @@ pub async fn change_tunnel_secret(
     if drop_connections {
         deps.cf.delete_tunnel_connections(tunnel_id).await?;
     }
-    deps.tokens
-        .add_tags(svc, &[(REDEPLOY_TAG.to_string(), "pending".to_string())])
-        .await?;
-    deps.tokens.overwrite(svc, &token).await?;
+    deps.tokens.overwrite(svc, tunnel_id, &token, &[]).await?;
     pay_redeploy(deps, svc, redeploy_svc).await
 }
 

@@ -21,9 +21,10 @@
 //! paged list of this install's token parameters. No CloudFormation call is needed, and
 //! the same marks make it crash-safe: the schedule finishes an expired one first.
 
+use crate::aws::ecs::ServiceInfo;
 use crate::aws::token_store::{
-    rotated_now, RotationMark, StoredParameter, REDEPLOY_SERVICE_TAG, REDEPLOY_TAG, ROTATED_AT_TAG,
-    ROTATE_EVERY_TAG, ROTATION_TAG,
+    rotated_now, ListedToken, RotationMark, StoredParameter, REDEPLOY_SERVICE_TAG, REDEPLOY_TAG,
+    ROTATED_AT_TAG, ROTATE_EVERY_TAG, ROTATION_TAG,
 };
 use crate::context::Deps;
 use crate::doors::custom_resource::is_resource_key;
@@ -32,6 +33,7 @@ use crate::ownership::{Owner, ServiceId};
 use crate::reconcile::{reconcile_service, Mode, State};
 use crate::spec::{parse_rotation_period, SpecError, TAG_HOSTNAME, TAG_ROTATE_EVERY};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::time::SystemTime;
 use tracing::{info, warn};
 
@@ -147,15 +149,7 @@ async fn rotate_inner(
             "{svc} is not a managed service (no {TAG_HOSTNAME} tag)"
         )));
     };
-    let period = match info.tags.get(TAG_ROTATE_EVERY) {
-        Some(v) => parse_rotation_period(v.trim()).map_err(|m| {
-            ReconcileError::Invalid(vec![SpecError {
-                key: TAG_ROTATE_EVERY.into(),
-                message: format!("{v:?} {m}"),
-            }])
-        })?,
-        None => deps.config.rotate_every,
-    };
+    let period = service_period(&info, deps.config.rotate_every)?;
     if let crate::aws::token_store::TokenStore::SecretsManager(sm) = &deps.tokens {
         // Secrets Manager rotates on its own schedule, through the four-step protocol.
         if reason == Reason::Schedule {
@@ -244,12 +238,7 @@ fn check_due(
     out: &mut RotationOutcome,
 ) -> Result<bool, ReconcileError> {
     out.last_rotated = stored.tags.get(ROTATED_AT_TAG).cloned();
-    let age = out
-        .last_rotated
-        .as_deref()
-        .and_then(|t| humantime::parse_rfc3339(t.trim()).ok())
-        .and_then(|t| SystemTime::now().duration_since(t).ok());
-    out.due = force || age.is_none_or(|a| a >= period);
+    out.due = force || is_due(out.last_rotated.as_deref(), period, SystemTime::now());
     if !out.due || dry_run {
         return Ok(false);
     }
@@ -264,6 +253,31 @@ fn check_due(
     Err(ReconcileError::NotConverged(format!(
         "{note}: try again once it is finished"
     )))
+}
+
+/// A service's rotation period: its `ecs-tunnels:rotate-every` tag, or the install's.
+fn service_period(
+    info: &ServiceInfo,
+    default: std::time::Duration,
+) -> Result<std::time::Duration, ReconcileError> {
+    match info.tags.get(TAG_ROTATE_EVERY) {
+        Some(v) => parse_rotation_period(v.trim()).map_err(|m| {
+            ReconcileError::Invalid(vec![SpecError {
+                key: TAG_ROTATE_EVERY.into(),
+                message: format!("{v:?} {m}"),
+            }])
+        }),
+        None => Ok(default),
+    }
+}
+
+/// True when a secret last changed at `last_rotated` (RFC 3339, as recorded) is due
+/// after `period`; never recorded, unreadable or in the future counts as due.
+fn is_due(last_rotated: Option<&str>, period: std::time::Duration, now: SystemTime) -> bool {
+    let age = last_rotated
+        .and_then(|t| humantime::parse_rfc3339(t.trim()).ok())
+        .and_then(|t| now.duration_since(t).ok());
+    age.is_none_or(|a| a >= period)
 }
 
 /// The mark of a rotation another run may still be working on.
@@ -443,10 +457,7 @@ async fn finish_resource_rotation(
     // Under a live mark, a redeploy already owed is that run's to start.
     let mut owes_redeploy = stored.tags.contains_key(REDEPLOY_TAG) && !live;
     if stale {
-        deps.tokens
-            .add_tags(key, &[(REDEPLOY_TAG.to_string(), "pending".to_string())])
-            .await?;
-        deps.tokens.overwrite(key, &served).await?;
+        deps.tokens.overwrite(key, tunnel_id, &served, &[]).await?;
         owes_redeploy = true;
         if compromised && !live {
             deps.cf.delete_tunnel_connections(tunnel_id).await?;
@@ -477,44 +488,130 @@ pub async fn rotate_due(
 
 /// Like [`rotate_due`]; `account_hint` (the function's account) builds the default owner
 /// id that finds this install's custom resources when no service names the account.
+///
+/// Reads in pages first: the covered clusters' services (ListServices, DescribeServices
+/// 10 at a time) and, with the SSM store, one listing of this install's token parameters
+/// with their tags (`rotated-at`, marks, periods; no value). A service or custom resource
+/// those show not due costs nothing more; the others (due, an unfinished rotation, or
+/// anything the listings cannot settle) are rotated one by one, each read afresh.
 pub async fn rotate_due_for(
     deps: &Deps,
     dry_run: bool,
     account_hint: Option<&str>,
 ) -> Result<Vec<RotationOutcome>, ReconcileError> {
     use futures::stream::{self, StreamExt};
-    let services = crate::doors::run::managed_services(deps).await?;
-    let account = account_hint
-        .map(str::to_string)
-        .or_else(|| services.iter().find_map(|(_, a)| a.clone()));
-    let mut work: Vec<ServiceId> = services.into_iter().map(|(s, _)| s).collect();
-    work.extend(due_resource_candidates(deps, account.as_deref()).await?);
+    let infos = crate::doors::run::managed_service_infos(deps).await?;
+    let account = account_hint.map(str::to_string).or_else(|| {
+        infos
+            .iter()
+            .find_map(|i| i.account_region().map(|(a, _)| a))
+    });
+    let tokens = listed_tokens(deps, account.as_deref()).await?;
+    let now = SystemTime::now();
+    let mut plan: Vec<Result<RotationOutcome, ServiceId>> = infos
+        .iter()
+        .map(|info| {
+            let svc = ServiceId::new(info.cluster.clone(), info.name.clone());
+            not_due_service(deps, &svc, info, tokens.as_ref(), now).ok_or(svc)
+        })
+        .collect();
+    // This install's custom resources (SSM store; Secrets Manager rotates its secrets).
+    plan.extend(
+        tokens
+            .iter()
+            .flatten()
+            .filter(|(key, _)| is_resource_key(key))
+            .map(|(key, listed)| not_due_resource(deps, key, listed, now).ok_or(key.clone())),
+    );
     let account = account.as_deref();
-    Ok(stream::iter(work)
-        .map(|svc| async move {
-            rotate_one(deps, &svc, Reason::Schedule, false, dry_run, account).await
+    Ok(stream::iter(plan)
+        .map(|entry| async move {
+            match entry {
+                Ok(settled) => settled,
+                Err(svc) => rotate_one(deps, &svc, Reason::Schedule, false, dry_run, account).await,
+            }
         })
         .buffered(crate::doors::run::CONCURRENCY)
         .collect()
         .await)
 }
 
-/// This install's custom resources with an SSM token (one paged list). Secrets Manager
-/// rotates its secrets itself; without a known owner id there is nothing to match.
-async fn due_resource_candidates(
+/// This install's token parameters with their tags, in one paged listing (SSM store).
+/// `None` with Secrets Manager (it rotates its secrets itself), or when the owner id is
+/// unknown (then custom resources are not rotated, and services are looked at one by one).
+async fn listed_tokens(
     deps: &Deps,
     account: Option<&str>,
-) -> Result<Vec<ServiceId>, ReconcileError> {
-    let crate::aws::token_store::TokenStore::Ssm(ssm) = &deps.tokens else {
-        return Ok(vec![]);
-    };
+) -> Result<Option<BTreeMap<ServiceId, ListedToken>>, ReconcileError> {
+    if deps.tokens.rotates_itself() {
+        return Ok(None);
+    }
     match deps.owner(account) {
-        Ok(owner) => Ok(ssm.owned_resource_tokens(&owner).await?),
+        Ok(owner) => Ok(Some(deps.tokens.list(&owner).await?)),
         Err(e) => {
             warn!(error = %e, "custom resources are not rotated: the owner id is unknown");
-            Ok(vec![])
+            Ok(None)
         }
     }
+}
+
+fn nothing_to_do(svc: &ServiceId, last_rotated: Option<String>) -> RotationOutcome {
+    RotationOutcome {
+        service: svc.clone(),
+        due: false,
+        rotated: false,
+        last_rotated,
+        error: None,
+        skipped: None,
+        transient: false,
+    }
+}
+
+/// What the schedule would conclude for a service without reading more, when the
+/// listings settle it: not a managed service (any more), rotated by Secrets Manager, or
+/// not due. `None`: it needs its own look ([`rotate_one`]).
+fn not_due_service(
+    deps: &Deps,
+    svc: &ServiceId,
+    info: &ServiceInfo,
+    tokens: Option<&BTreeMap<ServiceId, ListedToken>>,
+    now: SystemTime,
+) -> Option<RotationOutcome> {
+    if !info.is_active() || !info.tags.contains_key(TAG_HOSTNAME) {
+        return Some(nothing_to_do(svc, None)); // being torn down: nothing to rotate
+    }
+    let period = service_period(info, deps.config.rotate_every).ok()?;
+    if deps.tokens.rotates_itself() {
+        return Some(nothing_to_do(svc, None));
+    }
+    let last = tokens?.get(svc)?.tags.get(ROTATED_AT_TAG).cloned();
+    (!is_due(last.as_deref(), period, now)).then(|| nothing_to_do(svc, last))
+}
+
+/// Like [`not_due_service`] for a custom resource's token: settled when no rotation or
+/// redeploy is unfinished, its recorded period and service read, and it is not due.
+fn not_due_resource(
+    deps: &Deps,
+    key: &ServiceId,
+    listed: &ListedToken,
+    now: SystemTime,
+) -> Option<RotationOutcome> {
+    let tags = &listed.tags;
+    if tags.contains_key(ROTATION_TAG) || tags.contains_key(REDEPLOY_TAG) {
+        return None;
+    }
+    if tags
+        .get(REDEPLOY_SERVICE_TAG)
+        .is_some_and(|v| parse_service_key(v).is_err())
+    {
+        return None;
+    }
+    let period = match tags.get(ROTATE_EVERY_TAG) {
+        Some(v) => humantime::parse_duration(v.trim()).ok()?,
+        None => deps.config.rotate_every,
+    };
+    let last = tags.get(ROTATED_AT_TAG).cloned();
+    (!is_due(last.as_deref(), period, now)).then(|| nothing_to_do(key, last))
 }
 
 #[cfg(test)]

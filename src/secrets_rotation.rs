@@ -15,7 +15,7 @@
 
 use crate::aws::secrets::{SecretInfo, SecretTokens};
 use crate::aws::token_store::{
-    rotated_now, TokenStore, REDEPLOY_SERVICE_TAG, REDEPLOY_TAG, ROTATION_TAG,
+    rotated_now, TokenStore, REDEPLOY_SERVICE_TAG, REDEPLOY_TAG, ROTATION_TAG, TUNNEL_ID_TAG,
 };
 use crate::context::Deps;
 use crate::error::ReconcileError;
@@ -155,9 +155,18 @@ pub async fn handle(deps: &Deps, event: &Value) -> Result<Value, ReconcileError>
         }
         Step::Finish => {
             let current = info.version_with("AWSCURRENT").map(str::to_string);
+            // The tunnel the new version is for is tagged with the redeploy mark, before
+            // that version becomes current.
+            let tunnel_of_new = pending
+                .as_ref()
+                .and_then(crate::token::token_identity)
+                .map_or_else(|| tunnel.id.clone(), |(_, t)| t);
             sm.add_tags_by_id(
                 &info.arn,
-                &[(REDEPLOY_TAG.to_string(), "pending".to_string())],
+                &[
+                    (REDEPLOY_TAG.to_string(), "pending".to_string()),
+                    (TUNNEL_ID_TAG.to_string(), tunnel_of_new),
+                ],
             )
             .await?;
             sm.move_stage(&info.arn, "AWSCURRENT", Some(version), current.as_deref())

@@ -16,7 +16,7 @@
 //! picks up exactly the work left.
 
 use crate::aws::ecs::{is_cluster_name, ClusterState, ServiceInfo, CLUSTER_NOT_FOUND};
-use crate::aws::token_store::TokenStore;
+use crate::aws::token_store::{ListedToken, ROTATION_TAG};
 use crate::aws::AwsError;
 use crate::cloudflare::{AccessApp, AccessPolicy, AppQuery, DnsQuery, Tunnel, TunnelQuery};
 use crate::context::Deps;
@@ -113,7 +113,8 @@ struct Bulk {
     apps: BTreeMap<String, AccessApp>,
     policies: Vec<AccessPolicy>,
     records: Vec<ObservedRecord>,
-    tokens: Option<BTreeMap<ServiceId, crate::aws::ssm::ListedParameter>>,
+    /// This owner's tokens with their tags; values only of tokens without a tunnel-id tag.
+    tokens: BTreeMap<ServiceId, ListedToken>,
 }
 
 async fn list_bulk(deps: &Deps, owner: &Owner) -> Result<Bulk, ReconcileError> {
@@ -160,14 +161,9 @@ async fn list_bulk(deps: &Deps, owner: &Owner) -> Result<Bulk, ReconcileError> {
             .map_err(ReconcileError::from)
         },
         async {
-            match &deps.tokens {
-                TokenStore::Ssm(s) => s
-                    .list_all(owner)
-                    .await
-                    .map(Some)
-                    .map_err(ReconcileError::from),
-                TokenStore::SecretsManager(_) => Ok(None),
-            }
+            let mut tokens = deps.tokens.list(owner).await?;
+            deps.tokens.read_untagged(&mut tokens).await?;
+            Ok::<_, ReconcileError>(tokens)
         },
     )?;
     let live_tunnel_ids = tunnels.iter().map(|t| t.id.clone()).collect();
@@ -453,14 +449,12 @@ pub async fn sweep(
             .iter()
             .filter_map(|r| owner.service_of_dns_comment(r.record.comment.as_deref()?)),
     );
-    if let Some(tokens) = &bulk.tokens {
-        candidates.extend(
-            tokens
-                .iter()
-                .filter(|(_, p)| p.owned)
-                .map(|(s, _)| s.clone()),
-        );
-    }
+    candidates.extend(
+        bulk.tokens
+            .iter()
+            .filter(|(_, p)| owner.owns_ssm(&p.tags))
+            .map(|(s, _)| s.clone()),
+    );
     candidates.extend(
         by_id
             .iter()
@@ -673,24 +667,20 @@ async fn needs_work(
         )),
         None => None,
     };
-    let token = match &bulk.tokens {
-        Some(tokens) => tokens.get(svc).map(|p| {
-            StoredToken::describe(&p.value, p.owned, p.redeploy_pending, p.rotation.clone())
-        }),
-        None => deps
-            .tokens
-            .get(svc)
-            .await?
-            .map(|p| StoredToken::of(&p, owner, None)),
-    };
+    let listed = bulk.tokens.get(svc);
+    let token = listed.map(|p| listed_token(deps, owner, p));
     // In this sweep's slice, the stored token is compared with the one Cloudflare
     // serves too: a secret changed out of band (no mark of ours) is found within one
-    // configuration cycle.
+    // configuration cycle. (The only token values the sweep reads.)
     let token = match (token, &tunnel) {
         (Some(mut t), Some(tun)) if check_config && t.tunnel_id.as_deref() == Some(&tun.id) => {
-            if let Some(stored) = deps.tokens.get(svc).await? {
+            let value = match listed.and_then(|p| p.value.clone()) {
+                Some(v) => Some(v),
+                None => deps.tokens.value(svc).await?,
+            };
+            if let Some(value) = value {
                 let served = deps.cf.tunnel_token(&tun.id).await?;
-                t.matches_cloudflare = Some(crate::token::same_token(&served, &stored.value));
+                t.matches_cloudflare = Some(crate::token::same_token(&served, &value));
             }
             Some(t)
         }
@@ -759,6 +749,25 @@ fn seen_in_bulk(bulk: &Bulk, owner: &Owner, svc: &ServiceId) -> Seen {
         // The sweep's view of the token may be what made it pick the service.
         verify_token: true,
     }
+}
+
+/// What the sweep knows of a listed token. The tunnel it is for comes from its tunnel-id
+/// tag (in our account: tunnel ids are unique, and a token is only ever written for a
+/// tunnel of the account it was made in), or, for a token written before that tag existed,
+/// from its value. A tag set ahead of an overwrite that never happened comes with the
+/// redeploy mark, which the plan never finds converged: the service is reconciled in full.
+fn listed_token(deps: &Deps, owner: &Owner, p: &ListedToken) -> StoredToken {
+    // With Secrets Manager, its own protocol owns unfinished rotations.
+    let rotation = match deps.tokens.rotates_itself() {
+        true => None,
+        false => p.tags.get(ROTATION_TAG).cloned(),
+    };
+    let mut token = StoredToken::of(&p.to_stored(), owner, rotation);
+    if let Some(tunnel) = p.tagged_tunnel() {
+        token.tunnel_id = Some(tunnel.to_string());
+        token.account = Some(deps.cf.account_id().to_string());
+    }
+    token
 }
 
 /// True when an outcome left the service as its tags say.

@@ -562,3 +562,71 @@ async fn a_rotation_mark_is_left_to_its_run_until_its_lease_ends() {
     assert!(connect(&w, &token).await["client_id"].is_null());
     assert_token_consistent(&w, "web").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rotation_schedule_reads_in_pages_and_looks_only_at_what_is_due() {
+    const N: usize = 25;
+    let mut w = World::start().await;
+    // One sweep creates them all.
+    w.extra_env
+        .push(("ECS_TUNNELS_SWEEP_MAX_CALLS".into(), "100000".into()));
+    w.spawn_function().await;
+    let hosts: Vec<&'static str> = (0..N)
+        .map(|i| &*Box::leak(format!("s{i:02}.example.com").into_boxed_str()))
+        .collect();
+    for (i, host) in hosts.iter().enumerate() {
+        w.seed("demo", &format!("s{i:02}"), &exposed(host)).await;
+    }
+    let r = w.invoke_ok(sample("schedule-sweep.json")).await;
+    assert_eq!(r["sweep"]["settled"], N, "{r}");
+
+    // Nothing due: the services in pages, the tokens with their tags in a page or two,
+    // and nothing per service.
+    w.aws.clear_calls();
+    let resp = w.invoke_ok(sample("schedule-rotate.json")).await;
+    let rotations = resp["rotations"].as_array().unwrap();
+    assert_eq!(rotations.len(), N, "{resp}");
+    assert!(
+        rotations
+            .iter()
+            .all(|r| r["due"] == false && r["last_rotated"].is_string()),
+        "{resp}"
+    );
+    let calls = w.function_aws_calls();
+    let total: usize = calls.values().sum();
+    assert!(total <= 8, "{N} services cost {total} AWS calls: {calls:?}");
+    assert_eq!(
+        calls.get("ecs:DescribeServices"),
+        Some(&N.div_ceil(10)),
+        "{calls:?}"
+    );
+    for per_service in ["ssm:GetParameter", "ssm:ListTagsForResource"] {
+        assert_eq!(calls.get(per_service), None, "{calls:?}");
+    }
+    assert_eq!(w.token_value_reads(), Vec::<String>::new());
+
+    // Two due: only they are looked at (described and read) one by one, and rotated.
+    for s in ["s03", "s17"] {
+        set_param_tags(&w, s, &[("ecs-tunnels:rotated-at", &days_ago(31))]).await;
+    }
+    w.aws.clear_calls();
+    let resp = w.invoke_ok(sample("schedule-rotate.json")).await;
+    let rotated: Vec<&str> = resp["rotations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["rotated"] == true)
+        .map(|r| r["service"]["service"].as_str().unwrap())
+        .collect();
+    assert_eq!(rotated, ["s03", "s17"], "{resp}");
+    let calls = w.function_aws_calls();
+    assert_eq!(
+        calls.get("ecs:DescribeServices"),
+        Some(&(N.div_ceil(10) + 2)),
+        "{calls:?}"
+    );
+    assert_eq!(calls.get("ssm:GetParameter"), Some(&2), "{calls:?}");
+    for s in ["s03", "s17"] {
+        assert_token_consistent(&w, s).await;
+    }
+}

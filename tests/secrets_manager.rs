@@ -276,3 +276,87 @@ async fn the_rotation_schedule_is_observed_state_repaired_like_drift() {
         (true, Some(function.clone()), Some("rate(12 hours)".into()))
     );
 }
+
+fn tunnel_id_tag(
+    d: &aws_sdk_secretsmanager::operation::describe_secret::DescribeSecretOutput,
+) -> Option<String> {
+    d.tags()
+        .iter()
+        .find(|t| t.key() == Some("ecs-tunnels:tunnel-id"))
+        .and_then(|t| t.value().map(str::to_string))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_converged_sweep_lists_secrets_and_reads_only_the_token_it_verifies() {
+    let mut w = World::start().await;
+    let function = w.template_function_arn("SecretsRotationFunction");
+    w.extra_env.extend([
+        ("ECS_TUNNELS_TOKEN_STORE".into(), "secretsmanager".into()),
+        ("ECS_TUNNELS_ROTATION_FUNCTION_ARN".into(), function),
+    ]);
+    w.spawn_function().await;
+    w.seed("demo", "web", &exposed("web.example.com")).await;
+    let resp = w.invoke_ok(task_event("demo", "web", false)).await;
+    assert_eq!(resp["outcomes"][0]["state"], "ready", "{resp}");
+    let tid = w.live_tunnels().await.remove(0)["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let sm = aws_sdk_secretsmanager::Client::new(&w.sdk);
+    let d = sm.describe_secret().secret_id(SECRET).send().await.unwrap();
+    assert_eq!(
+        tunnel_id_tag(&d),
+        Some(tid.clone()),
+        "created with its tunnel id"
+    );
+    let arn = d.arn().unwrap().to_string();
+
+    // Converged (rotation schedule included, as ListSecrets describes it): one listing,
+    // no secret described or read.
+    w.aws.clear_calls();
+    let r = w.invoke_ok(sample("schedule-sweep.json")).await["sweep"].clone();
+    assert_eq!(
+        (r["needed_work"].as_u64(), r["converged"].as_u64()),
+        (Some(0), Some(1)),
+        "{r}"
+    );
+    w.assert_only_verified_tokens_read(&r);
+    let calls = w.function_aws_calls();
+    assert_eq!(
+        calls.get("secretsmanager:ListSecrets"),
+        Some(&1),
+        "{calls:?}"
+    );
+    assert_eq!(
+        calls.get("secretsmanager:DescribeSecret"),
+        None,
+        "{calls:?}"
+    );
+
+    // A secret written before the tag existed is read, and only it.
+    sm.untag_resource()
+        .secret_id(SECRET)
+        .tag_keys("ecs-tunnels:tunnel-id")
+        .send()
+        .await
+        .unwrap();
+    w.aws.clear_calls();
+    let r = w.invoke_ok(sample("schedule-sweep.json")).await["sweep"].clone();
+    assert_eq!(r["converged"], 1, "{r}");
+    assert_eq!(
+        w.token_value_reads(),
+        [format!("secretsmanager:GetSecretValue {SECRET}")]
+    );
+
+    // Its next write (a rotation by Secrets Manager's four steps) tags it again.
+    let version = "5a4b3c2d-0000-1111-2222-333344445555";
+    for name in ["createSecret", "setSecret", "testSecret", "finishSecret"] {
+        w.invoke_ok(step(name, &arn, version)).await;
+    }
+    let d = sm.describe_secret().secret_id(SECRET).send().await.unwrap();
+    assert_eq!(tunnel_id_tag(&d), Some(tid), "tagged by finishSecret");
+    w.aws.clear_calls();
+    let r = w.invoke_ok(sample("schedule-sweep.json")).await["sweep"].clone();
+    assert_eq!(r["converged"], 1, "{r}");
+    w.assert_only_verified_tokens_read(&r);
+}

@@ -740,3 +740,132 @@ async fn a_status_without_a_digest_is_refreshed_by_the_sweep_alone() {
     w.invoke_ok(task_event("demo", "web", true)).await;
     assert_eq!(w.requests().await["total"], 0);
 }
+
+/// Removes the tunnel-id tag from a token parameter, as every token written before that
+/// tag existed lacks it.
+async fn untag_tunnel_id(w: &World, cluster: &str, service: &str) {
+    aws_sdk_ssm::Client::new(&w.sdk)
+        .remove_tags_from_resource()
+        .resource_type(aws_sdk_ssm::types::ResourceTypeForTagging::Parameter)
+        .resource_id(format!("/ecs-tunnels/{cluster}/{service}/token"))
+        .tag_keys("ecs-tunnels:tunnel-id")
+        .send()
+        .await
+        .expect("untag");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_converged_sweep_reads_tags_and_only_the_tokens_it_verifies() {
+    let mut w = World::start().await;
+    w.extra_env
+        .push(("ECS_TUNNELS_SWEEP_CONFIG_CHECKS".into(), "1".into()));
+    w.spawn_function().await;
+    for (s, host) in [
+        ("a", "a.example.com"),
+        ("b", "b.example.com"),
+        ("c", "c.example.com"),
+    ] {
+        w.seed("demo", s, &tagged(host)).await;
+    }
+    let r = sweep(&w).await;
+    assert_eq!(r["needed_work"], 3, "{r}");
+    // Each token carries the tunnel it is for.
+    for t in w.live_tunnels().await {
+        let svc = t["name"]
+            .as_str()
+            .unwrap()
+            .rsplit('.')
+            .next()
+            .unwrap()
+            .to_string();
+        let tags = w.token_parameter_tags("demo", &svc).await;
+        assert_eq!(
+            tags.get("ecs-tunnels:tunnel-id").map(String::as_str),
+            t["id"].as_str(),
+            "{svc}: {tags:?}"
+        );
+    }
+
+    w.aws.clear_calls();
+    let r = sweep(&w).await;
+    assert_eq!(
+        (r["needed_work"].as_u64(), r["converged"].as_u64()),
+        (Some(0), Some(3)),
+        "{r}"
+    );
+    w.assert_only_verified_tokens_read(&r);
+    let calls = w.function_aws_calls();
+    assert_eq!(
+        calls.get("tag:GetResources"),
+        Some(&1),
+        "the tokens are listed with their tags in one page: {calls:?}"
+    );
+    assert!(
+        calls
+            .keys()
+            .all(|op| !op.starts_with("ssm:") || op == "ssm:GetParameter"),
+        "no other SSM call: {calls:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_without_its_tunnel_id_tag_is_read_and_tagged_on_its_next_write() {
+    let mut w = World::start().await;
+    w.extra_env
+        .push(("ECS_TUNNELS_SWEEP_CONFIG_CHECKS".into(), "1".into()));
+    w.spawn_function().await;
+    w.seed("demo", "old", &tagged("old.example.com")).await;
+    w.seed("demo", "new", &tagged("new.example.com")).await;
+    sweep(&w).await;
+    untag_tunnel_id(&w, "demo", "old").await;
+
+    // Written before the tag existed: read (that one alone), and still converged.
+    w.aws.clear_calls();
+    let r = sweep(&w).await;
+    assert_eq!(
+        (r["needed_work"].as_u64(), r["converged"].as_u64()),
+        (Some(0), Some(2)),
+        "{r}"
+    );
+    let reads = w.token_value_reads();
+    assert!(
+        reads.contains(&"ssm:GetParameters /ecs-tunnels/demo/old/token".to_string()),
+        "{reads:?}"
+    );
+    assert!(
+        reads.len() as u64 <= 1 + r["configs_checked"].as_u64().unwrap(),
+        "the untagged one, and the slice's: {reads:?}"
+    );
+
+    // Its value is what the sweep judges: a token for another tunnel is rewritten, and
+    // the write tags it.
+    w.make_token_stale(
+        "/ecs-tunnels/demo/old/token",
+        "00000000-0000-4000-8000-000000000000",
+    )
+    .await;
+    let r = sweep(&w).await;
+    assert_eq!(r["needed_work"], 1, "{r}");
+    let tid = w
+        .live_tunnels()
+        .await
+        .into_iter()
+        .find(|t| t["name"].as_str().unwrap().ends_with(".old"))
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let tags = w.token_parameter_tags("demo", "old").await;
+    assert_eq!(
+        tags.get("ecs-tunnels:tunnel-id"),
+        Some(&tid),
+        "tagged by its write: {tags:?}"
+    );
+    let (token, _) = w.token_parameter("demo", "old").await.unwrap();
+    assert!(w.token_connects(&token).await, "the rewritten token works");
+
+    w.aws.clear_calls();
+    let r = sweep(&w).await;
+    assert_eq!(r["converged"], 2, "{r}");
+    w.assert_only_verified_tokens_read(&r);
+}

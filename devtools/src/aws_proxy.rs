@@ -2,9 +2,10 @@
 //! call, can answer calls with injected faults, and can ask an [`Authorizer`] before
 //! forwarding (see [`crate::iam::IamAuthorizer`]).
 //!
-//! The Rust SDK speaks awsJson1_1 to ECS, SSM and Secrets Manager: `POST /` with
-//! `X-Amz-Target: <prefix>.<Operation>` (`AmazonEC2ContainerServiceV20141113`, `AmazonSSM`,
-//! `secretsmanager`), a JSON body and a SigV4 `Authorization` header whose `Credential`
+//! The Rust SDK speaks awsJson1_1 to ECS, SSM, Secrets Manager and the Resource Groups
+//! Tagging API: `POST /` with `X-Amz-Target: <prefix>.<Operation>`
+//! (`AmazonEC2ContainerServiceV20141113`, `AmazonSSM`, `secretsmanager`,
+//! `ResourceGroupsTaggingAPI_20170126`), a JSON body and a SigV4 `Authorization` header whose `Credential`
 //! names the access key id and region. Inside Lambda the SDK also sends `x-amzn-trace-id`
 //! (its recursion-detection interceptor copies `_X_AMZN_TRACE_ID`, which `lambda_runtime`
 //! sets per invocation from the Runtime API's `Lambda-Runtime-Trace-Id`).
@@ -323,13 +324,16 @@ pub fn parse_credential(authorization: &str) -> (Option<String>, Option<String>)
 }
 
 /// Splits `X-Amz-Target` into (service, operation): `AmazonEC2ContainerServiceV20141113`
-/// → `ecs`, `AmazonSSM` → `ssm`, `secretsmanager` → `secretsmanager`; others keep the prefix.
+/// → `ecs`, `AmazonSSM` → `ssm`, `secretsmanager` → `secretsmanager`,
+/// `ResourceGroupsTaggingAPI_20170126` → `tag` (the IAM service prefix of the Resource
+/// Groups Tagging API); others keep the prefix.
 pub fn parse_target(target: &str) -> Option<(String, String)> {
     let (prefix, op) = target.rsplit_once('.')?;
     let service = match prefix {
         "AmazonEC2ContainerServiceV20141113" => "ecs",
         "AmazonSSM" => "ssm",
         "secretsmanager" => "secretsmanager",
+        "ResourceGroupsTaggingAPI_20170126" => "tag",
         other => other,
     };
     Some((service.to_string(), op.to_string()))
@@ -570,6 +574,10 @@ mod tests {
         assert_eq!(
             parse_target("secretsmanager.CreateSecret"),
             Some(("secretsmanager".into(), "CreateSecret".into()))
+        );
+        assert_eq!(
+            parse_target("ResourceGroupsTaggingAPI_20170126.GetResources"),
+            Some(("tag".into(), "GetResources".into()))
         );
         assert_eq!(parse_target("nodot"), None);
     }

@@ -782,3 +782,83 @@ async fn tag_and_redeploy_permissions_are_narrow() {
         assert!(!verdict(auth.check(f, &swap).await.unwrap()), "{f}");
     }
 }
+
+#[tokio::test]
+async fn bulk_token_reads_belong_to_the_sweep_alone() {
+    let moto = Moto::start().await.expect("moto");
+    let auth = IamAuthorizer::for_template(&iam::readme_parameters(), &moto.endpoint())
+        .await
+        .expect("authorizer");
+    let allowed = |checks: &[devtools::iam::Check]| {
+        checks.iter().all(|c| c.result.result == Decision::Allowed)
+    };
+    let list_parameters = call(
+        "tag",
+        "GetResources",
+        json!({"ResourceTypeFilters": ["ssm:parameter"], "TagFilters": [{"Key": "ecs-tunnels:owner", "Values": ["o"]}], "ResourcesPerPage": 100}),
+    );
+    let list_secrets = call(
+        "secretsmanager",
+        "ListSecrets",
+        json!({"MaxResults": 100, "Filters": [{"Key": "name", "Values": ["ecs-tunnels/"]}]}),
+    );
+    let read = |names: &[&str]| {
+        call(
+            "ssm",
+            "GetParameters",
+            json!({"Names": names, "WithDecryption": true}),
+        )
+    };
+    let ours = read(&["/ecs-tunnels/prod/web/token", "/ecs-tunnels/prod/api/token"]);
+    for bulk in [&list_parameters, &list_secrets, &ours] {
+        let checks = auth.check("SweepFunction", bulk).await.unwrap();
+        assert!(
+            allowed(&checks),
+            "SweepFunction {}: {checks:#?}",
+            bulk.name()
+        );
+        for c in &checks {
+            // The mapping and iam-data agree on which actions take no resource scope.
+            assert_eq!(
+                c.result.wildcard_only,
+                Some(c.request.resource == "*"),
+                "{}",
+                c.request.action
+            );
+        }
+        for f in [
+            "EventsFunction",
+            "CustomResourceFunction",
+            "SecretsRotationFunction",
+        ] {
+            assert!(
+                !allowed(&auth.check(f, bulk).await.unwrap()),
+                "{f} may {}",
+                bulk.name()
+            );
+        }
+    }
+    // Values outside the prefix stay out of reach, one name among ours is enough.
+    let mixed = read(&["/ecs-tunnels/prod/web/token", "/cloudflare/api-token"]);
+    assert!(!allowed(
+        &auth.check("SweepFunction", &mixed).await.unwrap()
+    ));
+    // The bulk reads of before are gone from the template.
+    for (op, params) in [
+        (
+            "GetParametersByPath",
+            json!({"Path": "/ecs-tunnels", "Recursive": true, "WithDecryption": true}),
+        ),
+        ("DescribeParameters", json!({"ParameterFilters": []})),
+    ] {
+        assert!(
+            !allowed(
+                &auth
+                    .check("SweepFunction", &call("ssm", op, params))
+                    .await
+                    .unwrap()
+            ),
+            "ssm:{op}"
+        );
+    }
+}

@@ -330,7 +330,8 @@ impl Ecs {
         Ok(states)
     }
 
-    /// All services of a cluster, described with tags (10 per DescribeServices call).
+    /// All services of a cluster, described with tags (100 names per ListServices page,
+    /// 10 services per DescribeServices call).
     pub async fn list_services(&self, cluster: &str) -> Result<Vec<ServiceInfo>, AwsError> {
         let mut names = Vec::new();
         let mut next: Option<String> = None;
@@ -339,6 +340,7 @@ impl Ecs {
                 .client
                 .list_services()
                 .cluster(cluster)
+                .max_results(100)
                 .set_next_token(next.take())
                 .send()
                 .await

@@ -2,9 +2,9 @@
 //! deleted with the tunnel, tagged like the SSM parameter; plus the version-stage calls
 //! of Secrets Manager's rotation protocol.
 
-use super::token_store::{RotationSchedule, StoredParameter};
+use super::token_store::{ListedToken, RotationSchedule, StoredParameter};
 use super::AwsError;
-use crate::ownership::ServiceId;
+use crate::ownership::{Owner, ServiceId};
 use crate::secret::Secret;
 use aws_sdk_secretsmanager::types::{RotationRulesType, Tag};
 use std::collections::BTreeMap;
@@ -55,6 +55,33 @@ fn tags_of(tags: &[(String, String)]) -> Vec<Tag> {
         .collect()
 }
 
+fn tag_map(tags: &[Tag]) -> BTreeMap<String, String> {
+    tags.iter()
+        .filter_map(|t| {
+            Some((
+                t.key()?.to_string(),
+                t.value().unwrap_or_default().to_string(),
+            ))
+        })
+        .collect()
+}
+
+fn rotation_schedule(
+    enabled: Option<bool>,
+    function: Option<&str>,
+    rules: Option<&RotationRulesType>,
+) -> RotationSchedule {
+    RotationSchedule {
+        enabled: enabled.unwrap_or(false),
+        function: function.filter(|a| !a.is_empty()).map(str::to_string),
+        expression: rules
+            .and_then(|r| r.schedule_expression())
+            .filter(|e| !e.is_empty())
+            .map(str::to_string),
+        after_days: rules.and_then(|r| r.automatically_after_days()),
+    }
+}
+
 fn not_found<E: aws_sdk_secretsmanager::error::ProvideErrorMetadata>(e: &E) -> bool {
     e.code() == Some("ResourceNotFoundException")
 }
@@ -96,36 +123,98 @@ impl SecretTokens {
         Ok(Some(SecretInfo {
             arn: out.arn().unwrap_or_default().to_string(),
             name: out.name().unwrap_or_default().to_string(),
-            tags: out
-                .tags()
-                .iter()
-                .filter_map(|t| {
-                    Some((
-                        t.key()?.to_string(),
-                        t.value().unwrap_or_default().to_string(),
-                    ))
-                })
-                .collect(),
+            tags: tag_map(out.tags()),
             versions: out
                 .version_ids_to_stages()
                 .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
                 .unwrap_or_default(),
-            rotation: RotationSchedule {
-                enabled: out.rotation_enabled().unwrap_or(false),
-                function: out
-                    .rotation_lambda_arn()
-                    .filter(|a| !a.is_empty())
-                    .map(str::to_string),
-                expression: out
-                    .rotation_rules()
-                    .and_then(|r| r.schedule_expression())
-                    .filter(|e| !e.is_empty())
-                    .map(str::to_string),
-                after_days: out
-                    .rotation_rules()
-                    .and_then(|r| r.automatically_after_days()),
-            },
+            rotation: rotation_schedule(
+                out.rotation_enabled(),
+                out.rotation_lambda_arn(),
+                out.rotation_rules(),
+            ),
         }))
+    }
+
+    /// The service a secret name belongs to.
+    pub fn service_of(&self, name: &str) -> Option<ServiceId> {
+        let rest = name
+            .strip_prefix(&format!("{}/", self.prefix))?
+            .strip_suffix("/token")?;
+        let (c, s) = rest.split_once('/')?;
+        (!c.is_empty() && !s.is_empty() && !s.contains('/')).then(|| ServiceId::new(c, s))
+    }
+
+    /// Every token secret under the prefix that carries `owner`'s tag, with its tags and
+    /// rotation configuration, from `ListSecrets` (100 a page): no value is read.
+    pub async fn list(&self, owner: &Owner) -> Result<BTreeMap<ServiceId, ListedToken>, AwsError> {
+        use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
+        let filters = vec![
+            Filter::builder()
+                .key(FilterNameStringType::Name)
+                .values(format!("{}/", self.prefix))
+                .build(),
+            Filter::builder()
+                .key(FilterNameStringType::TagKey)
+                .values(crate::ownership::SSM_OWNER_TAG)
+                .build(),
+        ];
+        let mut out = BTreeMap::new();
+        let mut next: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_secrets()
+                .set_filters(Some(filters.clone()))
+                .max_results(100)
+                .set_next_token(next.take())
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("secretsmanager:ListSecrets", e))?;
+            for entry in page.secret_list() {
+                let tags = tag_map(entry.tags());
+                if entry.deleted_date().is_some() || !owner.owns_ssm(&tags) {
+                    continue;
+                }
+                let Some(svc) = entry.name().and_then(|n| self.service_of(n)) else {
+                    continue;
+                };
+                out.insert(
+                    svc,
+                    ListedToken {
+                        tags,
+                        rotation_schedule: Some(rotation_schedule(
+                            entry.rotation_enabled(),
+                            entry.rotation_lambda_arn(),
+                            entry.rotation_rules(),
+                        )),
+                        value: None,
+                    },
+                );
+            }
+            match page.next_token() {
+                Some(t) if !t.is_empty() => next = Some(t.to_string()),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// The current values of these services' token secrets, one `GetSecretValue` each; a
+    /// secret that does not exist is left out.
+    pub async fn values(
+        &self,
+        svcs: &[ServiceId],
+    ) -> Result<BTreeMap<ServiceId, Secret>, AwsError> {
+        let mut out = BTreeMap::new();
+        for svc in svcs {
+            if let Some(v) = self
+                .value(&self.secret_name(svc), None, Some("AWSCURRENT"))
+                .await?
+            {
+                out.insert(svc.clone(), v);
+            }
+        }
+        Ok(out)
     }
 
     /// The rotation function this install schedules, if any.

@@ -1,16 +1,18 @@
 //! SSM Parameter Store backend of the token store (a SecureString per service, tagged
 //! with the owner), and reading the Cloudflare API token.
 
-use super::token_store::StoredParameter;
+use super::token_store::{ListedToken, StoredParameter};
 use super::AwsError;
-use crate::ownership::ServiceId;
+use crate::ownership::{Owner, ServiceId};
 use crate::secret::Secret;
 use aws_sdk_ssm::types::{ParameterType, ResourceTypeForTagging, Tag};
+use std::collections::BTreeMap;
 
 /// The SSM backend.
 #[derive(Clone)]
 pub struct SsmTokens {
     client: aws_sdk_ssm::Client,
+    tagging: aws_sdk_resourcegroupstagging::Client,
     prefix: String,
 }
 
@@ -23,6 +25,7 @@ impl SsmTokens {
     pub fn new(cfg: &aws_config::SdkConfig, prefix: &str) -> Self {
         SsmTokens {
             client: aws_sdk_ssm::Client::new(cfg),
+            tagging: aws_sdk_resourcegroupstagging::Client::new(cfg),
             prefix: prefix.to_string(),
         }
     }
@@ -59,10 +62,7 @@ impl SsmTokens {
     }
 
     /// A parameter's tags; `None` if it is gone.
-    async fn try_tags_of(
-        &self,
-        name: &str,
-    ) -> Result<Option<std::collections::BTreeMap<String, String>>, AwsError> {
+    async fn try_tags_of(&self, name: &str) -> Result<Option<BTreeMap<String, String>>, AwsError> {
         match self
             .client
             .list_tags_for_resource()
@@ -80,14 +80,6 @@ impl SsmTokens {
             Err(e) if e.as_service_error().is_some_and(is_not_found) => Ok(None),
             Err(e) => Err(AwsError::from_sdk("ssm:ListTagsForResource", e)),
         }
-    }
-
-    /// A parameter's tags; none if it is gone.
-    async fn tags_of(
-        &self,
-        name: &str,
-    ) -> Result<std::collections::BTreeMap<String, String>, AwsError> {
-        Ok(self.try_tags_of(name).await?.unwrap_or_default())
     }
 
     /// Creates the parameter with tags. `Ok(false)` if it already exists (a concurrent run).
@@ -243,20 +235,6 @@ pub async fn read_secret_string(
     Ok(Secret::new(out.secret_string().unwrap_or_default()))
 }
 
-/// A token parameter as seen by a bulk read.
-#[derive(Debug, Clone)]
-pub struct ListedParameter {
-    /// The token.
-    pub value: Secret,
-    /// Carries this owner's tag.
-    pub owned: bool,
-    /// Owes a redeploy.
-    pub redeploy_pending: bool,
-    /// An unfinished rotation's mark (`<reason> <time>`, or the reason alone in the old
-    /// format).
-    pub rotation: Option<String>,
-}
-
 impl SsmTokens {
     /// The service a parameter name belongs to.
     pub fn service_of(&self, name: &str) -> Option<ServiceId> {
@@ -267,132 +245,106 @@ impl SsmTokens {
         (!c.is_empty() && !s.is_empty() && !s.contains('/')).then(|| ServiceId::new(c, s))
     }
 
-    /// Names under the prefix whose tag `key` equals (or, with `begins`, begins with) one
-    /// of `values`.
-    async fn names_with_tag(
-        &self,
-        key: &str,
-        values: &[&str],
-        begins: bool,
-    ) -> Result<Vec<String>, AwsError> {
-        use aws_sdk_ssm::types::ParameterStringFilter;
-        let filters = vec![
-            ParameterStringFilter::builder()
-                .key("Path")
-                .option("Recursive")
-                .values(&self.prefix)
-                .build()
-                .expect("key set"),
-            ParameterStringFilter::builder()
-                .key(format!("tag:{key}"))
-                .option(if begins { "BeginsWith" } else { "Equals" })
-                .set_values(Some(values.iter().map(|v| v.to_string()).collect()))
-                .build()
-                .expect("key set"),
-        ];
-        let mut out = Vec::new();
+    /// Every token parameter under the prefix that carries `owner`'s tag, with all its
+    /// tags, from the Resource Groups Tagging API (`GetResources`, 100 parameters a page):
+    /// no value is read.
+    pub async fn list(&self, owner: &Owner) -> Result<BTreeMap<ServiceId, ListedToken>, AwsError> {
+        use aws_sdk_resourcegroupstagging::types::TagFilter;
+        let mut out = BTreeMap::new();
         let mut next: Option<String> = None;
         loop {
             let page = self
-                .client
-                .describe_parameters()
-                .set_parameter_filters(Some(filters.clone()))
-                .max_results(50)
-                .set_next_token(next.take())
+                .tagging
+                .get_resources()
+                .resource_type_filters("ssm:parameter")
+                .tag_filters(
+                    TagFilter::builder()
+                        .key(crate::ownership::SSM_OWNER_TAG)
+                        .values(owner.as_str())
+                        .build(),
+                )
+                .resources_per_page(100)
+                .set_pagination_token(next.take())
                 .send()
                 .await
-                .map_err(|e| AwsError::from_sdk("ssm:DescribeParameters", e))?;
-            out.extend(
-                page.parameters()
+                .map_err(|e| AwsError::from_sdk("tag:GetResources", e))?;
+            for mapping in page.resource_tag_mapping_list() {
+                let Some(svc) = mapping
+                    .resource_arn()
+                    .and_then(parameter_name_of_arn)
+                    .and_then(|n| self.service_of(n))
+                else {
+                    continue;
+                };
+                let tags = mapping
+                    .tags()
                     .iter()
-                    .filter_map(|p| p.name().map(str::to_string)),
-            );
-            match page.next_token() {
+                    .map(|t| (t.key().to_string(), t.value().to_string()))
+                    .collect();
+                out.insert(
+                    svc,
+                    ListedToken {
+                        tags,
+                        ..Default::default()
+                    },
+                );
+            }
+            match page.pagination_token() {
                 Some(t) if !t.is_empty() => next = Some(t.to_string()),
                 _ => return Ok(out),
             }
         }
     }
 
-    /// The custom resources (`cfn.<stack>/<logical id>`) whose token parameter this
-    /// owner made, from one paged list (50 names a page).
-    pub async fn owned_resource_tokens(
+    /// The values of these services' token parameters, 10 per `GetParameters` call; a
+    /// parameter that does not exist is left out.
+    pub async fn values(
         &self,
-        owner: &crate::ownership::Owner,
-    ) -> Result<Vec<ServiceId>, AwsError> {
-        Ok(self
-            .names_with_tag(crate::ownership::SSM_OWNER_TAG, &[owner.as_str()], false)
-            .await?
-            .iter()
-            .filter_map(|n| self.service_of(n))
-            .filter(crate::doors::custom_resource::is_resource_key)
-            .collect())
-    }
-
-    /// Every token parameter under the prefix, with ownership and marks, in a handful of
-    /// paged calls (10 values per GetParametersByPath page, 50 names per DescribeParameters
-    /// page) instead of two calls per service.
-    pub async fn list_all(
-        &self,
-        owner: &crate::ownership::Owner,
-    ) -> Result<std::collections::BTreeMap<ServiceId, ListedParameter>, AwsError> {
-        use crate::aws::token_store::{REDEPLOY_TAG, ROTATION_TAG};
-        let mut values = Vec::new();
-        let mut next: Option<String> = None;
-        loop {
+        svcs: &[ServiceId],
+    ) -> Result<BTreeMap<ServiceId, Secret>, AwsError> {
+        let mut out = BTreeMap::new();
+        for chunk in svcs.chunks(10) {
             let page = self
                 .client
-                .get_parameters_by_path()
-                .path(&self.prefix)
-                .recursive(true)
+                .get_parameters()
+                .set_names(Some(chunk.iter().map(|s| self.parameter_name(s)).collect()))
                 .with_decryption(true)
-                .set_next_token(next.take())
                 .send()
                 .await
-                .map_err(|e| AwsError::from_sdk("ssm:GetParametersByPath", e))?;
-            values.extend(page.parameters().iter().filter_map(|p| {
-                Some((
-                    p.name()?.to_string(),
-                    Secret::new(p.value().unwrap_or_default()),
-                ))
-            }));
-            match page.next_token() {
-                Some(t) if !t.is_empty() => next = Some(t.to_string()),
-                _ => break,
+                .map_err(|e| AwsError::from_sdk("ssm:GetParameters", e))?;
+            for p in page.parameters() {
+                if let Some(svc) = p.name().and_then(|n| self.service_of(n)) {
+                    out.insert(svc, Secret::new(p.value().unwrap_or_default()));
+                }
             }
         }
-        let owned = self
-            .names_with_tag(crate::ownership::SSM_OWNER_TAG, &[owner.as_str()], false)
-            .await?;
-        let pending = self
-            .names_with_tag(REDEPLOY_TAG, &["pending"], false)
-            .await?;
-        // Marks carry the time their run set them, which no filter can match: the few
-        // marked parameters are found by reason, and their tags read one by one.
-        let mut rotation = Vec::new();
-        let reasons = ["schedule", "manual", "compromised", "repair"];
-        for n in self.names_with_tag(ROTATION_TAG, &reasons, true).await? {
-            if let Some(mark) = self.tags_of(&n).await?.remove(ROTATION_TAG) {
-                rotation.push((n, mark));
-            }
-        }
-        Ok(values
-            .into_iter()
-            .filter_map(|(name, value)| {
-                let svc = self.service_of(&name)?;
-                Some((
-                    svc,
-                    ListedParameter {
-                        value,
-                        owned: owned.contains(&name),
-                        redeploy_pending: pending.contains(&name),
-                        rotation: rotation
-                            .iter()
-                            .find(|(n, _)| *n == name)
-                            .map(|(_, m)| m.clone()),
-                    },
-                ))
-            })
-            .collect())
+        Ok(out)
+    }
+}
+
+/// The parameter name in a parameter ARN: `arn:aws:ssm:<region>:<account>:parameter/a/b`
+/// is `/a/b` (this store's names are paths, so they start with `/`).
+fn parameter_name_of_arn(arn: &str) -> Option<&str> {
+    arn.split_once(":parameter")
+        .map(|(_, name)| name)
+        .filter(|n| n.starts_with('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parameter_name_of_arn;
+
+    #[test]
+    fn parameter_names_come_out_of_their_arns() {
+        assert_eq!(
+            parameter_name_of_arn(
+                "arn:aws:ssm:us-east-1:123456789012:parameter/ecs-tunnels/c/s/token"
+            ),
+            Some("/ecs-tunnels/c/s/token")
+        );
+        assert_eq!(
+            parameter_name_of_arn("arn:aws:ssm:us-east-1:123456789012:document/x"),
+            None
+        );
     }
 }

@@ -90,6 +90,14 @@ impl RotationMark {
 pub const REDEPLOY_SERVICE_TAG: &str = "ecs-tunnels:redeploys";
 /// When the tunnel secret was last changed (RFC 3339).
 pub const ROTATED_AT_TAG: &str = "ecs-tunnels:rotated-at";
+/// The tunnel the stored token is for, so bulk listings learn it from tags and never read
+/// (decrypt) the token. Written with every token: in the same call when the token is
+/// created, and in the call that sets [`REDEPLOY_TAG`] just before the token is
+/// overwritten. A crash between that call and the overwrite leaves a tag that may name a
+/// tunnel the old token is not for, but always with the redeploy mark, which makes every
+/// reader reconcile the service in full (reading the token) before the mark goes; a token
+/// without this tag (written before it existed) is read.
+pub const TUNNEL_ID_TAG: &str = "ecs-tunnels:tunnel-id";
 /// Why: `created`, `schedule`, `manual`, `compromised`, `repair`.
 pub const ROTATED_BY_TAG: &str = "ecs-tunnels:rotated-by";
 
@@ -102,6 +110,38 @@ pub fn rotated_now(reason: &str) -> Vec<(String, String)> {
         ),
         (ROTATED_BY_TAG.to_string(), reason.to_string()),
     ]
+}
+
+/// A token as a bulk listing sees it: its tags, never its value unless they cannot tell
+/// which tunnel it is for.
+#[derive(Debug, Clone, Default)]
+pub struct ListedToken {
+    /// The parameter's (or secret's) tags.
+    pub tags: BTreeMap<String, String>,
+    /// The store's own rotation schedule (Secrets Manager only).
+    pub rotation_schedule: Option<RotationSchedule>,
+    /// The token, read only for a token without [`TUNNEL_ID_TAG`]
+    /// ([`TokenStore::read_untagged`]).
+    pub value: Option<Secret>,
+}
+
+impl ListedToken {
+    /// The tunnel its [`TUNNEL_ID_TAG`] names.
+    pub fn tagged_tunnel(&self) -> Option<&str> {
+        self.tags
+            .get(TUNNEL_ID_TAG)
+            .map(|t| t.trim())
+            .filter(|t| !t.is_empty())
+    }
+
+    /// As a stored token (the value empty when it was not read).
+    pub fn to_stored(&self) -> StoredParameter {
+        StoredParameter {
+            value: self.value.clone().unwrap_or_else(|| Secret::new("")),
+            tags: self.tags.clone(),
+            rotation_schedule: self.rotation_schedule.clone(),
+        }
+    }
 }
 
 /// A stored token and its tags.
@@ -268,25 +308,107 @@ impl TokenStore {
         }
     }
 
-    /// Creates it with tags; `Ok(false)` if it already exists.
+    /// Creates it with `tags` and [`TUNNEL_ID_TAG`] = `tunnel_id` (the tunnel `token` is
+    /// for), in one call; `Ok(false)` if it already exists.
     pub async fn create(
         &self,
         svc: &ServiceId,
         token: &Secret,
+        tunnel_id: &str,
         tags: &[(String, String)],
     ) -> Result<bool, AwsError> {
+        let mut tags = tags.to_vec();
+        tags.push((TUNNEL_ID_TAG.to_string(), tunnel_id.to_string()));
         match self {
-            TokenStore::Ssm(s) => s.create(svc, token, tags).await,
-            TokenStore::SecretsManager(s) => s.create(svc, token, tags).await,
+            TokenStore::Ssm(s) => s.create(svc, token, &tags).await,
+            TokenStore::SecretsManager(s) => s.create(svc, token, &tags).await,
         }
     }
 
-    /// Replaces the token (a new version).
-    pub async fn overwrite(&self, svc: &ServiceId, token: &Secret) -> Result<(), AwsError> {
+    /// Replaces the token with `token`, for the tunnel `tunnel_id`: first one call tags it
+    /// with `tags`, [`REDEPLOY_TAG`] (the service owes a redeploy, so a crash before the
+    /// redeploy is finished by the next run) and [`TUNNEL_ID_TAG`]; then the new value is
+    /// written. The tunnel id cannot change in the same call as the value (SSM refuses
+    /// tags with an overwrite, Secrets Manager's PutSecretValue takes none), so it changes
+    /// just before, under the redeploy mark: until the mark is cleared (after a
+    /// successful write and redeploy) every run reconciles the service in full, from the
+    /// stored value.
+    pub async fn overwrite(
+        &self,
+        svc: &ServiceId,
+        tunnel_id: &str,
+        token: &Secret,
+        tags: &[(String, String)],
+    ) -> Result<(), AwsError> {
+        let mut marks = tags.to_vec();
+        marks.push((REDEPLOY_TAG.to_string(), "pending".to_string()));
+        marks.push((TUNNEL_ID_TAG.to_string(), tunnel_id.to_string()));
+        self.add_tags(svc, &marks).await?;
         match self {
             TokenStore::Ssm(s) => s.overwrite(svc, token).await,
             TokenStore::SecretsManager(s) => s.overwrite(svc, token).await,
         }
+    }
+
+    /// Every token of `owner`, with its tags (and the store's rotation schedule), by the
+    /// service (or custom resource) it belongs to, from paged listings that read no
+    /// token: the Resource Groups Tagging API's `GetResources` (SSM parameters with the
+    /// owner tag, 100 a page) or `ListSecrets` (secrets under the prefix, 100 a page). A
+    /// token of another owner under the prefix is not listed.
+    pub async fn list(
+        &self,
+        owner: &crate::ownership::Owner,
+    ) -> Result<BTreeMap<ServiceId, ListedToken>, AwsError> {
+        match self {
+            TokenStore::Ssm(s) => s.list(owner).await,
+            TokenStore::SecretsManager(s) => s.list(owner).await,
+        }
+    }
+
+    /// Reads the value of each listed token without [`TUNNEL_ID_TAG`] (written before it
+    /// existed; its next write tags it), and only of those: 10 per `GetParameters` call
+    /// with SSM, one `GetSecretValue` each with Secrets Manager. A token gone meanwhile is
+    /// dropped from the list.
+    pub async fn read_untagged(
+        &self,
+        listed: &mut BTreeMap<ServiceId, ListedToken>,
+    ) -> Result<(), AwsError> {
+        let untagged: Vec<ServiceId> = listed
+            .iter()
+            .filter(|(_, t)| t.tagged_tunnel().is_none() && t.value.is_none())
+            .map(|(s, _)| s.clone())
+            .collect();
+        if untagged.is_empty() {
+            return Ok(());
+        }
+        let values = match self {
+            TokenStore::Ssm(s) => s.values(&untagged).await?,
+            TokenStore::SecretsManager(s) => s.values(&untagged).await?,
+        };
+        for svc in untagged {
+            match values.get(&svc) {
+                Some(v) => {
+                    if let Some(t) = listed.get_mut(&svc) {
+                        t.value = Some(v.clone());
+                    }
+                }
+                None => {
+                    listed.remove(&svc);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads one token's value, without its tags (the sweep's verification of a token
+    /// against the one Cloudflare serves). `None` when it is gone.
+    pub async fn value(&self, svc: &ServiceId) -> Result<Option<Secret>, AwsError> {
+        let one = [svc.clone()];
+        let mut values = match self {
+            TokenStore::Ssm(s) => s.values(&one).await?,
+            TokenStore::SecretsManager(s) => s.values(&one).await?,
+        };
+        Ok(values.remove(svc))
     }
 
     /// Adds or replaces tags.

@@ -1,6 +1,7 @@
 //! Runs reconciles for a set of services with bounded concurrency; shared by the Lambda
 //! door and the CLI.
 
+use crate::aws::ecs::ServiceInfo;
 use crate::aws::AwsError;
 use crate::context::Deps;
 use crate::ownership::ServiceId;
@@ -37,21 +38,32 @@ pub async fn reconcile_many(
 /// Every service in the covered clusters that is tagged for exposure or still carries a
 /// status tag (so untagged leftovers are torn down).
 pub async fn managed_services(deps: &Deps) -> Result<Vec<Work>, AwsError> {
+    Ok(managed_service_infos(deps)
+        .await?
+        .into_iter()
+        .map(|info| {
+            let account = info.account_region().map(|(a, _)| a);
+            (ServiceId::new(info.cluster, info.name), account)
+        })
+        .collect())
+}
+
+/// The services [`managed_services`] names, as described (with tags), in paged reads:
+/// ListClusters, ListServices and DescribeServices 10 at a time.
+pub async fn managed_service_infos(deps: &Deps) -> Result<Vec<ServiceInfo>, AwsError> {
     let clusters = match &deps.config.clusters {
         Some(c) => c.clone(),
         None => deps.ecs.list_clusters().await?,
     };
     let mut out = Vec::new();
     for cluster in clusters {
-        for info in deps.ecs.list_services(&cluster).await? {
-            if info.tags.contains_key(TAG_HOSTNAME) || info.tags.contains_key(TAG_STATUS) {
-                let account = info.account_region().map(|(a, _)| a);
-                out.push((
-                    ServiceId::new(info.cluster.clone(), info.name.clone()),
-                    account,
-                ));
-            }
-        }
+        out.extend(
+            deps.ecs
+                .list_services(&cluster)
+                .await?
+                .into_iter()
+                .filter(|i| i.tags.contains_key(TAG_HOSTNAME) || i.tags.contains_key(TAG_STATUS)),
+        );
     }
     Ok(out)
 }

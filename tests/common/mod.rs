@@ -797,6 +797,74 @@ impl World {
         )
     }
 
+    /// The AWS calls the function processes made (through the proxy) since the last
+    /// `w.aws.clear_calls()`, counted by `service:Operation`.
+    pub fn function_aws_calls(&self) -> BTreeMap<String, usize> {
+        let mut out = BTreeMap::new();
+        for c in self.aws.calls() {
+            if c.call.access_key_id.as_deref() == Some(devtools::iam::FUNCTION_ACCESS_KEY_ID) {
+                *out.entry(c.call.name()).or_default() += 1;
+            }
+        }
+        out
+    }
+
+    /// The calls of the function processes since the last `w.aws.clear_calls()` that read
+    /// a tunnel token's value (not the API token's): SSM `GetParameter`, `GetParameters`
+    /// or `GetParametersByPath` on the token prefix, Secrets Manager `GetSecretValue` or
+    /// `BatchGetSecretValue` on a token secret. Each as `operation names...`.
+    pub fn token_value_reads(&self) -> Vec<String> {
+        // The default prefix: a path, a parameter name, a secret name or ARN under it.
+        let is_token = |n: &str| n == "/ecs-tunnels" || n.contains("ecs-tunnels/");
+        let strings = |v: &Value| -> Vec<String> {
+            match v {
+                Value::String(s) => vec![s.clone()],
+                Value::Array(a) => a
+                    .iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect(),
+                _ => vec![],
+            }
+        };
+        let mut out = Vec::new();
+        for c in self.aws.calls() {
+            if c.call.access_key_id.as_deref() != Some(devtools::iam::FUNCTION_ACCESS_KEY_ID) {
+                continue;
+            }
+            let p = &c.call.params;
+            let names = match c.call.name().as_str() {
+                "ssm:GetParameter" => strings(&p["Name"]),
+                "ssm:GetParameters" => strings(&p["Names"]),
+                "ssm:GetParametersByPath" => strings(&p["Path"]),
+                "secretsmanager:GetSecretValue" => strings(&p["SecretId"]),
+                "secretsmanager:BatchGetSecretValue" => vec!["ecs-tunnels/?".into()],
+                _ => continue,
+            };
+            let names: Vec<String> = names.into_iter().filter(|n| is_token(n)).collect();
+            if !names.is_empty() {
+                out.push(format!("{} {}", c.call.name(), names.join(" ")));
+            }
+        }
+        out
+    }
+
+    /// The only token values a sweep reads are those of the services in its
+    /// verification slice (`configs_checked` in its report), each compared with the
+    /// token Cloudflare serves; everything else it learns from the tokens' tags.
+    pub fn assert_only_verified_tokens_read(&self, report: &Value) {
+        let reads = self.token_value_reads();
+        assert_eq!(
+            reads.len() as u64,
+            report["configs_checked"].as_u64().unwrap(),
+            "only the slice's tokens are read: {reads:?}\n{report}"
+        );
+        assert!(
+            reads.iter().all(|r| r.starts_with("ssm:GetParameter")
+                || r.starts_with("secretsmanager:GetSecretValue ")),
+            "one token at a time: {reads:?}"
+        );
+    }
+
     /// Connects a simulated cloudflared with `token`: true when the tunnel accepts it.
     pub async fn token_connects(&self, token: &str) -> bool {
         let conn = self

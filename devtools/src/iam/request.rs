@@ -418,6 +418,8 @@ pub fn map_call(
             vec![IamRequest::new(&act, ssm_parameter_arn(region, path)).ctx("ssm:Recursive", if recursive { "true" } else { "false" })]
         }
         ("ssm", "DescribeParameters") => vec![IamRequest::new(&act, "*")],
+        // No resource-level permissions (iam-data lists no resource type for these).
+        ("tag", "GetResources") | ("secretsmanager", "ListSecrets") => vec![IamRequest::new(&act, "*")],
 
         // ---- Secrets Manager ----
         ("secretsmanager", "CreateSecret") => {
@@ -684,6 +686,12 @@ mod tests {
                 json!({"taskDefinition": "web:3"}),
             ),
             ("ssm", "DescribeParameters", json!({"ParameterFilters": []})),
+            (
+                "tag",
+                "GetResources",
+                json!({"ResourceTypeFilters": ["ssm:parameter"]}),
+            ),
+            ("secretsmanager", "ListSecrets", json!({"MaxResults": 100})),
         ] {
             assert_eq!(one(s, op, p, &Facts::default()).resource, "*", "{s}:{op}");
         }
