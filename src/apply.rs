@@ -40,6 +40,9 @@ pub struct Applied {
     /// taken, a policy or token found made): what was observed is stale, so the caller
     /// reads again before trusting the result.
     pub raced: bool,
+    /// Policies planned for deletion that Cloudflare refused to delete because other
+    /// applications use them (named by their users): kept and reported.
+    pub kept: Vec<crate::diff::KeptPolicy>,
 }
 
 struct Progress {
@@ -49,6 +52,7 @@ struct Progress {
     policy_id: Option<String>,
     app: Option<crate::reconcile::AppRef>,
     raced: bool,
+    kept: Vec<crate::diff::KeptPolicy>,
 }
 
 fn log_change(ctx: &PlanContext, change: &Change) {
@@ -71,6 +75,7 @@ pub async fn apply(
         policy_id: None,
         app: None,
         raced: false,
+        kept: vec![],
     };
     let own_policy_linked = observed.app.as_ref().and_then(|a| {
         a.policies
@@ -195,6 +200,7 @@ pub async fn apply(
         tunnel_id: p.tunnel_id,
         access_app: p.app,
         raced: p.raced,
+        kept: p.kept,
     })
 }
 
@@ -387,16 +393,28 @@ async fn dns_and_access(
     }
     let policy_deletes = pick(|c| matches!(c, Change::DeletePolicy { .. }));
     let deleted = try_join_all(policy_deletes.iter().map(|c| async move {
-        match c {
-            Change::DeletePolicy { id } if delete_or_keep_policy(deps, ctx, id).await? => {
+        let Change::DeletePolicy { id } = c else {
+            return Ok(Err(None));
+        };
+        match delete_or_keep_policy(deps, ctx, id).await? {
+            None => {
                 log_change(ctx, c);
-                Ok::<_, ReconcileError>(Some(c.kind()))
+                Ok::<_, ReconcileError>(Ok(c.kind()))
             }
-            _ => Ok(None),
+            Some(used_by) => Ok(Err(Some(crate::diff::KeptPolicy {
+                id: id.clone(),
+                name: String::new(),
+                used_by,
+            }))),
         }
     }))
     .await?;
-    done.extend(deleted.into_iter().flatten());
+    for d in deleted {
+        match d {
+            Ok(kind) => done.push(kind),
+            Err(kept) => p.kept.extend(kept),
+        }
+    }
 
     Ok(())
 }
@@ -523,15 +541,16 @@ async fn ensure_policy(
 
 /// Deletes one of our reusable policies; when Cloudflare refuses because applications
 /// we do not own still use it (someone linked it to theirs), it is kept and reported
-/// instead: a delete would fail on every run. Returns whether it was deleted.
+/// instead: a delete would fail on every run. `None` when it was deleted, else the
+/// applications that keep it.
 async fn delete_or_keep_policy(
     deps: &Deps,
     ctx: &PlanContext,
     id: &str,
-) -> Result<bool, ReconcileError> {
+) -> Result<Option<Vec<String>>, ReconcileError> {
     let refused = match deps.cf.delete_reusable_policy(id).await {
         // Gone already (a bulk list can be older than a concurrent delete).
-        Ok(()) | Err(CfError::NotFound { .. }) => return Ok(true),
+        Ok(()) | Err(CfError::NotFound { .. }) => return Ok(None),
         Err(e) if e.is_transient() => return Err(e.into()),
         Err(e) => e,
     };
@@ -542,7 +561,7 @@ async fn delete_or_keep_policy(
         return Err(refused.into());
     }
     warn!(service = %ctx.svc, policy = %id, used_by = %users.join(", "), "kept the reusable Access policy: applications ecs-tunnels does not own use it; remove it from them, then delete it");
-    Ok(false)
+    Ok(Some(users))
 }
 
 /// A tunnel made (or adopted) by [`ensure_tunnel`].

@@ -398,6 +398,12 @@ async fn converge(
         out.changes.extend(plan.changes);
         out.tunnel_id = applied.tunnel_id;
         out.access_app = applied.access_app.or(out.access_app);
+        for mut k in applied.kept {
+            if let Some(p) = observed.policies.iter().find(|p| p.id == k.id) {
+                k.name = p.name.clone();
+            }
+            out.kept_policies.push(k);
+        }
         if !applied.raced {
             // The apply did what the plan said and met no one: done, without reading
             // everything again (a race repeats the pass, looking everywhere), except

@@ -803,7 +803,7 @@ async fn a_converged_sweep_reads_tags_and_only_the_tokens_it_verifies() {
     assert!(
         calls
             .keys()
-            .all(|op| !op.starts_with("ssm:") || op == "ssm:GetParameter"),
+            .all(|op| !op.starts_with("ssm:") || op == "ssm:GetParameters"),
         "no other SSM call: {calls:?}"
     );
 }

@@ -251,8 +251,16 @@ async fn a_dns_repair_keeps_what_a_user_added_to_our_record() {
         .await;
     assert_eq!(broken["success"], true, "{broken}");
 
+    // A tag event takes the full path (a routine task event trusts the status digest,
+    // and leaves drift to the sweep).
     w.reset_requests().await;
-    let resp = w.invoke_ok(task_event("demo", "web", false)).await;
+    let resp = w
+        .invoke_ok(tag_event(
+            "demo",
+            "web",
+            &[("ecs-tunnels:hostname", "web.example.com")],
+        ))
+        .await;
     assert_eq!(resp["outcomes"][0]["state"], "ready", "{resp}");
     assert!(
         resp["outcomes"][0]["applied"]
