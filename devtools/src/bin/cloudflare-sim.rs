@@ -3,7 +3,7 @@
 //! ```text
 //! cloudflare-sim --port 8787 --token TOKEN --account-id ACCOUNT \
 //!     --zone example.com --zone example.net [--page-cap N] [--team-name myteam] \
-//!     [--server-shapes] [--no-openapi-validation]
+//!     [--server-shapes] [--no-openapi-validation] [--latency-ms N]
 //! ```
 //!
 //! Prints the API base URL (`http://127.0.0.1:PORT/client/v4`) as one line on
@@ -46,6 +46,9 @@ struct Args {
     /// Do not check requests against Cloudflare's OpenAPI document.
     #[arg(long = "no-openapi-validation")]
     no_openapi_validation: bool,
+    /// Milliseconds added to every API request (not to the test hooks).
+    #[arg(long = "latency-ms", default_value_t = 0)]
+    latency_ms: u64,
 }
 
 #[tokio::main]
@@ -65,6 +68,7 @@ async fn main() -> std::io::Result<()> {
         server_shapes: args.server_shapes,
         port: args.port,
         validate_openapi: !args.no_openapi_validation,
+        latency_ms: args.latency_ms,
     };
     let sim = start(opts).await?;
     let mut stdout = std::io::stdout().lock();

@@ -10,8 +10,9 @@
 //! - the API under `/client/v4` (bearer token required, Cloudflare envelopes,
 //!   pagination on every list);
 //! - test hooks under `/__sim` (no auth): simulated cloudflared replicas, fault
-//!   injection, request counters, a state dump, reset, schema violations, and an audit
-//!   of the writes ecs-tunnels made to existing objects (see `hooks.rs`, `audit.rs`).
+//!   injection, a global latency, request counters and timings, a state dump, reset,
+//!   schema violations, an audit of the writes ecs-tunnels made to existing objects, and
+//!   a crowded account seeded in one call (see `hooks.rs`, `audit.rs`, `crowd.rs`).
 //!
 //! Unless [`SimOptions::validate_openapi`] is off, every API request is first checked
 //! against Cloudflare's own OpenAPI document (`openapi.rs`, with the cited additions in
@@ -37,6 +38,7 @@ mod access_policies;
 mod access_rules;
 mod audit;
 mod connectors;
+mod crowd;
 mod dns;
 mod envelope;
 mod errors;
@@ -90,6 +92,10 @@ pub struct SimOptions {
     /// violating one with HTTP 400 (on by default; turn it off only in a test that
     /// deliberately sends what the document rejects).
     pub validate_openapi: bool,
+    /// Milliseconds added to every API request (never to a hook) before it is handled,
+    /// like a network round trip; 0 adds none. `POST /__sim/latency {"ms": N}` changes it
+    /// on a running simulator.
+    pub latency_ms: u64,
 }
 
 impl Default for SimOptions {
@@ -103,6 +109,7 @@ impl Default for SimOptions {
             server_shapes: false,
             port: 0,
             validate_openapi: true,
+            latency_ms: 0,
         }
     }
 }
@@ -118,6 +125,7 @@ impl fmt::Debug for SimOptions {
             .field("server_shapes", &self.server_shapes)
             .field("port", &self.port)
             .field("validate_openapi", &self.validate_openapi)
+            .field("latency_ms", &self.latency_ms)
             .finish()
     }
 }
