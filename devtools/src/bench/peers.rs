@@ -67,15 +67,21 @@ impl Measured {
             .unwrap_or(Value::Null)
     }
 
-    /// The first outcome's `state` of an event answer (`ready`, `removed`, ...), or what
-    /// went wrong.
+    /// The first outcome's `state` of an event answer (`ready`, `removed`, ...),
+    /// `ignored (why)` for an event the function ignored, or what went wrong.
     pub fn state(&self) -> String {
-        match self.invocation.outcome.response() {
-            Some(r) => r["outcomes"][0]["state"]
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| format!("no outcome: {r}")),
-            None => format!("error: {:?}", self.invocation.outcome),
+        let Some(r) = self.invocation.outcome.response() else {
+            return format!("error: {:?}", self.invocation.outcome);
+        };
+        if let Some(state) = r["outcomes"][0]["state"].as_str() {
+            return state.to_string();
+        }
+        match r["ignored"].as_array().filter(|a| !a.is_empty()) {
+            Some(why) => {
+                let why: Vec<&str> = why.iter().filter_map(Value::as_str).collect();
+                format!("ignored ({})", why.join("; "))
+            }
+            None => format!("no outcome: {r}"),
         }
     }
 }
