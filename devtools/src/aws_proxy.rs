@@ -12,12 +12,16 @@
 //!
 //! Everything is forwarded to moto unchanged (other requests, such as `/moto-api/`, too;
 //! only awsJson calls are recorded). Point a process at the proxy with
-//! `AWS_ENDPOINT_URL=<endpoint()>`.
+//! `AWS_ENDPOINT_URL=<endpoint()>`. A latency ([`AwsProxy::set_latency`]) can be added to
+//! every recorded call, to stand for the round trip to AWS that moto on 127.0.0.1 lacks.
 
+use std::collections::BTreeMap;
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
@@ -146,7 +150,7 @@ pub struct Fault {
     pub message: String,
     /// Instead of an error: pass the call on (it lands), then hold the answer this long
     /// (a window in which the caller can die after its write).
-    pub hold: Option<std::time::Duration>,
+    pub hold: Option<Duration>,
     /// Only calls whose JSON body contains this text.
     pub body_contains: Option<String>,
 }
@@ -166,7 +170,7 @@ impl Fault {
     }
 
     /// Lets the next matching call through, then holds its answer for `hold`.
-    pub fn hold(operation: &str, hold: std::time::Duration) -> Fault {
+    pub fn hold(operation: &str, hold: Duration) -> Fault {
         Fault {
             hold: Some(hold),
             ..Fault::new(operation, "", "")
@@ -215,6 +219,8 @@ struct Shared {
     http: reqwest::Client,
     state: Mutex<Inner>,
     authorizer: Mutex<Option<Arc<dyn Authorizer>>>,
+    /// Added to every recorded call before it is answered, in microseconds.
+    latency_us: AtomicU64,
 }
 
 impl Shared {
@@ -244,6 +250,7 @@ impl AwsProxy {
             http,
             state: Mutex::new(Inner::default()),
             authorizer: Mutex::new(None),
+            latency_us: AtomicU64::new(0),
         });
         let app = Router::new()
             .fallback(handle)
@@ -271,6 +278,23 @@ impl AwsProxy {
             .authorizer
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(authorizer);
+    }
+
+    /// Delays every recorded (awsJson) call by `latency` before it is judged, faulted or
+    /// forwarded, from now on; `Duration::ZERO` turns it off. Calls run concurrently, each
+    /// with its own delay, as round trips to AWS do.
+    pub fn set_latency(&self, latency: Duration) {
+        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.shared.latency_us.store(us, Ordering::Relaxed);
+    }
+
+    /// The recorded calls so far, counted by `service:Operation`.
+    pub fn calls_by_operation(&self) -> BTreeMap<String, usize> {
+        let mut out = BTreeMap::new();
+        for c in self.shared.lock().calls.iter() {
+            *out.entry(c.call.name()).or_insert(0) += 1;
+        }
+        out
     }
 
     /// Adds a fault (faults are tried in the order added).
@@ -418,6 +442,10 @@ async fn handle(
     let call = call_info(&headers, &body);
     let mut hold = None;
     if let Some(call) = &call {
+        let latency = shared.latency_us.load(Ordering::Relaxed);
+        if latency > 0 {
+            tokio::time::sleep(Duration::from_micros(latency)).await;
+        }
         let authorizer = shared
             .authorizer
             .lock()

@@ -1,4 +1,5 @@
 pub mod aws_proxy;
+pub mod bench;
 pub mod cloudflare_sim;
 pub mod function;
 pub mod iam;

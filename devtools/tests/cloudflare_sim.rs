@@ -1067,3 +1067,181 @@ async fn openapi_violations_are_answered_and_recorded() {
     assert_ne!(error_code(&v), 10400);
     assert!(lax.sim.violations().is_empty());
 }
+
+/// `(started_us, ended_us)` of every logged request, oldest first.
+async fn timings(api: &Api) -> Vec<(u64, u64)> {
+    let (_, r) = api.hook(Method::GET, "/requests", None).await;
+    r["log"]
+        .as_array()
+        .expect("log")
+        .iter()
+        .map(|e| {
+            (
+                e["started_us"].as_u64().expect("started_us"),
+                e["ended_us"].as_u64().expect("ended_us"),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn global_latency_delays_every_api_request_and_no_hook() {
+    use std::time::{Duration, Instant};
+    let api = Api::start(SimOptions {
+        latency_ms: 300,
+        ..SimOptions::default()
+    })
+    .await;
+    assert_eq!(api.hook(Method::GET, "/latency", None).await.1["ms"], 300);
+    let started = Instant::now();
+    assert_eq!(api.get("/zones").await.0, 200);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    // Every API request, an unauthenticated or unknown one too.
+    let started = Instant::now();
+    let (s, _, _) = api
+        .send(
+            Method::GET,
+            format!("{}/zones", api.sim.base_url),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(s, 403);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    // Hooks are not delayed (a hook takes well under the latency).
+    let started = Instant::now();
+    for _ in 0..3 {
+        api.hook(Method::GET, "/state", None).await;
+    }
+    assert!(started.elapsed() < Duration::from_millis(300));
+
+    // The log times each request, latency included; concurrent requests overlap (the
+    // latency does not serialise them), sequential ones do not.
+    api.hook(Method::DELETE, "/requests", None).await;
+    let tunnels = format!("/accounts/{ACCOUNT}/cfd_tunnel");
+    let (a, b, c) = tokio::join!(
+        api.get("/zones"),
+        api.get("/zones?name=example.com"),
+        api.get(&tunnels),
+    );
+    assert_eq!((a.0, b.0, c.0), (200, 200, 200));
+    api.get("/zones").await;
+    let t = timings(&api).await;
+    assert_eq!(t.len(), 4);
+    assert!(t.iter().all(|(s, e)| e - s >= 300_000), "{t:?}");
+    let last_start_of_three = t[..3].iter().map(|x| x.0).max().unwrap();
+    let first_end_of_three = t[..3].iter().map(|x| x.1).min().unwrap();
+    assert!(last_start_of_three < first_end_of_three, "overlap: {t:?}");
+    assert!(t[3].0 >= t[..3].iter().map(|x| x.1).max().unwrap(), "{t:?}");
+
+    // The hook changes it; 0 turns it off.
+    let (s, v) = api
+        .hook(Method::POST, "/latency", Some(json!({"ms": 0})))
+        .await;
+    assert_eq!((s, v["ms"].clone()), (200, json!(0)));
+    api.hook(Method::DELETE, "/requests", None).await;
+    api.get("/zones").await;
+    let t = timings(&api).await;
+    assert!(t[0].1 - t[0].0 < 300_000, "{t:?}");
+    let (s, v) = api
+        .hook(Method::POST, "/latency", Some(json!({"ms": -5})))
+        .await;
+    assert_eq!(s, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("ms"));
+}
+
+#[tokio::test]
+async fn seed_hook_crowds_every_zone_with_objects_that_are_not_ours() {
+    let zones: Vec<String> = ["example.com", "a.test", "b.test", "c.test", "d.test"]
+        .iter()
+        .map(|z| z.to_string())
+        .collect();
+    let api = Api::start(SimOptions {
+        zones: zones.clone(),
+        page_cap: Some(20),
+        server_shapes: true,
+        ..SimOptions::default()
+    })
+    .await;
+    let (s, v) = api
+        .hook(
+            Method::POST,
+            "/seed",
+            Some(json!({"access_apps": 30, "policies": 25, "dns_records": 100})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["added"]["dns_records_by_zone"]["example.com"], 20);
+    assert_eq!(
+        v["totals"],
+        json!({"zones": 5, "access_apps": 30, "policies": 25, "dns_records": 100})
+    );
+    let (_, r) = api.hook(Method::GET, "/requests", None).await;
+    assert_eq!(r["total"], 0, "seeding makes no API request");
+
+    // Through the API, page by page (20 a page).
+    let a = format!("/accounts/{ACCOUNT}/access");
+    let (_, v) = api.get(&format!("{a}/apps")).await;
+    assert_eq!(v["result_info"]["total_count"], 30);
+    assert_eq!(v["result_info"]["total_pages"], 2);
+    let (_, v) = api.get(&format!("{a}/policies?page=2")).await;
+    assert_eq!(v["result_info"]["total_count"], 25);
+    assert_eq!(v["result"].as_array().unwrap().len(), 5);
+    for zone in &zones {
+        let id = api.zone_id(zone).await;
+        let (_, v) = api.get(&format!("/zones/{id}/dns_records")).await;
+        assert_eq!(v["result_info"]["total_count"], 20, "{zone}");
+        assert!(v["result"][0]["name"].as_str().unwrap().ends_with(zone));
+    }
+
+    // Nothing carries an ecs-tunnels owner marker; the apps are linked to the policies.
+    let (_, st) = api.hook(Method::GET, "/state", None).await;
+    for app in st["access_apps"].as_array().unwrap() {
+        assert!(
+            !app["name"].as_str().unwrap().contains("ecs-tunnels"),
+            "{app}"
+        );
+        assert_eq!(app["tags"], json!([]), "{app}");
+        assert_eq!(app["type"], "self_hosted");
+        assert_eq!(app["policies"].as_array().unwrap().len(), 1, "{app}");
+        let domain = app["domain"].as_str().unwrap();
+        assert!(zones.iter().any(|z| domain.ends_with(&format!(".{z}"))));
+    }
+    for p in st["access_policies"].as_array().unwrap() {
+        assert!(!p["name"].as_str().unwrap().contains("ecs-tunnels"), "{p}");
+    }
+    let records = st["dns_records"].as_array().unwrap();
+    for r in records {
+        let comment = r["comment"].as_str().unwrap_or("");
+        assert!(!comment.starts_with("ecs-tunnels"), "{r}");
+    }
+    let types: std::collections::BTreeSet<&str> = records
+        .iter()
+        .map(|r| r["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["A", "AAAA", "CNAME", "TXT"].into_iter().collect());
+
+    // Seeding again adds more, under new names; a wrong body is refused.
+    let (s, v) = api
+        .hook(Method::POST, "/seed", Some(json!({"dns_records": 5})))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["totals"]["dns_records"], 105);
+    for bad in [
+        json!({"dns_records": -1}),
+        json!({"apps": 3}),
+        json!({"policies": "x"}),
+    ] {
+        let (s, v) = api.hook(Method::POST, "/seed", Some(bad.clone())).await;
+        assert_eq!(s, 400, "{bad} → {v}");
+    }
+    // The created objects are usable: a seeded app can be fetched and deleted.
+    let id = st["access_apps"][0]["id"].as_str().unwrap();
+    assert_eq!(api.get(&format!("{a}/apps/{id}")).await.0, 200);
+    assert_eq!(
+        api.call(Method::DELETE, &format!("{a}/apps/{id}"), None)
+            .await
+            .0,
+        200
+    );
+}

@@ -158,8 +158,13 @@ async fn moto_seeded_service_shows_tags() {
 /// Calls a JSON-protocol AWS API on moto directly (moto does not check signatures; it
 /// finds the service from the credential scope).
 async fn aws_json(moto: &Moto, service: &str, target: &str, body: Value) -> Value {
+    aws_json_at(&moto.endpoint(), service, target, body).await
+}
+
+/// [`aws_json`] at another endpoint (the AWS proxy).
+async fn aws_json_at(endpoint: &str, service: &str, target: &str, body: Value) -> Value {
     let r = http()
-        .post(moto.endpoint())
+        .post(endpoint)
         .header("content-type", "application/x-amz-json-1.1")
         .header("x-amz-target", target)
         .header(
@@ -217,6 +222,44 @@ async fn moto_launcher_fixes_stale_awscurrent() {
         !moto.logs().contains("patch not applied"),
         "{}",
         moto.logs()
+    );
+}
+
+#[tokio::test]
+async fn aws_proxy_latency_delays_each_call_and_calls_are_counted_by_operation() {
+    use devtools::aws_proxy::AwsProxy;
+    use std::time::Instant;
+    let moto = Moto::start().await.expect("moto starts");
+    let proxy = AwsProxy::start(&moto.endpoint()).await.expect("proxy");
+    let ep = proxy.endpoint();
+    let ecs = "AmazonEC2ContainerServiceV20141113.ListClusters";
+    let ssm = "AmazonSSM.DescribeParameters";
+    proxy.set_latency(Duration::from_millis(400));
+    let started = Instant::now();
+    aws_json_at(&ep, "ecs", ecs, json!({})).await;
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    // Concurrent calls wait side by side, not one after the other (3 × 400 ms).
+    let started = Instant::now();
+    let _ = tokio::join!(
+        aws_json_at(&ep, "ecs", ecs, json!({})),
+        aws_json_at(&ep, "ssm", ssm, json!({})),
+        aws_json_at(&ep, "ssm", ssm, json!({})),
+    );
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(400), "{took:?}");
+    assert!(took < Duration::from_millis(1100), "{took:?}");
+    proxy.set_latency(Duration::ZERO);
+    let started = Instant::now();
+    aws_json_at(&ep, "ssm", ssm, json!({})).await;
+    assert!(started.elapsed() < Duration::from_millis(400));
+    assert_eq!(
+        proxy.calls_by_operation(),
+        [
+            ("ecs:ListClusters".to_string(), 2),
+            ("ssm:DescribeParameters".to_string(), 3)
+        ]
+        .into_iter()
+        .collect()
     );
 }
 

@@ -1,18 +1,23 @@
 //! Sweep benchmark: seeds N tagged services (default 1,000) across several clusters and
-//! zones into moto + the Cloudflare simulator, then runs the `ecs-tunnels` binary's sweep
-//! through the Lambda Runtime API three times: the first (creating) sweep, a converged
-//! sweep in the same warm process, and a converged sweep in a fresh (cold) process.
-//! Reports Cloudflare calls and writes (as the simulator counted them), wall time and the
-//! function's peak RSS. Run with `scripts/bench-sweep.sh`.
+//! zones into moto, nothing in Cloudflare, and runs the `ecs-tunnels` binary's sweep
+//! through the Lambda Runtime API: sweeps until every service is adopted (a sweep finds
+//! them all converged), then a converged sweep with a latency on every AWS call
+//! (`--aws-latency-ms`, through the AWS proxy) in the warm process and in a fresh one.
+//! Every Cloudflare list is paginated at `--page-cap` items a page.
+//!
+//! Reports, per sweep, Cloudflare calls and writes (as the simulator counted them), AWS
+//! calls (as the proxy counted them, by operation for the converged sweeps), wall time and
+//! the function's peak RSS, and prints issue 11's two sweep rows as Markdown. Run with
+//! `scripts/bench-sweep.sh`.
+
+use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
-use devtools::cloudflare_sim::{self, SimOptions};
-use devtools::function::FunctionProcess;
-use devtools::moto::Moto;
-use devtools::runtime_api::RuntimeApi;
+use devtools::bench::sim_log::describe_counts;
+use devtools::bench::sweep::{self, SweepNumbers, SweepOptions, SweepRun};
+use devtools::bench::table::Table;
 use serde_json::{json, Value};
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
 #[derive(Parser)]
 struct Args {
@@ -25,210 +30,124 @@ struct Args {
     /// Clusters to spread them over.
     #[arg(long, default_value_t = 4)]
     clusters: usize,
-    /// Print the result as JSON too.
+    /// Items a page of every Cloudflare list (the simulator's page cap; 0: no cap).
+    #[arg(long, default_value_t = 20)]
+    page_cap: u32,
+    /// ECS_TUNNELS_SWEEP_MAX_CALLS (default: the install's default). A large value
+    /// adopts everything in one sweep.
+    #[arg(long)]
+    sweep_max_calls: Option<u64>,
+    /// Give up adopting after this many sweeps.
+    #[arg(long, default_value_t = 500)]
+    max_sweeps: usize,
+    /// Latency added to every AWS call in the converged sweeps, ms.
+    #[arg(long, default_value_t = 50)]
+    aws_latency_ms: u64,
+    /// Print the sweep reports as JSON too.
     #[arg(long)]
     json: bool,
 }
 
 const ZONES: [&str; 3] = ["example.com", "example.net", "example.org"];
-const API_TOKEN: &str = "bench-token";
 
-async fn counters(http: &reqwest::Client, hooks: &str) -> Value {
-    http.get(format!("{hooks}/requests"))
-        .send()
-        .await
-        .expect("counters")
-        .json()
-        .await
-        .expect("json")
-}
-
-fn sweep_event() -> Value {
-    json!({"version": "0", "id": "bench", "detail-type": "Scheduled Event", "source": "aws.events", "account": "123456789012",
-           "time": "2026-11-23T12:00:00Z", "region": "us-east-1", "resources": ["arn:aws:events:us-east-1:123456789012:rule/ecs-tunnels-sweep"], "detail": {}})
-}
-
-struct Run {
-    name: &'static str,
-    calls: u64,
-    writes: u64,
-    wall: Duration,
-    report: Value,
-}
-
-async fn run_sweep(
-    rt: &RuntimeApi,
-    http: &reqwest::Client,
-    hooks: &str,
-    name: &'static str,
-) -> Run {
-    http.delete(format!("{hooks}/requests"))
-        .send()
-        .await
-        .expect("reset");
-    let started = Instant::now();
-    let inv = rt
-        .invoke_with_deadline(
-            sweep_event(),
-            Duration::from_secs(900),
-            Duration::from_secs(900),
-        )
-        .await
-        .expect("invoke");
-    let wall = started.elapsed();
-    let report = inv
-        .outcome
-        .response()
-        .map(|r| r["sweep"].clone())
-        .unwrap_or_else(|| json!({"error": format!("{:?}", inv.outcome)}));
-    let c = counters(http, hooks).await;
-    Run {
-        name,
-        calls: c["total"].as_u64().unwrap_or(0),
-        writes: c["writes"].as_u64().unwrap_or(0),
-        wall,
-        report,
+fn print_runs(s: &SweepNumbers) {
+    println!(
+        "services: {} in {} clusters and {} zones; every Cloudflare list at most {} a page",
+        s.services,
+        s.options.clusters,
+        s.options.zones.len(),
+        s.options
+            .page_cap
+            .map_or("unlimited".to_string(), |c| c.to_string())
+    );
+    println!(
+        "{:<32} {:>9} {:>7} {:>9} {:>8} {:>8} {:>10} {:>9}",
+        "sweep", "CF calls", "writes", "AWS calls", "wall s", "changes", "converged", "complete"
+    );
+    let line = |name: &str, r: &SweepRun| {
+        println!(
+            "{:<32} {:>9} {:>7} {:>9} {:>8.2} {:>8} {:>10} {:>9}",
+            name,
+            r.cf_calls(),
+            r.cf_writes(),
+            r.aws_calls(),
+            r.measured.wall.as_secs_f64(),
+            r.changes(),
+            r.report["converged"],
+            r.report["complete"]
+        );
+    };
+    for (i, r) in s.adoption.sweeps.iter().enumerate() {
+        line(&format!("adopting {}", i + 1), r);
     }
+    if let Some(r) = &s.adoption.converged {
+        line("converged (warm)", r);
+    }
+    let ms = s.options.aws_latency.as_millis();
+    line(&format!("converged (warm), AWS +{ms} ms"), &s.warm);
+    line(&format!("converged (cold), AWS +{ms} ms"), &s.cold);
+    println!(
+        "peak RSS of the function: {} MB (adopting + warm sweeps), {} MB (cold converged sweep)",
+        s.rss_kb.0.unwrap_or(0) / 1024,
+        s.rss_kb.1.unwrap_or(0) / 1024
+    );
+    println!(
+        "configs checked per converged sweep: {}; sweeps to check every config: {}",
+        s.warm.report["configs_checked"], s.warm.report["config_cycle_sweeps"]
+    );
+    println!(
+        "AWS calls, converged sweep (warm): {}",
+        describe_counts(&s.warm.measured.aws)
+    );
+    println!(
+        "AWS calls, converged sweep (cold): {}",
+        describe_counts(&s.cold.measured.aws)
+    );
+    println!(
+        "Cloudflare calls, converged sweep (warm): {}",
+        describe_counts(&s.warm.measured.cf.by_operation())
+    );
+}
+
+/// Issue 11's sweep rows.
+fn issue_table(s: &SweepNumbers) -> Table {
+    let mut t = Table::new(["operation", "target", "measured"]);
+    for row in sweep::issue_rows(s) {
+        t.row(row);
+    }
+    t
 }
 
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    let binary = if args.binary.is_absolute() {
-        args.binary.clone()
-    } else {
-        devtools::moto::workspace_root().join(&args.binary)
+    let opts = SweepOptions {
+        binary: args.binary.clone(),
+        services: args.services,
+        clusters: args.clusters.max(1),
+        zones: ZONES.map(String::from).to_vec(),
+        page_cap: (args.page_cap > 0).then_some(args.page_cap),
+        sweep_max_calls: args.sweep_max_calls,
+        max_sweeps: args.max_sweeps,
+        aws_latency: Duration::from_millis(args.aws_latency_ms),
     };
-    let moto = Moto::start().await.expect("moto");
-    let sim = cloudflare_sim::start(SimOptions {
-        api_token: API_TOKEN.into(),
-        zones: ZONES.iter().map(|z| z.to_string()).collect(),
-        ..Default::default()
-    })
-    .await
-    .expect("sim");
-    let rt = RuntimeApi::start().await.expect("runtime api");
-    let sdk = moto.sdk_config().await;
-    let http = reqwest::Client::new();
-
-    let seeding = Instant::now();
-    let n = args.services;
-    let clusters = args.clusters.max(1);
-    let work: Vec<(String, String, String)> = (0..n)
-        .map(|i| {
-            (
-                format!("bench-{}", i % clusters),
-                format!("svc{i:04}"),
-                format!("svc{i:04}.{}", ZONES[i % ZONES.len()]),
-            )
-        })
-        .collect();
-    // Seed clusters first (serially), then services 8 at a time.
-    for (cl, sv, host) in work.iter().take(clusters.min(n)) {
-        devtools::seed::seed_service(
-            &sdk,
-            cl,
-            sv,
-            &[
-                ("ecs-tunnels:hostname", host),
-                ("ecs-tunnels:allow-emails", "alice@example.com"),
-            ],
-        )
-        .await;
-    }
-    let rest: Vec<_> = work.iter().skip(clusters.min(n)).cloned().collect();
-    for chunk in rest.chunks(8) {
-        let futs = chunk.iter().cloned().map(|(cl, sv, host)| {
-            let sdk = sdk.clone();
-            async move {
-                devtools::seed::seed_service(
-                    &sdk,
-                    &cl,
-                    &sv,
-                    &[
-                        ("ecs-tunnels:hostname", host.as_str()),
-                        ("ecs-tunnels:allow-emails", "alice@example.com"),
-                    ],
-                )
-                .await;
-            }
-        });
-        let handles: Vec<_> = futs.map(tokio::spawn).collect();
-        for h in handles {
-            h.await.expect("seed task");
+    let s = match sweep::run(opts, |line| eprintln!("{line}")).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(1);
         }
-    }
-    eprintln!(
-        "seeded {n} services in {} clusters in {:.1} s",
-        clusters,
-        seeding.elapsed().as_secs_f64()
-    );
-
-    let mut env = moto.aws_env();
-    env.extend([
-        (
-            "CLOUDFLARE_ACCOUNT_ID".to_string(),
-            SimOptions::default().account_id,
-        ),
-        ("CLOUDFLARE_API_TOKEN".to_string(), API_TOKEN.to_string()),
-        ("CLOUDFLARE_API_URL".to_string(), sim.base_url.clone()),
-        (
-            "ECS_TUNNELS_SWEEP_MAX_CALLS".to_string(),
-            "100000000".to_string(),
-        ),
-        // The sweep's own speed, not the API budget's (scripts/bench-storm.sh measures that).
-        ("ECS_TUNNELS_API_BUDGET".to_string(), "0".to_string()),
-        ("RUST_LOG".to_string(), "warn".to_string()),
-    ]);
-    let f = FunctionProcess::spawn(&binary, &rt.endpoint(), &env).expect("spawn");
-    rt.wait_for_pollers(1, Duration::from_secs(20)).await;
-    let first = run_sweep(&rt, &http, &sim.hooks_url, "first (creating)").await;
-    let warm = run_sweep(&rt, &http, &sim.hooks_url, "converged (warm)").await;
-    let rss_warm = f.peak_rss_kb();
-    f.stop().await;
-    let f = FunctionProcess::spawn(&binary, &rt.endpoint(), &env).expect("spawn");
-    rt.wait_for_pollers(1, Duration::from_secs(20)).await;
-    let cold = run_sweep(&rt, &http, &sim.hooks_url, "converged (cold)").await;
-    let rss_cold = f.peak_rss_kb();
-    f.stop().await;
-
-    println!(
-        "services: {n} in {clusters} clusters and {} zones",
-        ZONES.len()
-    );
-    println!(
-        "{:<18} {:>10} {:>8} {:>9} {:>9} {:>10} {:>9}",
-        "sweep", "CF calls", "writes", "wall s", "changes", "converged", "complete"
-    );
-    for r in [&first, &warm, &cold] {
-        let changes: u64 = r.report["changes"]
-            .as_object()
-            .map(|m| m.values().filter_map(Value::as_u64).sum())
-            .unwrap_or(0);
-        println!(
-            "{:<18} {:>10} {:>8} {:>9.2} {:>9} {:>10} {:>9}",
-            r.name,
-            r.calls,
-            r.writes,
-            r.wall.as_secs_f64(),
-            changes,
-            r.report["converged"],
-            r.report["complete"]
-        );
-    }
-    println!(
-        "peak RSS of the function: {} MB (creating + warm sweep), {} MB (cold converged sweep)",
-        rss_warm.unwrap_or(0) / 1024,
-        rss_cold.unwrap_or(0) / 1024
-    );
-    println!(
-        "configs checked per converged sweep: {}; sweeps to check every config: {}",
-        warm.report["configs_checked"], warm.report["config_cycle_sweeps"]
-    );
+    };
+    print_runs(&s);
+    println!();
+    print!("{}", issue_table(&s).markdown());
     if args.json {
+        let adopting: Vec<Value> = s.adoption.sweeps.iter().map(|r| r.report.clone()).collect();
         println!(
             "{}",
-            json!({"services": n, "runs": [first.report, warm.report, cold.report], "rss_kb": [rss_warm, rss_cold]})
+            json!({"services": s.services, "adopting": adopting,
+                   "converged": s.adoption.converged.as_ref().map(|r| r.report.clone()),
+                   "warm": s.warm.report, "cold": s.cold.report, "rss_kb": [s.rss_kb.0, s.rss_kb.1]})
         );
     }
 }

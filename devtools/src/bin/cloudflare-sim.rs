@@ -3,7 +3,7 @@
 //! ```text
 //! cloudflare-sim --port 8787 --token TOKEN --account-id ACCOUNT \
 //!     --zone example.com --zone example.net [--page-cap N] [--team-name myteam] \
-//!     [--server-shapes] [--no-openapi-validation] [--rate-limit 1200/300]
+//!     [--server-shapes] [--no-openapi-validation] [--rate-limit 1200/300] [--latency-ms N]
 //! ```
 //!
 //! Prints the API base URL (`http://127.0.0.1:PORT/client/v4`) as one line on
@@ -50,6 +50,9 @@ struct Args {
     /// the real one): going over answers 429 and blocks the token for a window.
     #[arg(long = "rate-limit", value_parser = RateLimit::parse)]
     rate_limit: Option<RateLimit>,
+    /// Milliseconds added to every API request (not to the test hooks).
+    #[arg(long = "latency-ms", default_value_t = 0)]
+    latency_ms: u64,
 }
 
 #[tokio::main]
@@ -70,6 +73,7 @@ async fn main() -> std::io::Result<()> {
         port: args.port,
         validate_openapi: !args.no_openapi_validation,
         rate_limit: args.rate_limit,
+        latency_ms: args.latency_ms,
     };
     let sim = start(opts).await?;
     let mut stdout = std::io::stdout().lock();

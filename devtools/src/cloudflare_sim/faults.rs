@@ -1,8 +1,10 @@
-//! The layer in front of every API request: the OpenAPI check, injected faults and
-//! latency, bearer authentication, the rate limit, and the request log. Hook requests (`/__sim/...`)
-//! bypass it.
+//! The layer in front of every API request: the OpenAPI check, the global latency
+//! ([`super::SimOptions::latency_ms`]), injected faults and latency, bearer
+//! authentication, the rate limit, and the request log with each request's start and
+//! end. Hook requests (`/__sim/...`) bypass it.
 
-use std::time::Duration;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -20,6 +22,14 @@ use super::rate_limit::{self, Admission};
 
 /// Largest request body the OpenAPI check reads (bigger ones are a violation).
 const MAX_BODY: usize = 16 << 20;
+
+/// Microseconds on a monotonic clock shared by every simulator in the process (its zero
+/// is the first reading): the start and end of each logged request.
+pub(crate) fn clock_us() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    u64::try_from(epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
 
 /// Whether `path` is a test hook rather than an API path.
 pub(crate) fn is_hook_path(path: &str) -> bool {
@@ -212,13 +222,20 @@ pub(crate) async fn api_layer(State(app): State<App>, req: Request, next: Next) 
     if is_hook_path(&path) {
         return next.run(req).await;
     }
+    let started_us = clock_us();
     let method = req.method().as_str().to_owned();
     let query = req.uri().query().map(str::to_owned);
     let target = req
         .uri()
         .path_and_query()
         .map_or_else(|| path.clone(), |pq| pq.as_str().to_owned());
-    let validate = app.lock().opts.validate_openapi;
+    let (validate, latency_ms) = {
+        let sim = app.lock();
+        (sim.opts.validate_openapi, sim.opts.latency_ms)
+    };
+    if latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(latency_ms)).await;
+    }
     let under_api = path == API_PREFIX || path.starts_with(&format!("{API_PREFIX}/"));
     let (req, verdict) = if validate && under_api {
         check_openapi(req).await
@@ -294,6 +311,8 @@ pub(crate) async fn api_layer(State(app): State<App>, req: Request, next: Next) 
         query,
         status,
         violation,
+        started_us,
+        ended_us: clock_us(),
     });
     response
 }

@@ -1,6 +1,7 @@
 //! Test hooks under `/__sim` (no auth, plain JSON, never counted in the request log):
-//! simulated cloudflared replicas, fault injection, request counters, OpenAPI
-//! violations, a state dump, and setup helpers.
+//! simulated cloudflared replicas, fault injection, a global latency, request counters
+//! and timings, OpenAPI violations, a state dump, and setup helpers (including a crowded
+//! account, `crowd.rs`).
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -13,7 +14,7 @@ use serde_json::{json, Map, Value};
 use super::connectors::{self, ConnectError};
 use super::model::{App, Fault, Idp, Zone};
 use super::util::{hex, hex_id, now_rfc3339, sha256, uuid};
-use super::{access_apps, access_misc, access_policies, dns, faults, tunnels, zones};
+use super::{access_apps, access_misc, access_policies, crowd, dns, faults, tunnels, zones};
 
 /// The hook routes (merged into the main router).
 pub(crate) fn router() -> Router<App> {
@@ -26,6 +27,8 @@ pub(crate) fn router() -> Router<App> {
             post(add_fault).get(list_faults).delete(clear_faults),
         )
         .route("/__sim/requests", get(requests).delete(reset_requests))
+        .route("/__sim/latency", get(latency).post(set_latency))
+        .route("/__sim/seed", post(seed_crowd))
         .route(
             "/__sim/violations",
             get(violations).delete(clear_violations),
@@ -177,6 +180,8 @@ async fn requests(State(app): State<App>) -> Response {
                 "query": e.query,
                 "status": e.status,
                 "violation": e.violation,
+                "started_us": e.started_us,
+                "ended_us": e.ended_us,
             })
         })
         .collect();
@@ -191,6 +196,36 @@ async fn requests(State(app): State<App>) -> Response {
             "log": log,
         }),
     )
+}
+
+/// `GET /__sim/latency`: `{"ms"}`, the latency added to every API request.
+async fn latency(State(app): State<App>) -> Response {
+    let ms = app.lock().opts.latency_ms;
+    reply(StatusCode::OK, json!({ "ms": ms }))
+}
+
+/// `POST /__sim/latency {"ms"}`: add `ms` milliseconds to every API request from now on
+/// (0: none). Kept across `/__sim/reset`.
+async fn set_latency(State(app): State<App>, body: Bytes) -> HookResult {
+    let body = body_object(&body)?;
+    let ms = body.get("ms").and_then(Value::as_u64).ok_or_else(|| {
+        error(
+            StatusCode::BAD_REQUEST,
+            "ms: must be a non-negative integer",
+        )
+    })?;
+    app.lock().opts.latency_ms = ms;
+    Ok(reply(StatusCode::OK, json!({ "ms": ms })))
+}
+
+/// `POST /__sim/seed {"access_apps", "policies", "dns_records"}`: fills the account with
+/// objects that belong to someone else (see `crowd.rs`).
+async fn seed_crowd(State(app): State<App>, body: Bytes) -> HookResult {
+    let body = body_object(&body)?;
+    let crowd = crowd::Crowd::parse(&body).map_err(|m| error(StatusCode::BAD_REQUEST, m))?;
+    let out =
+        crowd::seed(&mut app.lock(), &crowd).map_err(|m| error(StatusCode::BAD_REQUEST, m))?;
+    Ok(reply(StatusCode::OK, out))
 }
 
 /// `GET /__sim/violations`: every request Cloudflare's OpenAPI document rejected since

@@ -10,9 +10,10 @@
 //! - the API under `/client/v4` (bearer token required, Cloudflare envelopes,
 //!   pagination on every list);
 //! - test hooks under `/__sim` (no auth): simulated cloudflared replicas, fault
-//!   injection, request counters, a state dump, reset, schema violations, an audit
-//!   of the writes ecs-tunnels made to existing objects (see `hooks.rs`, `audit.rs`),
-//!   and Cloudflare's API rate limit (`rate_limit.rs`).
+//!   injection, a global latency, request counters and timings, a state dump, reset,
+//!   schema violations, an audit of the writes ecs-tunnels made to existing objects,
+//!   a crowded account seeded in one call (see `hooks.rs`, `audit.rs`, `crowd.rs`), and
+//!   Cloudflare's API rate limit (`rate_limit.rs`).
 //!
 //! Unless [`SimOptions::validate_openapi`] is off, every API request is first checked
 //! against Cloudflare's own OpenAPI document (`openapi.rs`, with the cited additions in
@@ -38,6 +39,7 @@ mod access_policies;
 mod access_rules;
 mod audit;
 mod connectors;
+mod crowd;
 mod dns;
 mod envelope;
 mod errors;
@@ -96,6 +98,10 @@ pub struct SimOptions {
     /// Cloudflare's API rate limit, per API token (none by default; see `rate_limit.rs`
     /// and the `/__sim/rate_limit` hook). [`RateLimit::CLOUDFLARE`] is the real one.
     pub rate_limit: Option<RateLimit>,
+    /// Milliseconds added to every API request (never to a hook) before it is handled,
+    /// like a network round trip; 0 adds none. `POST /__sim/latency {"ms": N}` changes it
+    /// on a running simulator.
+    pub latency_ms: u64,
 }
 
 impl Default for SimOptions {
@@ -110,6 +116,7 @@ impl Default for SimOptions {
             port: 0,
             validate_openapi: true,
             rate_limit: None,
+            latency_ms: 0,
         }
     }
 }
@@ -126,6 +133,7 @@ impl fmt::Debug for SimOptions {
             .field("port", &self.port)
             .field("validate_openapi", &self.validate_openapi)
             .field("rate_limit", &self.rate_limit)
+            .field("latency_ms", &self.latency_ms)
             .finish()
     }
 }

@@ -187,6 +187,11 @@ pub(crate) struct LogEntry {
     pub status: u16,
     /// The OpenAPI violation of this request, if it had one.
     pub violation: Option<String>,
+    /// When the request reached the simulator, in microseconds on
+    /// [`super::faults::clock_us`]'s clock.
+    pub started_us: u64,
+    /// When its answer was ready (after any latency), on the same clock.
+    pub ended_us: u64,
 }
 
 /// Requests Cloudflare's OpenAPI document rejected (kept across `/__sim/reset` and
