@@ -4,7 +4,7 @@
 //! Cloudflare allows a token 1,200 requests per 5 minutes, and going over blocks it for
 //! the next five minutes. The install divides that between its functions (a share each)
 //! and each function's share between the processes that can run at once. A process then
-//! delays each request until its share allows it ([`Limiter`], a generic cell rate
+//! delays each request until its share allows it (`Limiter`, a generic cell rate
 //! algorithm: a steady rate plus a small burst). A request whose turn would come after the
 //! invocation's deadline fails at once with [`CfError::BudgetSpent`], which is transient,
 //! so the event is retried later rather than the Lambda waiting for ever.
