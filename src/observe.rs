@@ -237,6 +237,20 @@ pub struct Seen {
     /// Compare the stored token with the one Cloudflare serves even without a rotation
     /// mark (the sweep found, or could not rule out, a secret changed out of band).
     pub verify_token: bool,
+    /// The service's tunnel and the Access applications with its name or at its
+    /// hostnames, from lists that hold every one of them: the first pass reads neither
+    /// again. (Lists are a little older than the reads; a write that meets what they
+    /// missed is a race, and the next pass reads everything.)
+    pub listed: Option<Listed>,
+}
+
+/// A service's tunnel and applications, from complete lists.
+#[derive(Debug, Clone, Default)]
+pub struct Listed {
+    /// Our tunnel, if listed.
+    pub tunnel: Option<crate::cloudflare::Tunnel>,
+    /// Applications with our name or at one of the hostnames.
+    pub apps: Vec<crate::cloudflare::AccessApp>,
 }
 
 /// Our own policy as the application embeds it (no read of the policy itself).
@@ -369,12 +383,17 @@ pub async fn observe(
         target_hosts.clone()
     };
 
-    // Round 1.
+    // Round 1 (the tunnel and applications come from the sweep's lists when it has them).
+    let listed = hints.seen.listed.as_ref();
     let (tunnel, stored, mut apps, mut records) = futures::try_join!(
         async {
-            cf.find_tunnel_by_name(&tunnel_name)
-                .await
-                .map_err(ReconcileError::from)
+            match listed {
+                Some(l) => Ok(l.tunnel.clone()),
+                None => cf
+                    .find_tunnel_by_name(&tunnel_name)
+                    .await
+                    .map_err(ReconcileError::from),
+            }
         },
         async {
             deps.tokens
@@ -382,10 +401,15 @@ pub async fn observe(
                 .await
                 .map_err(ReconcileError::from)
         },
-        apps_by_names(deps, &app_name, !quick_app, &domains),
+        async {
+            match listed {
+                Some(l) => Ok(l.apps.clone()),
+                None => apps_by_names(deps, &app_name, !quick_app, &domains).await,
+            }
+        },
         records_at_hosts(deps, target, &marker),
     )?;
-    if quick_app && !apps.iter().any(|a| a.name == app_name) {
+    if listed.is_none() && quick_app && !apps.iter().any(|a| a.name == app_name) {
         // Not where the digest said (deleted, or moved by hand): look by name too.
         apps.extend(apps_by_names(deps, &app_name, true, &[]).await?);
     }

@@ -418,6 +418,7 @@ async fn converge(
         }
         hints.hosts_unchanged = false;
         hints.find_unlinked_policies = true;
+        hints.seen.listed = None;
     }
     Err(ReconcileError::NotConverged(format!(
         "did not converge after {MAX_PASSES} passes; the next run continues"

@@ -529,7 +529,7 @@ pub async fn sweep(
             let ask = Ask {
                 check_removal: orphans.contains(svc),
                 routine: false,
-                seen: seen_in_bulk(&bulk, &owner, svc),
+                seen: seen_in_bulk(&bulk, &owner, svc, &hostnames_of(by_id.get(svc).copied())),
             };
             async move { reconcile_asked(deps, svc, mode, hint, &ask).await }
         }))
@@ -728,12 +728,29 @@ enum Verdict {
     NeedsWork,
 }
 
-/// What the bulk lists saw of one service, for its reconcile: the zones of its records
-/// and its reusable policies (its own reads cannot find an unlinked one cheaply).
-fn seen_in_bulk(bulk: &Bulk, owner: &Owner, svc: &ServiceId) -> Seen {
+/// What the bulk lists saw of one service, for its reconcile: the zones of its records,
+/// its reusable policies (its own reads cannot find an unlinked one cheaply), and its
+/// tunnel and the applications with its name or at its hostnames (`hosts`, from its tag),
+/// which its first pass then does not read again.
+fn seen_in_bulk(bulk: &Bulk, owner: &Owner, svc: &ServiceId, hosts: &[String]) -> Seen {
     let marker = owner.dns_comment(svc);
     let policy_name = owner.policy_name(svc);
+    let app_name = owner.access_app_name(svc);
+    let at_hosts = |a: &AccessApp| {
+        std::iter::once(a.domain.as_str())
+            .chain(a.destinations.iter().map(|d| d.uri.as_str()))
+            .any(|h| hosts.iter().any(|x| crate::normalise::same_host(h, x)))
+    };
     Seen {
+        listed: Some(crate::observe::Listed {
+            tunnel: bulk.tunnels.get(svc).cloned(),
+            apps: bulk
+                .apps
+                .values()
+                .filter(|a| a.name == app_name || at_hosts(a))
+                .cloned()
+                .collect(),
+        }),
         record_zones: bulk
             .records
             .iter()
@@ -749,6 +766,18 @@ fn seen_in_bulk(bulk: &Bulk, owner: &Owner, svc: &ServiceId) -> Seen {
         // The sweep's view of the token may be what made it pick the service.
         verify_token: true,
     }
+}
+
+/// The hostnames a service's tag names (lowercase; empty when untagged or unknown).
+fn hostnames_of(info: Option<&ServiceInfo>) -> Vec<String> {
+    info.and_then(|i| i.tags.get(TAG_HOSTNAME))
+        .map(|h| {
+            h.split([',', ' '])
+                .map(|x| x.trim().trim_end_matches('.').to_ascii_lowercase())
+                .filter(|x| !x.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// What the sweep knows of a listed token. The tunnel it is for comes from its tunnel-id
