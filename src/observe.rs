@@ -413,7 +413,11 @@ pub async fn observe(
         // Not where the digest said (deleted, or moved by hand): look by name too.
         apps.extend(apps_by_names(deps, &app_name, true, &[]).await?);
     }
-    let app = apps.iter().find(|a| a.name == app_name).cloned();
+    let app = apps
+        .iter()
+        .find(|a| a.name == app_name && ctx.owner.owns_access_app(&a.name, &a.tags))
+        .or_else(|| apps.iter().find(|a| a.name == app_name))
+        .cloned();
     let stored_value = stored.as_ref().map(|p| p.value.clone());
     let mut token = stored.map(|p| {
         // With Secrets Manager, its own protocol owns unfinished rotations.
@@ -546,13 +550,20 @@ pub fn assemble(ctx: &PlanContext, target: Option<&Target>, found: Found) -> Obs
     let target_hosts: Vec<&str> = target
         .map(|t| t.hosts.iter().map(|h| h.name.as_str()).collect())
         .unwrap_or_default();
-    let app = found.apps.iter().find(|a| a.name == app_name).cloned();
+    // Of two applications with our name, ours (the other is a conflict to report only
+    // when none of ours is there).
+    let app = found
+        .apps
+        .iter()
+        .find(|a| a.name == app_name && ctx.owner.owns_access_app(&a.name, &a.tags))
+        .or_else(|| found.apps.iter().find(|a| a.name == app_name))
+        .cloned();
     let covers = |a: &crate::cloudflare::AccessApp, host: &str| {
         same_host(&a.domain, host) || a.destinations.iter().any(|d| same_host(&d.uri, host))
     };
     let mut apps_at_hosts: Vec<crate::cloudflare::AccessApp> = Vec::new();
     for a in found.apps {
-        if a.name != app_name
+        if app.as_ref().is_none_or(|x| x.id != a.id)
             && target_hosts.iter().any(|h| covers(&a, h))
             && !apps_at_hosts.iter().any(|x| x.id == a.id)
         {

@@ -110,7 +110,10 @@ pub struct SweepReport {
 struct Bulk {
     tunnels: BTreeMap<ServiceId, Tunnel>,
     live_tunnel_ids: BTreeSet<String>,
+    /// By name; of two with one name, ours.
     apps: BTreeMap<String, AccessApp>,
+    /// Every application, as listed.
+    all_apps: Vec<AccessApp>,
     policies: Vec<AccessPolicy>,
     records: Vec<ObservedRecord>,
     /// This owner's tokens with their tags; values only of tokens without a tunnel-id tag.
@@ -173,7 +176,14 @@ async fn list_bulk(deps: &Deps, owner: &Owner) -> Result<Bulk, ReconcileError> {
             .filter_map(|t| Some((owner.service_of_tunnel(&t.name)?, t)))
             .collect(),
         live_tunnel_ids,
-        apps: apps.into_iter().map(|a| (a.name.clone(), a)).collect(),
+        apps: apps.iter().fold(BTreeMap::new(), |mut by_name, a| {
+            let ours = owner.owns_access_app(&a.name, &a.tags);
+            if ours || !by_name.contains_key(&a.name) {
+                by_name.insert(a.name.clone(), a.clone());
+            }
+            by_name
+        }),
+        all_apps: apps,
         policies,
         records: records
             .into_iter()
@@ -745,8 +755,8 @@ fn seen_in_bulk(bulk: &Bulk, owner: &Owner, svc: &ServiceId, hosts: &[String]) -
         listed: Some(crate::observe::Listed {
             tunnel: bulk.tunnels.get(svc).cloned(),
             apps: bulk
-                .apps
-                .values()
+                .all_apps
+                .iter()
                 .filter(|a| a.name == app_name || at_hosts(a))
                 .cloned()
                 .collect(),

@@ -280,7 +280,7 @@ async fn orphans_are_collected_and_other_owners_untouched() {
 async fn a_sweep_over_budget_or_rate_limited_continues_next_time() {
     let mut w = World::start().await;
     w.extra_env
-        .push(("ECS_TUNNELS_SWEEP_MAX_CALLS".into(), "40".into()));
+        .push(("ECS_TUNNELS_SWEEP_MAX_CALLS".into(), "20".into()));
     w.spawn_function().await;
     let hosts = [
         "s0.example.com",

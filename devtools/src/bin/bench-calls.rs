@@ -118,7 +118,7 @@ struct EventNumbers {
 }
 
 /// The table's rows, in order.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Row {
     Create,
     ColdExtra,
