@@ -129,14 +129,7 @@ pub fn untag_event(cluster: &str, service: &str, keys: &[&str]) -> Value {
 
 /// A CloudTrail TagResource event.
 pub fn tag_event(cluster: &str, service: &str, tags: &[(&str, &str)]) -> Value {
-    let mut e = sample("cloudtrail-tag-resource.json");
-    let tags: Vec<Value> = tags
-        .iter()
-        .map(|(k, v)| json!({"key": k, "value": v}))
-        .collect();
-    e["detail"]["requestParameters"] =
-        json!({"resourceArn": service_arn(cluster, service), "tags": tags});
-    e
+    devtools::storm::tag_event(cluster, service, tags)
 }
 
 /// A CloudTrail DeleteService event.

@@ -351,6 +351,26 @@ pub fn issue_rows(s: &SweepNumbers) -> Vec<[String; 3]> {
     ]
 }
 
+impl SweepNumbers {
+    /// What a converged sweep's calls are made of, by operation: AWS in a warm and a
+    /// fresh process, and Cloudflare in a warm one.
+    pub fn print_converged_calls(&self) {
+        use super::sim_log::describe_counts;
+        println!(
+            "converged sweep, warm process: AWS {}",
+            describe_counts(&self.warm.measured.aws)
+        );
+        println!(
+            "converged sweep, fresh process: AWS {}",
+            describe_counts(&self.cold.measured.aws)
+        );
+        println!(
+            "converged sweep, warm process: Cloudflare {}",
+            describe_counts(&self.warm.measured.cf.by_operation())
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -383,18 +383,7 @@ fn print_details(accounts: &[Account], numbers: &[EventNumbers], sweep: Option<&
         println!();
     }
     if let Some(s) = sweep {
-        println!(
-            "converged sweep, warm process: AWS {}",
-            describe_counts(&s.warm.measured.aws)
-        );
-        println!(
-            "converged sweep, fresh process: AWS {}",
-            describe_counts(&s.cold.measured.aws)
-        );
-        println!(
-            "converged sweep, warm process: Cloudflare {}",
-            describe_counts(&s.warm.measured.cf.by_operation())
-        );
+        s.print_converged_calls();
     }
 }
 

@@ -140,14 +140,7 @@ async fn main() {
             .await
             .expect("invoke");
         times.push(inv.duration);
-        let c: Value = http
-            .get(format!("{}/requests", sim.hooks_url))
-            .send()
-            .await
-            .expect("counters")
-            .json()
-            .await
-            .expect("json");
+        let c: Value = sim.hook_json(&http, "requests").await;
         calls += c["total"].as_u64().unwrap_or(0);
     }
     println!("untagged service task event, median of {}: {:.1} ms, Cloudflare calls in total: {calls}, ECS calls: 1 DescribeServices each (the only AWS call on that path)", args.runs, median(times).as_secs_f64() * 1e3);

@@ -161,22 +161,8 @@ async fn main() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
 
-    let counters: Value = http
-        .get(format!("{}/requests", sim.hooks_url))
-        .send()
-        .await
-        .expect("counters")
-        .json()
-        .await
-        .expect("json");
-    let state: Value = http
-        .get(format!("{}/state", sim.hooks_url))
-        .send()
-        .await
-        .expect("state")
-        .json()
-        .await
-        .expect("json");
+    let counters: Value = sim.hook_json(&http, "requests").await;
+    let state: Value = sim.hook_json(&http, "state").await;
     let names = |key: &str, field: &str| -> BTreeSet<String> {
         state[key]
             .as_array()

@@ -14,7 +14,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use devtools::bench::sim_log::describe_counts;
 use devtools::bench::sweep::{self, SweepNumbers, SweepOptions, SweepRun};
 use devtools::bench::table::Table;
 use serde_json::{json, Value};
@@ -95,18 +94,7 @@ fn print_runs(s: &SweepNumbers) {
         "configs checked per converged sweep: {}; sweeps to check every config: {}",
         s.warm.report["configs_checked"], s.warm.report["config_cycle_sweeps"]
     );
-    println!(
-        "AWS calls, converged sweep (warm): {}",
-        describe_counts(&s.warm.measured.aws)
-    );
-    println!(
-        "AWS calls, converged sweep (cold): {}",
-        describe_counts(&s.cold.measured.aws)
-    );
-    println!(
-        "Cloudflare calls, converged sweep (warm): {}",
-        describe_counts(&s.warm.measured.cf.by_operation())
-    );
+    s.print_converged_calls();
 }
 
 /// Issue 11's sweep rows.

@@ -341,14 +341,7 @@ async fn main() {
         .invoke(event("ecs-task-running.json"), Duration::from_secs(60))
         .await
         .expect("invoke");
-    let counters: Value = http
-        .get(format!("{}/requests", sim.hooks_url))
-        .send()
-        .await
-        .expect("counters")
-        .json()
-        .await
-        .expect("json");
+    let counters: Value = sim.hook_json(&http, "requests").await;
     show_response(&inv);
     if args.logs {
         show_logs(&function, &mut logged);

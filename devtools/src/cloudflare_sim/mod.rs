@@ -160,6 +160,17 @@ impl fmt::Debug for RunningSim {
 }
 
 impl RunningSim {
+    /// `GET <hooks>/<path>` (e.g. `requests`, `state`) as JSON, over HTTP like any client.
+    pub async fn hook_json(&self, http: &reqwest::Client, path: &str) -> serde_json::Value {
+        http.get(format!("{}/{path}", self.hooks_url))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET /__sim/{path}: {e}"))
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("GET /__sim/{path}: {e}"))
+    }
+
     /// Every request Cloudflare's OpenAPI document rejected since the start (or the last
     /// [`RunningSim::clear_violations`]), oldest first. `/__sim/reset` keeps them.
     pub fn violations(&self) -> Vec<SchemaViolation> {
