@@ -202,7 +202,7 @@ impl Config {
             api_share,
             api_concurrency,
             sweep_max_calls: number("ECS_TUNNELS_SWEEP_MAX_CALLS", 400)?,
-            sweep_config_checks: number("ECS_TUNNELS_SWEEP_CONFIG_CHECKS", 20)? as usize,
+            sweep_config_checks: number("ECS_TUNNELS_SWEEP_CONFIG_CHECKS", 15)? as usize,
             sweep_interval,
             account_id: account_id.to_ascii_lowercase(),
             api_token,
