@@ -350,8 +350,8 @@ async fn apps_by_names(
     Ok(apps)
 }
 
-fn zone_of(deps_zones: &[Zone], host: &str) -> Option<String> {
-    zone_for(&host.to_ascii_lowercase(), deps_zones).map(|z| z.id.clone())
+fn zone_of(zones: &[Zone], host: &str) -> Option<String> {
+    zone_for(&host.to_ascii_lowercase(), zones).map(|z| z.id.clone())
 }
 
 /// Reads what exists for the service, in at most three rounds of concurrent reads:
@@ -413,20 +413,9 @@ pub async fn observe(
         // Not where the digest said (deleted, or moved by hand): look by name too.
         apps.extend(apps_by_names(deps, &app_name, true, &[]).await?);
     }
-    let app = apps
-        .iter()
-        .find(|a| a.name == app_name && ctx.owner.owns_access_app(&a.name, &a.tags))
-        .or_else(|| apps.iter().find(|a| a.name == app_name))
-        .cloned();
+    let app = our_app(ctx, &apps).cloned();
     let stored_value = stored.as_ref().map(|p| p.value.clone());
-    let mut token = stored.map(|p| {
-        // With Secrets Manager, its own protocol owns unfinished rotations.
-        let rotation = match deps.tokens.rotates_itself() {
-            true => None,
-            false => p.tags.get(crate::aws::token_store::ROTATION_TAG).cloned(),
-        };
-        StoredToken::of(&p, &ctx.owner, rotation)
-    });
+    let mut token = stored.map(|p| stored_token(deps, &ctx.owner, &p));
 
     // Round 2.
     let zones = deps.zones().await?;
@@ -522,6 +511,32 @@ pub async fn observe(
     ))
 }
 
+/// The application with our name; of two, the one carrying our tag (the other is a
+/// conflict to report only when none of ours is there).
+fn our_app<'a>(
+    ctx: &PlanContext,
+    apps: &'a [crate::cloudflare::AccessApp],
+) -> Option<&'a crate::cloudflare::AccessApp> {
+    let app_name = ctx.owner.access_app_name(&ctx.svc);
+    apps.iter()
+        .find(|a| a.name == app_name && ctx.owner.owns_access_app(&a.name, &a.tags))
+        .or_else(|| apps.iter().find(|a| a.name == app_name))
+}
+
+/// Describes a stored token with its tags, the way every reader does: with Secrets
+/// Manager its own protocol owns unfinished rotations, so its rotation mark is not ours.
+pub fn stored_token(
+    deps: &Deps,
+    owner: &crate::ownership::Owner,
+    p: &crate::aws::token_store::StoredParameter,
+) -> StoredToken {
+    let rotation = match deps.tokens.rotates_itself() {
+        true => None,
+        false => p.tags.get(crate::aws::token_store::ROTATION_TAG).cloned(),
+    };
+    StoredToken::of(p, owner, rotation)
+}
+
 /// What was read for one service, by its own reads or from a sweep's bulk lists.
 #[derive(Debug, Clone, Default)]
 pub struct Found {
@@ -544,20 +559,12 @@ pub struct Found {
 /// (embedded in our application, or listed), our records and whatever sits at a target
 /// hostname.
 pub fn assemble(ctx: &PlanContext, target: Option<&Target>, found: Found) -> Observed {
-    let app_name = ctx.owner.access_app_name(&ctx.svc);
     let marker = ctx.owner.dns_comment(&ctx.svc);
     let policy_name = ctx.owner.policy_name(&ctx.svc);
     let target_hosts: Vec<&str> = target
         .map(|t| t.hosts.iter().map(|h| h.name.as_str()).collect())
         .unwrap_or_default();
-    // Of two applications with our name, ours (the other is a conflict to report only
-    // when none of ours is there).
-    let app = found
-        .apps
-        .iter()
-        .find(|a| a.name == app_name && ctx.owner.owns_access_app(&a.name, &a.tags))
-        .or_else(|| found.apps.iter().find(|a| a.name == app_name))
-        .cloned();
+    let app = our_app(ctx, &found.apps).cloned();
     let covers = |a: &crate::cloudflare::AccessApp, host: &str| {
         same_host(&a.domain, host) || a.destinations.iter().any(|d| same_host(&d.uri, host))
     };

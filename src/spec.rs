@@ -318,6 +318,14 @@ fn common_prefix(a: &str, b: &str) -> usize {
     a.chars().zip(b.chars()).take_while(|(x, y)| x == y).count()
 }
 
+/// The valid hostnames the `ecs-tunnels:hostname` tag names (lowercase, no trailing dot),
+/// ignoring any that are not: for reads that only need to know where to look.
+pub fn tagged_hostnames(tags: &BTreeMap<String, String>) -> Vec<String> {
+    tags.get(TAG_HOSTNAME)
+        .map(|v| parse_hostnames(v, &mut Vec::new()))
+        .unwrap_or_default()
+}
+
 fn parse_hostnames(value: &str, errors: &mut Vec<SpecError>) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for raw in value.split_whitespace() {

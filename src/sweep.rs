@@ -16,7 +16,7 @@
 //! picks up exactly the work left.
 
 use crate::aws::ecs::{is_cluster_name, ClusterState, ServiceInfo, CLUSTER_NOT_FOUND};
-use crate::aws::token_store::{ListedToken, ROTATION_TAG};
+use crate::aws::token_store::ListedToken;
 use crate::aws::AwsError;
 use crate::cloudflare::{AccessApp, AccessPolicy, AppQuery, DnsQuery, Tunnel, TunnelQuery};
 use crate::context::Deps;
@@ -539,7 +539,15 @@ pub async fn sweep(
             let ask = Ask {
                 check_removal: orphans.contains(svc),
                 routine: false,
-                seen: seen_in_bulk(&bulk, &owner, svc, &hostnames_of(by_id.get(svc).copied())),
+                seen: seen_in_bulk(
+                    &bulk,
+                    &owner,
+                    svc,
+                    &by_id
+                        .get(svc)
+                        .map(|i| crate::spec::tagged_hostnames(&i.tags))
+                        .unwrap_or_default(),
+                ),
             };
             async move { reconcile_asked(deps, svc, mode, hint, &ask).await }
         }))
@@ -778,30 +786,13 @@ fn seen_in_bulk(bulk: &Bulk, owner: &Owner, svc: &ServiceId, hosts: &[String]) -
     }
 }
 
-/// The hostnames a service's tag names (lowercase; empty when untagged or unknown).
-fn hostnames_of(info: Option<&ServiceInfo>) -> Vec<String> {
-    info.and_then(|i| i.tags.get(TAG_HOSTNAME))
-        .map(|h| {
-            h.split([',', ' '])
-                .map(|x| x.trim().trim_end_matches('.').to_ascii_lowercase())
-                .filter(|x| !x.is_empty())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// What the sweep knows of a listed token. The tunnel it is for comes from its tunnel-id
 /// tag (in our account: tunnel ids are unique, and a token is only ever written for a
 /// tunnel of the account it was made in), or, for a token written before that tag existed,
 /// from its value. A tag set ahead of an overwrite that never happened comes with the
 /// redeploy mark, which the plan never finds converged: the service is reconciled in full.
 fn listed_token(deps: &Deps, owner: &Owner, p: &ListedToken) -> StoredToken {
-    // With Secrets Manager, its own protocol owns unfinished rotations.
-    let rotation = match deps.tokens.rotates_itself() {
-        true => None,
-        false => p.tags.get(ROTATION_TAG).cloned(),
-    };
-    let mut token = StoredToken::of(&p.to_stored(), owner, rotation);
+    let mut token = crate::observe::stored_token(deps, owner, &p.to_stored());
     if let Some(tunnel) = p.tagged_tunnel() {
         token.tunnel_id = Some(tunnel.to_string());
         token.account = Some(deps.cf.account_id().to_string());
