@@ -419,6 +419,25 @@ async fn dns_and_access(
     Ok(())
 }
 
+/// Publishes the DNS records a plan held back until cloudflared connected (see
+/// [`Plan::held`]), now that it has: each is made, or adopted when a concurrent run made
+/// it. Returns the kinds of the changes made.
+pub async fn publish_held(
+    deps: &Deps,
+    ctx: &PlanContext,
+    tunnel_id: &str,
+    held: &[Change],
+) -> Result<Vec<&'static str>, ReconcileError> {
+    try_join_all(held.iter().map(|c| async move {
+        if let Change::CreateDns { zone_id, name } = c {
+            ensure_record(deps, ctx, zone_id, name, tunnel_id).await?;
+            log_change(ctx, c);
+        }
+        Ok::<_, ReconcileError>(c.kind())
+    }))
+    .await
+}
+
 /// Tunnel teardown (secret revoked, connections dropped, tunnel deleted), then the token.
 async fn tunnel_teardown(
     deps: &Deps,

@@ -75,6 +75,9 @@ pub struct Config {
     /// `ECS_TUNNELS_API_CONCURRENCY`: how many processes of this function can run at
     /// once (they split its share evenly).
     pub api_concurrency: u32,
+    /// When hostnames go live, and how long to wait for cloudflared (see
+    /// [`crate::publish`]).
+    pub publish: crate::publish::PublishSettings,
 }
 
 impl Config {
@@ -196,7 +199,9 @@ impl Config {
                 format!("ECS_TUNNELS_API_BUDGET, _SHARE and _CONCURRENCY: {e}; raise the share or lower the concurrency")
             },
         )?;
+        let publish = crate::publish::PublishSettings::from_lookup(&get)?;
         Ok(Config {
+            publish,
             api_budget,
             api_budget_window,
             api_share,

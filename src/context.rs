@@ -35,6 +35,8 @@ pub struct Deps {
     pub tokens: TokenStore,
     /// AWS region of the SDK configuration.
     pub region: String,
+    /// The event queue, for delayed follow-ups (`ECS_TUNNELS_FOLLOW_UP_QUEUE_URL`).
+    pub follow_ups: Option<crate::aws::sqs::Queue>,
     cache: Mutex<Cache>,
 }
 
@@ -84,6 +86,11 @@ impl Deps {
             cf: CloudflareClient::try_new(opts).map_err(InitError::setup)?,
             ecs: Ecs::new(&sdk),
             tokens: TokenStore::new(&sdk, config.token_store, &config.parameter_prefix),
+            follow_ups: config
+                .publish
+                .follow_up_queue
+                .as_deref()
+                .map(|url| crate::aws::sqs::Queue::new(&sdk, url)),
             region: sdk
                 .region()
                 .map(|r| r.to_string())

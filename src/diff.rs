@@ -185,6 +185,11 @@ pub struct Plan {
     /// an error.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub kept: Vec<KeptPolicy>,
+    /// DNS records held back until cloudflared connects (`ECS_TUNNELS_PUBLISH=connected`
+    /// and the tunnel has no connection): a hostname goes live only when the tunnel can
+    /// serve it. Only records not yet made are held; a live record is never withdrawn.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub held: Vec<Change>,
 }
 
 /// One of our reusable policies kept because other applications use it.
@@ -359,9 +364,8 @@ fn plan_absent(ctx: &PlanContext, observed: &Observed) -> Plan {
     }
     Plan {
         changes,
-        conflicts: vec![],
-        notices: vec![],
         kept,
+        ..Default::default()
     }
 }
 
@@ -555,7 +559,11 @@ fn plan_present(ctx: &PlanContext, target: &Target, observed: &Observed) -> Plan
         }
     }
 
-    // DNS records for each hostname, after everything above.
+    // DNS records for each hostname, after everything above. A record not made yet waits
+    // for the tunnel's first connection (unless the install publishes immediately).
+    let gated = ctx.publish == crate::publish::PublishMode::Connected
+        && !observed.tunnel.as_ref().is_some_and(|t| t.is_connected());
+    let mut held = Vec::new();
     for h in &target.hosts {
         let at_name: Vec<_> = observed
             .records
@@ -585,10 +593,17 @@ fn plan_present(ctx: &PlanContext, target: &Target, observed: &Observed) -> Plan
             continue;
         }
         match ours {
-            None => changes.push(Change::CreateDns {
-                zone_id: h.zone_id.clone(),
-                name: h.name.clone(),
-            }),
+            None => {
+                let create = Change::CreateDns {
+                    zone_id: h.zone_id.clone(),
+                    name: h.name.clone(),
+                };
+                if gated {
+                    held.push(create);
+                } else {
+                    changes.push(create);
+                }
+            }
             Some(r) => {
                 let good = r.record.record_type.eq_ignore_ascii_case("CNAME")
                     && r.record.proxied
@@ -630,13 +645,12 @@ fn plan_present(ctx: &PlanContext, target: &Target, observed: &Observed) -> Plan
             conflicts,
             notices,
             kept,
+            held,
         }
     } else {
         Plan {
-            changes: vec![],
             conflicts,
-            notices: vec![],
-            kept: vec![],
+            ..Default::default()
         }
     }
 }

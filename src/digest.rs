@@ -99,7 +99,7 @@ mod tests {
     #[test]
     fn the_digest_round_trips_through_the_status_tag() {
         let d = SpecDigest::of(&tags(&[(TAG_HOSTNAME, "web.example.com")]), None, "s");
-        let status = crate::status::ready("abc", Some(&d));
+        let status = crate::status::ready("abc", 0, Some(&d));
         assert_eq!(SpecDigest::from_status(&status), Some(d));
         assert_eq!(SpecDigest::from_status("ready abc"), None);
         assert_eq!(SpecDigest::from_status("ready abc digest:xyz"), None);

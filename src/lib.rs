@@ -22,6 +22,7 @@ pub mod model;
 pub mod normalise;
 pub mod observe;
 pub mod ownership;
+pub mod publish;
 pub mod reconcile;
 pub mod rotate;
 pub mod secret;

@@ -64,6 +64,11 @@ impl InvocationMetrics {
                 "Count",
             ));
             m.extra.push((
+                "ServicesWithoutConnector",
+                sweep["without_connector"].as_f64().unwrap_or(0.0),
+                "Count",
+            ));
+            m.extra.push((
                 "SweepDuration",
                 sweep["duration_ms"].as_f64().unwrap_or(0.0),
                 "Milliseconds",

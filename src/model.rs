@@ -221,6 +221,8 @@ pub struct PlanContext {
     /// The function the token store's own rotation schedule invokes (Secrets Manager
     /// with `ECS_TUNNELS_ROTATION_FUNCTION_ARN`); `None`: no schedule to keep.
     pub rotation_function: Option<String>,
+    /// When a new hostname's DNS record may be made (`ECS_TUNNELS_PUBLISH`).
+    pub publish: crate::publish::PublishMode,
 }
 
 /// `<tunnel-id>.cfargotunnel.com`.

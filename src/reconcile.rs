@@ -33,6 +33,19 @@ pub struct Ask {
     pub routine: bool,
     /// What the sweep's bulk lists saw of the service.
     pub seen: Seen,
+    /// A delayed follow-up asked (see [`crate::doors::follow_up`]): while the service
+    /// still waits for cloudflared and is within its grace period, one connection read
+    /// decides whether a full reconcile is worth it.
+    pub follow_up: Option<FollowUpAsk>,
+}
+
+/// What a follow-up message asks about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FollowUpAsk {
+    /// Its place in the chain (1-based).
+    pub attempt: u32,
+    /// The tunnel whose connection is awaited.
+    pub tunnel_id: String,
 }
 
 /// Write changes, or only plan them.
@@ -60,6 +73,10 @@ pub enum State {
     Error,
     /// A transient failure; the next run retries.
     Pending,
+    /// Everything is in place but a new hostname's DNS record, which waits for
+    /// cloudflared's first connection (`ECS_TUNNELS_PUBLISH=connected`). Not a failure:
+    /// a delayed follow-up, the service's task events and the sweep look again.
+    Waiting,
 }
 
 /// An Access application's id and audience tag.
@@ -103,6 +120,23 @@ pub struct Outcome {
     /// ours and kept rather than deleted. Not an error.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub kept_policies: Vec<KeptPolicy>,
+    /// Connectors attached to the tunnel, as the status tag records them (the count is
+    /// refreshed only when it crosses zero).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connectors: Option<usize>,
+    /// Hostnames whose DNS record waits for cloudflared's first connection.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub waiting_for: Vec<String>,
+    /// This run wrote the token (a new tunnel, a rotation, a repair): its tasks are
+    /// being replaced, so a follow-up looks for their connection later.
+    #[serde(skip)]
+    pub wrote_token: bool,
+    /// Whether the tunnel had a connection when last seen.
+    #[serde(skip)]
+    pub tunnel_connected: bool,
+    /// Since when the tunnel has had no connection, when known.
+    #[serde(skip)]
+    pub disconnected_since: Option<std::time::SystemTime>,
 }
 
 impl Outcome {
@@ -118,6 +152,11 @@ impl Outcome {
             error_kind: None,
             status_error: None,
             kept_policies: vec![],
+            connectors: None,
+            waiting_for: vec![],
+            wrote_token: false,
+            tunnel_connected: false,
+            disconnected_since: None,
         }
     }
 
@@ -183,6 +222,11 @@ pub async fn reconcile_asked(
     let status = active
         .and_then(|i| i.tags.get(TAG_STATUS))
         .map(String::as_str);
+    if let (Some(f), Mode::Apply, Some(i)) = (&ask.follow_up, mode, active) {
+        if let Some(o) = still_waiting(deps, svc, i, status, f).await {
+            return o;
+        }
+    }
     let mut hints = Hints {
         // A run that did not finish may have left a policy it had not linked yet.
         find_unlinked_policies: status.is_some_and(|s| status::ready_tunnel(s).is_none()),
@@ -257,13 +301,49 @@ pub async fn reconcile_asked(
         Some(redeploy),
         hints,
         first_write,
+        deps.config.publish.mode,
     )
     .await
     {
         Ok(o) => o,
         Err(e) => failed(svc, &e),
     };
+    let outcome = match mode {
+        Mode::Apply => record_connectors(deps, status, outcome).await,
+        Mode::Plan => outcome,
+    };
     finish(deps, active, mode, digest.as_ref(), outcome).await
+}
+
+/// Fills in the connector count a `ready` status records. It is read (one call) only when
+/// it crosses zero: the tunnel connected while the status said 0 (or nothing), since a
+/// count that changes without crossing zero is left as recorded, so replicas coming and
+/// going do not rewrite the tag.
+async fn record_connectors(deps: &Deps, status: Option<&str>, mut o: Outcome) -> Outcome {
+    let Some(tunnel_id) = o.tunnel_id.as_deref().filter(|_| o.state == State::Ready) else {
+        return o;
+    };
+    if o.connectors.is_some() {
+        return o;
+    }
+    let recorded = status
+        .filter(|s| status::ready_tunnel(s) == Some(tunnel_id))
+        .filter(|s| !status::connectors_changed(s, o.tunnel_connected))
+        .and_then(status::ready_connectors);
+    o.connectors = Some(match recorded {
+        Some(n) => n,
+        None if o.tunnel_connected => {
+            match crate::publish::count_connectors(deps, tunnel_id).await {
+                Ok(n) => n.max(1),
+                Err(e) => {
+                    warn!(service = %o.service, error = %e, "could not count the tunnel's connectors; the status says 1 until the next run");
+                    1
+                }
+            }
+        }
+        None => 0,
+    });
+    o
 }
 
 /// The routine-event shortcut: the service's inputs match its last converged reconcile
@@ -283,8 +363,38 @@ async fn unchanged(deps: &Deps, svc: &ServiceId, status: Option<&str>) -> Option
         return None;
     }
     let mut o = Outcome::new(svc, State::Ready);
+    o.connectors = status.and_then(status::ready_connectors);
     o.tunnel_id = Some(tunnel_id);
     Some(o)
+}
+
+/// The follow-up shortcut: a service still waiting for its sidecar, within the grace
+/// period after its last deployment, whose tunnel still has no connector, waits on
+/// (one Cloudflare read). `None`: the full path decides (it publishes, or diagnoses).
+async fn still_waiting(
+    deps: &Deps,
+    svc: &ServiceId,
+    info: &crate::aws::ecs::ServiceInfo,
+    status: Option<&str>,
+    f: &FollowUpAsk,
+) -> Option<Outcome> {
+    if status != Some(status::waiting().as_str()) {
+        return None;
+    }
+    let grace = deps.config.publish.connect_grace;
+    let deployed = info.last_deployed_at?;
+    if deployed.elapsed().map_or(true, |e| e >= grace) {
+        return None;
+    }
+    match crate::publish::count_connectors(deps, &f.tunnel_id).await {
+        Ok(0) => {
+            let mut o = Outcome::new(svc, State::Waiting);
+            o.tunnel_id = Some(f.tunnel_id.clone());
+            o.connectors = Some(0);
+            Some(o)
+        }
+        _ => None,
+    }
 }
 
 /// The service's status tag says a run is under way (`pending creating`), so that a run
@@ -311,6 +421,7 @@ async fn converge(
     redeploy: Option<RedeployTarget>,
     mut hints: Hints,
     first_write: Option<(String, Option<String>)>,
+    publish: crate::publish::PublishMode,
 ) -> Result<Outcome, ReconcileError> {
     let target = match intent {
         Intent::Expose(spec) => {
@@ -336,6 +447,7 @@ async fn converge(
         team_name,
         redeploy,
         rotation_function: deps.tokens.rotation_function().map(str::to_string),
+        publish,
     };
     let mut out = Outcome::new(
         svc,
@@ -349,6 +461,11 @@ async fn converge(
         let observed = observe(deps, &ctx, target.as_ref(), &hints).await?;
         let plan: Plan = diff(&ctx, target.as_ref(), &observed);
         out.tunnel_id = observed.tunnel.as_ref().map(|t| t.id.clone());
+        out.tunnel_connected = observed.tunnel.as_ref().is_some_and(|t| t.is_connected());
+        out.disconnected_since = match &observed.tunnel {
+            Some(t) => t.disconnected_since(),
+            None => Some(std::time::SystemTime::now()),
+        };
         out.access_app = observed.app.as_ref().map(|a| AppRef {
             id: a.id.clone(),
             aud: a.aud.clone(),
@@ -369,6 +486,7 @@ async fn converge(
             return Ok(out);
         }
         if mode == Mode::Plan {
+            out.waiting_for = held_hosts(&plan.held);
             out.state = if plan.changes.is_empty() {
                 out.state
             } else {
@@ -381,6 +499,7 @@ async fn converge(
             if target.is_none() && out.changes.is_empty() {
                 out.state = State::NotManaged; // nothing of ours was there
             }
+            settle_held(deps, &ctx, plan.held, &mut out).await?;
             return Ok(out);
         }
         let creating = plan
@@ -394,6 +513,7 @@ async fn converge(
             }
         }
         let applied = apply(deps, &ctx, target.as_ref(), &observed, &plan).await?;
+        out.wrote_token |= applied.changes.contains(&"write_token");
         out.applied.extend(applied.changes);
         out.changes.extend(plan.changes);
         out.tunnel_id = applied.tunnel_id;
@@ -413,7 +533,9 @@ async fn converge(
                 out.state = State::Error;
                 out.error = Some(e.to_string());
                 out.error_kind = Some(e.kind());
+                return Ok(out);
             }
+            settle_held(deps, &ctx, plan.held, &mut out).await?;
             return Ok(out);
         }
         hints.hosts_unchanged = false;
@@ -423,6 +545,52 @@ async fn converge(
     Err(ReconcileError::NotConverged(format!(
         "did not converge after {MAX_PASSES} passes; the next run continues"
     )))
+}
+
+/// The hostnames of held DNS records.
+fn held_hosts(held: &[Change]) -> Vec<String> {
+    held.iter()
+        .filter_map(|c| match c {
+            Change::CreateDns { name, .. } => Some(name.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Ends a converged pass whose plan held DNS records back for cloudflared's first
+/// connection. The run that wrote the token (its tasks are being replaced to read it)
+/// waits a little for the sidecar ([`crate::publish::wait_for_connectors`]) and
+/// publishes as soon as it connects; otherwise the service waits (`State::Waiting`).
+async fn settle_held(
+    deps: &Deps,
+    ctx: &PlanContext,
+    held: Vec<Change>,
+    out: &mut Outcome,
+) -> Result<(), ReconcileError> {
+    let Some(tunnel_id) = out.tunnel_id.clone().filter(|_| !held.is_empty()) else {
+        return Ok(());
+    };
+    let hosts = held_hosts(&held);
+    if out.wrote_token {
+        info!(service = %ctx.svc, hostnames = %hosts.join(" "), wait = %humantime::format_duration(deps.config.publish.connect_wait), "waiting for cloudflared to connect before publishing");
+        let n =
+            crate::publish::wait_for_connectors(deps, &tunnel_id, deps.config.publish.connect_wait)
+                .await?;
+        if n > 0 {
+            out.applied
+                .extend(crate::apply::publish_held(deps, ctx, &tunnel_id, &held).await?);
+            out.changes.extend(held);
+            out.connectors = Some(n);
+            out.tunnel_connected = true;
+            out.disconnected_since = None;
+            return Ok(());
+        }
+    }
+    info!(service = %ctx.svc, hostnames = %hosts.join(" "), "not published yet: the tunnel has no cloudflared connection");
+    out.state = State::Waiting;
+    out.waiting_for = hosts;
+    out.connectors = Some(0);
+    Ok(())
 }
 
 /// Names the applications that keep each of our policies alive, and warns about each:
@@ -480,7 +648,8 @@ async fn finish(
             State::Ready => outcome
                 .tunnel_id
                 .as_deref()
-                .map(|t| status::ready(t, digest)),
+                .map(|t| status::ready(t, outcome.connectors.unwrap_or(0), digest)),
+            State::Waiting => Some(status::waiting()),
             State::Error => Some(status::error(outcome.error.as_deref().unwrap_or("unknown"))),
             State::Pending => Some(status::pending(
                 outcome.error.as_deref().unwrap_or("retrying"),
@@ -539,6 +708,9 @@ pub async fn reconcile_resource(
         redeploy,
         hints,
         None,
+        // A custom resource's stack orders its resources itself, and no later run (the
+        // sweep leaves custom resources alone) would publish a held record.
+        crate::publish::PublishMode::Immediately,
     )
     .await
 }

@@ -102,6 +102,9 @@ pub struct SweepReport {
     pub duration_ms: u128,
     /// Services that needed work and now are as their tags say.
     pub settled: usize,
+    /// Managed services whose tunnel has no cloudflared connection (metric
+    /// `ServicesWithoutConnector`).
+    pub without_connector: usize,
     /// Outcomes of the services that needed work and did not settle.
     pub outcomes: Vec<Outcome>,
 }
@@ -391,6 +394,10 @@ pub async fn sweep(
 
     // Observed, in bulk.
     let bulk = list_bulk(deps, &owner).await?;
+    report.without_connector = managed
+        .iter()
+        .filter(|(svc, _)| bulk.tunnels.get(*svc).is_some_and(|t| !t.is_connected()))
+        .count();
     let lookups = Lookups::with_policies(&bulk.policies);
     let (slot, slots) = config_slot(managed.len(), limits.config_checks, limits.interval);
     report.config_cycle_sweeps = slots;
@@ -548,6 +555,7 @@ pub async fn sweep(
                         .map(|i| crate::spec::tagged_hostnames(&i.tags))
                         .unwrap_or_default(),
                 ),
+                ..Default::default()
             };
             async move { reconcile_asked(deps, svc, mode, hint, &ask).await }
         }))
@@ -670,6 +678,7 @@ async fn needs_work(
         team_name,
         redeploy: Some(crate::model::RedeployTarget::of(info)),
         rotation_function: deps.tokens.rotation_function().map(str::to_string),
+        publish: deps.config.publish.mode,
     };
     let tunnel = bulk.tunnels.get(svc).cloned();
     let app = bulk.apps.get(&owner.access_app_name(svc)).cloned();
@@ -723,15 +732,38 @@ async fn needs_work(
         },
     );
     let plan = diff(&ctx, Some(&target), &observed);
-    let Some(tunnel) = tunnel.filter(|_| plan.is_empty()) else {
+    // A record held for cloudflared's first connection: the reconcile publishes it (the
+    // tunnel connected) or says the service is still waiting.
+    let Some(tunnel) = tunnel.filter(|_| plan.is_empty() && plan.held.is_empty()) else {
         return Ok(Verdict::NeedsWork);
     };
+    let connected = tunnel.is_connected();
+    let ours = status::ready_tunnel(&current_status) == Some(tunnel.id.as_str());
+    if !connected
+        && (ours && !status::connectors_changed(&current_status, true)
+            || current_status.starts_with(crate::status::SIDECAR_ERROR))
+    {
+        // Live until now, or diagnosed before: its reconcile records the loss (and,
+        // once the grace period is over, says what is wrong with the sidecar).
+        return Ok(if ours {
+            Verdict::NeedsWork
+        } else {
+            Verdict::Converged
+        });
+    }
     let status_ok =
-        status::ready_tunnel(&current_status) == Some(tunnel.id.as_str()) && wanted.unchanged();
+        ours && wanted.unchanged() && !status::connectors_changed(&current_status, connected);
     Ok(if status_ok {
         Verdict::Converged
     } else {
-        Verdict::RefreshStatus(status::ready(&tunnel.id, Some(&wanted.digest)))
+        let connectors = match status::ready_connectors(&current_status) {
+            Some(n) if ours && !status::connectors_changed(&current_status, connected) => n,
+            _ if connected => crate::publish::count_connectors(deps, &tunnel.id)
+                .await?
+                .max(1),
+            _ => 0,
+        };
+        Verdict::RefreshStatus(status::ready(&tunnel.id, connectors, Some(&wanted.digest)))
     })
 }
 

@@ -22,6 +22,7 @@ fn ctx() -> PlanContext {
         team_name: "team".into(),
         redeploy: Some(RedeployTarget::ecs(ServiceId::new("prod", "web"))),
         rotation_function: None,
+        publish: ecs_tunnels::publish::PublishMode::Immediately,
     }
 }
 
@@ -502,6 +503,7 @@ fn the_rotation_schedule_is_planned_like_any_drift() {
     const FUNCTION: &str = "arn:aws:lambda:us-east-1:123456789012:function:rotate";
     let ctx = PlanContext {
         rotation_function: Some(FUNCTION.into()),
+        publish: ecs_tunnels::publish::PublishMode::Immediately,
         ..ctx()
     };
     let with = |schedule: Option<RotationSchedule>| {

@@ -348,7 +348,7 @@ pub fn parse_credential(authorization: &str) -> (Option<String>, Option<String>)
 }
 
 /// Splits `X-Amz-Target` into (service, operation): `AmazonEC2ContainerServiceV20141113`
-/// → `ecs`, `AmazonSSM` → `ssm`, `secretsmanager` → `secretsmanager`,
+/// → `ecs`, `AmazonSSM` → `ssm`, `AmazonSQS` → `sqs`, `secretsmanager` → `secretsmanager`,
 /// `ResourceGroupsTaggingAPI_20170126` → `tag` (the IAM service prefix of the Resource
 /// Groups Tagging API); others keep the prefix.
 pub fn parse_target(target: &str) -> Option<(String, String)> {
@@ -356,6 +356,7 @@ pub fn parse_target(target: &str) -> Option<(String, String)> {
     let service = match prefix {
         "AmazonEC2ContainerServiceV20141113" => "ecs",
         "AmazonSSM" => "ssm",
+        "AmazonSQS" => "sqs",
         "secretsmanager" => "secretsmanager",
         "ResourceGroupsTaggingAPI_20170126" => "tag",
         other => other,

@@ -4,6 +4,7 @@
 
 pub mod ecs;
 pub mod secrets;
+pub mod sqs;
 pub mod ssm;
 pub mod token_store;
 

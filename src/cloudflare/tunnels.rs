@@ -31,9 +31,17 @@ pub struct Tunnel {
     /// Deletion time; `None` while the tunnel exists.
     #[serde(default)]
     pub deleted_at: Option<String>,
-    /// `inactive`, `healthy`, `degraded` or `down`.
+    /// `inactive` (never connected), `healthy`, `degraded` or `down`.
     #[serde(default)]
     pub status: Option<String>,
+    /// When the tunnel's first current connection was made (RFC 3339); `None` while it
+    /// has none.
+    #[serde(default)]
+    pub conns_active_at: Option<String>,
+    /// When the tunnel lost its last connection (RFC 3339); `None` while connected or
+    /// never connected.
+    #[serde(default)]
+    pub conns_inactive_at: Option<String>,
     /// `cloudflare` (remotely managed) or `local`.
     #[serde(default)]
     pub config_src: Option<String>,
@@ -49,6 +57,27 @@ impl Tunnel {
         self.deleted_at
             .as_deref()
             .is_some_and(|d| !d.is_empty() && !d.starts_with("0001-01-01"))
+    }
+
+    /// True when at least one cloudflared connection is up: status `healthy` or
+    /// `degraded` (some connections down, the tunnel still serving).
+    pub fn is_connected(&self) -> bool {
+        matches!(self.status.as_deref(), Some("healthy" | "degraded"))
+    }
+
+    /// Since when the tunnel has had no connection: when its last one closed, or, for a
+    /// tunnel never connected, when it was made. `None` while connected (or when
+    /// Cloudflare gave no time).
+    pub fn disconnected_since(&self) -> Option<std::time::SystemTime> {
+        if self.is_connected() {
+            return None;
+        }
+        let at = |t: &Option<String>| {
+            t.as_deref()
+                .filter(|s| !s.is_empty() && !s.starts_with("0001-01-01"))
+                .and_then(|s| humantime::parse_rfc3339_weak(s.trim_end_matches('Z')).ok())
+        };
+        at(&self.conns_inactive_at).or_else(|| at(&self.created_at))
     }
 }
 

@@ -37,6 +37,9 @@ pub enum Trigger {
     CustomResource(Value),
     /// A Secrets Manager rotation step.
     SecretsRotation(Value),
+    /// A delayed follow-up: look again at a service whose new hostname waits for
+    /// cloudflared's first connection.
+    FollowUp(crate::doors::follow_up::FollowUp),
 }
 
 fn s<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
@@ -68,11 +71,14 @@ pub fn recognise(event: &Value) -> Result<Vec<Trigger>, String> {
     if event.get("Step").is_some() && event.get("SecretId").is_some() {
         return Ok(vec![Trigger::SecretsRotation(event.clone())]);
     }
+    if let Some(follow_up) = crate::doors::follow_up::FollowUp::parse(event) {
+        return Ok(vec![Trigger::FollowUp(follow_up?)]);
+    }
     if let Some(action) = s(event, &["ecs-tunnels"]) {
         return match action {
             "sweep" => Ok(vec![Trigger::Sweep]),
             "rotate" => Ok(vec![Trigger::Rotate]),
-            other => Err(format!("unrecognised event: {{\"ecs-tunnels\": {other:?}}}: expected \"sweep\" or \"rotate\"")),
+            other => Err(format!("unrecognised event: {{\"ecs-tunnels\": {other:?}}}: expected \"sweep\", \"rotate\" or \"follow-up\"")),
         };
     }
     let detail_type = s(event, &["detail-type"]);

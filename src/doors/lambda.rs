@@ -173,6 +173,9 @@ pub async fn handle(deps: &Deps, event: LambdaEvent<Value>) -> Result<Value, Err
                 check_removal,
                 routine,
             ),
+            Trigger::FollowUp(f) => {
+                work.follow_up(f, fn_account.clone());
+            }
             Trigger::Ignore(why) => {
                 info!(reason = %why, "event ignored");
                 ignored.push(why);
@@ -223,6 +226,7 @@ pub async fn handle(deps: &Deps, event: LambdaEvent<Value>) -> Result<Value, Err
         }
     }
     outcomes.extend(reconcile_many(deps, work.work, Mode::Apply, &work.asks).await);
+    follow_up_waiting(deps, &outcomes, &work.asks, &work.follow_ups).await;
     let calls = deps.cf.stats().total - calls_before;
     let transient: Vec<String> = outcomes
         .iter()
@@ -240,6 +244,7 @@ pub async fn handle(deps: &Deps, event: LambdaEvent<Value>) -> Result<Value, Err
 struct Services {
     work: Vec<Work>,
     asks: BTreeMap<ServiceId, Ask>,
+    follow_ups: BTreeMap<ServiceId, crate::doors::follow_up::FollowUp>,
 }
 
 impl Services {
@@ -263,6 +268,64 @@ impl Services {
         if first {
             self.work.push((service, account));
         }
+    }
+
+    /// Adds the service a follow-up names. Another event for the same service in the
+    /// same batch makes its reconcile a full one.
+    fn follow_up(&mut self, f: crate::doors::follow_up::FollowUp, fn_account: Option<String>) {
+        let service = f.service_id();
+        let alone = !self.asks.contains_key(&service);
+        self.add(
+            service.clone(),
+            f.account.clone().or(fn_account),
+            false,
+            false,
+        );
+        if alone {
+            if let Some(ask) = self.asks.get_mut(&service) {
+                ask.follow_up = Some(crate::reconcile::FollowUpAsk {
+                    attempt: f.attempt,
+                    tunnel_id: f.tunnel_id.clone(),
+                });
+            }
+        }
+        self.follow_ups.insert(service, f);
+    }
+}
+
+/// Leaves a delayed follow-up for each service that ended waiting for cloudflared: the
+/// next of its chain, or the first when this run wrote its token or a person's change
+/// asked for the reconcile (see [`crate::doors::follow_up::next_attempt`]).
+async fn follow_up_waiting(
+    deps: &Deps,
+    outcomes: &[Outcome],
+    asks: &BTreeMap<ServiceId, Ask>,
+    chains: &BTreeMap<ServiceId, crate::doors::follow_up::FollowUp>,
+) {
+    use crate::doors::follow_up::{next_attempt, send, FollowUp, KIND};
+    for o in outcomes
+        .iter()
+        .filter(|o| o.state == crate::reconcile::State::Waiting)
+    {
+        let (Some(ask), Some(tunnel_id)) = (asks.get(&o.service), o.tunnel_id.as_ref()) else {
+            continue;
+        };
+        let previous = ask.follow_up.as_ref().map(|f| f.attempt);
+        let Some(attempt) = next_attempt(previous, o.wrote_token || !ask.routine) else {
+            continue;
+        };
+        let chain = chains.get(&o.service);
+        let f = FollowUp {
+            kind: KIND.to_string(),
+            cluster: o.service.cluster.clone(),
+            service: o.service.service.clone(),
+            account: chain.and_then(|c| c.account.clone()),
+            tunnel_id: tunnel_id.clone(),
+            attempt,
+            reason: "waiting for cloudflared to connect".into(),
+            cause: chain.and_then(|c| c.cause.clone()),
+        };
+        send(deps, &f).await;
     }
 }
 
@@ -308,6 +371,13 @@ async fn handle_batch(
                         routine,
                     );
                 }
+                Trigger::FollowUp(f) => {
+                    senders
+                        .entry(f.service_id())
+                        .or_default()
+                        .push(item.message_id.clone());
+                    work.follow_up(f, fn_account.clone());
+                }
                 Trigger::Ignore(why) => {
                     info!(message_id = %item.message_id, reason = %why, "event ignored");
                     ignored.push(why);
@@ -326,6 +396,7 @@ async fn handle_batch(
         }
     }
     let outcomes = reconcile_many(deps, work.work, Mode::Apply, &work.asks).await;
+    follow_up_waiting(deps, &outcomes, &work.asks, &work.follow_ups).await;
     for o in outcomes.iter().filter(|o| o.is_transient()) {
         for id in senders.get(&o.service).into_iter().flatten() {
             failed.insert(id.clone());

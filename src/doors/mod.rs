@@ -3,5 +3,6 @@
 
 pub mod custom_resource;
 pub mod events;
+pub mod follow_up;
 pub mod lambda;
 pub mod run;

@@ -469,6 +469,10 @@ impl World {
             // A budget no ordinary test reaches (the limiter still runs on every call);
             // tests/storm.rs sets the template's.
             ("ECS_TUNNELS_API_BUDGET".to_string(), "1000000".to_string()),
+            // Tests of other capabilities publish hostnames at once, as before connector-
+            // aware publishing; tests/publish.rs runs the default (`connected`) with
+            // simulated sidecars.
+            ("ECS_TUNNELS_PUBLISH".to_string(), "immediately".to_string()),
             ("RUST_LOG".to_string(), "info".to_string()),
         ]);
         env.extend(self.extra_env.iter().cloned());

@@ -421,6 +421,21 @@ pub fn map_call(
         // No resource-level permissions (iam-data lists no resource type for these).
         ("tag", "GetResources") | ("secretsmanager", "ListSecrets") => vec![IamRequest::new(&act, "*")],
 
+        // ---- SQS ----
+        // The queue URL `https://sqs.<region>.amazonaws.com/<account>/<name>` (or an
+        // emulator's `http://host:port/<account>/<name>`) names the queue ARN.
+        ("sqs", "SendMessage") => {
+            let url = str_at(params, "QueueUrl").ok_or_else(|| missing("QueueUrl"))?;
+            let mut parts = url.trim_end_matches('/').rsplit('/');
+            let (Some(name), Some(account)) = (parts.next(), parts.next()) else {
+                return Err(format!("{act}: QueueUrl {url} names no queue"));
+            };
+            vec![IamRequest::new(
+                &act,
+                format!("arn:{PARTITION}:sqs:{region}:{account}:{name}"),
+            )]
+        }
+
         // ---- Secrets Manager ----
         ("secretsmanager", "CreateSecret") => {
             let name = str_at(params, "Name").ok_or_else(|| missing("Name"))?;
