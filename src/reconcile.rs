@@ -37,6 +37,11 @@ pub struct Ask {
     /// still waits for cloudflared and is within its grace period, one connection read
     /// decides whether a full reconcile is worth it.
     pub follow_up: Option<FollowUpAsk>,
+    /// When this run writes a token and a new hostname waits for cloudflared, wait a
+    /// little for the sidecar ([`crate::publish::wait_for_connectors`]) before leaving
+    /// it to a follow-up. The event door asks for it; the sweep, which has many services
+    /// to get through, does not.
+    pub wait_for_connector: bool,
 }
 
 /// What a follow-up message asks about.
@@ -302,6 +307,7 @@ pub async fn reconcile_asked(
         hints,
         first_write,
         deps.config.publish.mode,
+        ask.wait_for_connector,
     )
     .await
     {
@@ -422,6 +428,7 @@ async fn converge(
     mut hints: Hints,
     first_write: Option<(String, Option<String>)>,
     publish: crate::publish::PublishMode,
+    wait_for_connector: bool,
 ) -> Result<Outcome, ReconcileError> {
     let target = match intent {
         Intent::Expose(spec) => {
@@ -499,7 +506,7 @@ async fn converge(
             if target.is_none() && out.changes.is_empty() {
                 out.state = State::NotManaged; // nothing of ours was there
             }
-            settle_held(deps, &ctx, plan.held, &mut out).await?;
+            settle_held(deps, &ctx, plan.held, wait_for_connector, &mut out).await?;
             return Ok(out);
         }
         let creating = plan
@@ -535,7 +542,7 @@ async fn converge(
                 out.error_kind = Some(e.kind());
                 return Ok(out);
             }
-            settle_held(deps, &ctx, plan.held, &mut out).await?;
+            settle_held(deps, &ctx, plan.held, wait_for_connector, &mut out).await?;
             return Ok(out);
         }
         hints.hosts_unchanged = false;
@@ -565,13 +572,14 @@ async fn settle_held(
     deps: &Deps,
     ctx: &PlanContext,
     held: Vec<Change>,
+    wait: bool,
     out: &mut Outcome,
 ) -> Result<(), ReconcileError> {
     let Some(tunnel_id) = out.tunnel_id.clone().filter(|_| !held.is_empty()) else {
         return Ok(());
     };
     let hosts = held_hosts(&held);
-    if out.wrote_token {
+    if out.wrote_token && wait {
         info!(service = %ctx.svc, hostnames = %hosts.join(" "), wait = %humantime::format_duration(deps.config.publish.connect_wait), "waiting for cloudflared to connect before publishing");
         let n =
             crate::publish::wait_for_connectors(deps, &tunnel_id, deps.config.publish.connect_wait)
@@ -711,6 +719,7 @@ pub async fn reconcile_resource(
         // A custom resource's stack orders its resources itself, and no later run (the
         // sweep leaves custom resources alone) would publish a held record.
         crate::publish::PublishMode::Immediately,
+        false,
     )
     .await
 }

@@ -10,8 +10,6 @@ use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 const HOST: &str = "app.example.com";
-/// The template's event queue name as the IAM checks expand it.
-const QUEUE: &str = "ecs-tunnels-EventsQueue";
 
 /// A world publishing only once cloudflared connects, with a short wait of `wait`.
 async fn world(wait: &str, extra: &[(&str, &str)]) -> World {
@@ -26,58 +24,6 @@ async fn world(wait: &str, extra: &[(&str, &str)]) -> World {
         .map(|(k, v)| (k.to_string(), v.to_string())),
     );
     w
-}
-
-/// The event queue in moto (named as the template names it): its URL.
-async fn event_queue(w: &World) -> String {
-    aws_sdk_sqs::Client::new(&w.sdk)
-        .create_queue()
-        .queue_name(QUEUE)
-        .send()
-        .await
-        .expect("create the event queue")
-        .queue_url()
-        .expect("queue url")
-        .to_string()
-}
-
-/// Receives one message from the queue (waiting up to `wait`), as the event source
-/// mapping hands it to the function: an SQS event with one record.
-async fn next_message(w: &World, url: &str, wait: Duration) -> Option<Value> {
-    let sqs = aws_sdk_sqs::Client::new(&w.sdk);
-    let deadline = Instant::now() + wait;
-    loop {
-        let out = sqs
-            .receive_message()
-            .queue_url(url)
-            .max_number_of_messages(1)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .expect("receive");
-        if let Some(m) = out.messages().first() {
-            sqs.delete_message()
-                .queue_url(url)
-                .receipt_handle(m.receipt_handle().unwrap_or_default())
-                .send()
-                .await
-                .expect("delete");
-            return Some(json!({"Records": [{
-                "messageId": m.message_id().unwrap_or_default(),
-                "receiptHandle": m.receipt_handle().unwrap_or_default(),
-                "body": m.body().unwrap_or_default(),
-                "attributes": {"ApproximateReceiveCount": "1"},
-                "messageAttributes": {},
-                "md5OfBody": m.md5_of_body().unwrap_or_default(),
-                "eventSource": "aws:sqs",
-                "eventSourceARN": format!("arn:aws:sqs:us-east-1:{ACCOUNT}:{QUEUE}"),
-                "awsRegion": "us-east-1",
-            }]}));
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-    }
 }
 
 /// A simulated cloudflared replica: waits until the service's token is in SSM (ECS would
@@ -231,7 +177,7 @@ async fn a_connector_arriving_during_the_short_wait_is_published_in_the_same_inv
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_delayed_follow_up_publishes_a_late_connector_without_a_sweep() {
     let mut w = world("300ms", &[("ECS_TUNNELS_FOLLOW_UP_DELAY", "2s")]).await;
-    let queue = event_queue(&w).await;
+    let queue = devtools::event_queue::create(&w.sdk).await;
     w.extra_env
         .push(("ECS_TUNNELS_FOLLOW_UP_QUEUE_URL".into(), queue.clone()));
     w.spawn_function().await;
@@ -240,16 +186,13 @@ async fn the_delayed_follow_up_publishes_a_late_connector_without_a_sweep() {
     assert_eq!(outcome(&r)["state"], "waiting", "{r}");
     let queued = Instant::now();
     // Delayed: not deliverable at once.
-    let early = aws_sdk_sqs::Client::new(&w.sdk)
-        .receive_message()
-        .queue_url(&queue)
-        .send()
-        .await
-        .unwrap();
-    assert!(early.messages().is_empty(), "the follow-up is delayed");
+    assert!(
+        !devtools::event_queue::deliverable_now(&w.sdk, &queue).await,
+        "the follow-up is delayed"
+    );
 
     // The first follow-up finds no connector yet: one read, and the next one is queued.
-    let first = next_message(&w, &queue, Duration::from_secs(10))
+    let first = devtools::event_queue::next_event(&w.sdk, &queue, Duration::from_secs(10))
         .await
         .expect("a follow-up");
     assert!(
@@ -273,7 +216,7 @@ async fn the_delayed_follow_up_publishes_a_late_connector_without_a_sweep() {
 
     // The sidecar connects; the next follow-up publishes.
     connect(&w, &token).await;
-    let second = next_message(&w, &queue, Duration::from_secs(15))
+    let second = devtools::event_queue::next_event(&w.sdk, &queue, Duration::from_secs(15))
         .await
         .expect("a second follow-up");
     let body: Value = serde_json::from_str(second["Records"][0]["body"].as_str().unwrap()).unwrap();
@@ -290,9 +233,11 @@ async fn the_delayed_follow_up_publishes_a_late_connector_without_a_sweep() {
     );
     assert!(status(&w, "web").await.contains(" 1 connector "));
     // The chain ends with the publish.
-    assert!(next_message(&w, &queue, Duration::from_secs(5))
-        .await
-        .is_none());
+    assert!(
+        devtools::event_queue::next_event(&w.sdk, &queue, Duration::from_secs(5))
+            .await
+            .is_none()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,10 +1,12 @@
 pub mod aws_proxy;
 pub mod bench;
 pub mod cloudflare_sim;
+pub mod event_queue;
 pub mod function;
 pub mod iam;
 pub mod moto;
 pub mod response_sink;
 pub mod runtime_api;
 pub mod seed;
+pub mod sidecars;
 pub mod storm;

@@ -261,6 +261,7 @@ impl Services {
         let first = !self.asks.contains_key(&service);
         let ask = self.asks.entry(service.clone()).or_insert_with(|| Ask {
             routine: true,
+            wait_for_connector: true,
             ..Default::default()
         });
         ask.check_removal |= check_removal;

@@ -226,9 +226,18 @@ async fn measure_events(args: &Args, account: &Account) -> Result<EventNumbers, 
             server_shapes: true,
             ..SimOptions::default()
         },
-        &[],
+        // The default publishing (once cloudflared connects), with a shorter wait.
+        &[("ECS_TUNNELS_CONNECT_WAIT", "4s")],
     )
     .await?;
+    // cloudflared replicas that start with each new token, as ECS would start them.
+    let _sidecars = devtools::sidecars::start(
+        &peers.sdk,
+        "/ecs-tunnels",
+        &peers.sim.hooks_url,
+        std::time::Duration::from_millis(100),
+        std::time::Duration::ZERO,
+    );
     if let Some(crowd) = account.crowd {
         sim_log::seed_crowd(&peers.http, &peers.sim.hooks_url, crowd).await?;
     }

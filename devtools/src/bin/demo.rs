@@ -281,8 +281,14 @@ async fn main() {
     }
     println!("  cloudflared: image cloudflare/cloudflared:latest, command tunnel --no-autoupdate run, TUNNEL_TOKEN from {}", devtools::seed::token_parameter_arn(CLUSTER, SERVICE));
 
+    let queue = devtools::event_queue::create(&sdk).await;
     let mut env = moto.aws_env();
     env.extend([
+        // Publish once cloudflared connects (the default), waiting 3 s in the run that
+        // writes the token, then looking again through a follow-up on the event queue.
+        ("ECS_TUNNELS_CONNECT_WAIT".to_string(), "3s".to_string()),
+        ("ECS_TUNNELS_FOLLOW_UP_QUEUE_URL".to_string(), queue.clone()),
+        ("ECS_TUNNELS_FOLLOW_UP_DELAY".to_string(), "3s".to_string()),
         (
             "CLOUDFLARE_ACCOUNT_ID".to_string(),
             SimOptions::default().account_id,
@@ -305,7 +311,7 @@ async fn main() {
         show_logs(&function, &mut logged);
     }
 
-    title("What exists now");
+    title("What exists now: everything but the DNS record, which waits for cloudflared");
     show_everything(&http, &sim.hooks_url, &sdk).await;
 
     title("A connector (cloudflared) starting with the stored token");
@@ -331,6 +337,26 @@ async fn main() {
         "simulator accepted the connector: {}",
         conn["client_id"].is_string()
     );
+
+    title("The delayed follow-up (SQS DelaySeconds) arrives: the hostname is published");
+    let follow_up = devtools::event_queue::next_event(&sdk, &queue, Duration::from_secs(20))
+        .await
+        .expect("the follow-up message");
+    println!(
+        "message body: {}",
+        follow_up["Records"][0]["body"].as_str().unwrap_or_default()
+    );
+    let inv = rt
+        .invoke(follow_up, Duration::from_secs(60))
+        .await
+        .expect("invoke");
+    show_response(&inv);
+    if args.logs {
+        show_logs(&function, &mut logged);
+    }
+
+    title("What exists now");
+    show_everything(&http, &sim.hooks_url, &sdk).await;
 
     title("The same event again: nothing to do");
     http.delete(format!("{}/requests", sim.hooks_url))
