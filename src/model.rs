@@ -72,6 +72,8 @@ pub struct StoredToken {
     /// The rotation period recorded on the token (`ecs-tunnels:rotate-every`; custom
     /// resources only).
     pub rotate_every: Option<std::time::Duration>,
+    /// Who first exposed the service and when (the token's exposure tags), when recorded.
+    pub exposed: Option<crate::cause::Exposure>,
 }
 
 impl StoredToken {
@@ -97,6 +99,7 @@ impl StoredToken {
             rotation_schedule: None,
             redeploys: None,
             rotate_every: None,
+            exposed: None,
         }
     }
 
@@ -128,6 +131,7 @@ impl StoredToken {
             .get(ROTATE_EVERY_TAG)
             .and_then(|v| humantime::parse_duration(v.trim()).ok());
         t.rotation_schedule = p.rotation_schedule.clone();
+        t.exposed = crate::cause::Exposure::from_tags(&p.tags);
         t
     }
 }
@@ -221,6 +225,8 @@ pub struct PlanContext {
     /// The function the token store's own rotation schedule invokes (Secrets Manager
     /// with `ECS_TUNNELS_ROTATION_FUNCTION_ARN`); `None`: no schedule to keep.
     pub rotation_function: Option<String>,
+    /// The event behind this reconcile (recorded on a token it creates).
+    pub cause: crate::cause::Cause,
 }
 
 /// `<tunnel-id>.cfargotunnel.com`.

@@ -33,6 +33,9 @@ pub struct Ask {
     pub routine: bool,
     /// What the sweep's bulk lists saw of the service.
     pub seen: Seen,
+    /// The event behind the ask: logged with every change, and recorded on a token it
+    /// creates.
+    pub cause: crate::cause::Cause,
 }
 
 /// Write changes, or only plan them.
@@ -103,6 +106,9 @@ pub struct Outcome {
     /// ours and kept rather than deleted. Not an error.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub kept_policies: Vec<KeptPolicy>,
+    /// Who first exposed it and when (`exposed_by`, `exposed_at`), from its token's tags.
+    #[serde(flatten)]
+    pub exposed: Option<crate::cause::Exposure>,
 }
 
 impl Outcome {
@@ -118,6 +124,7 @@ impl Outcome {
             error_kind: None,
             status_error: None,
             kept_policies: vec![],
+            exposed: None,
         }
     }
 
@@ -257,6 +264,7 @@ pub async fn reconcile_asked(
         Some(redeploy),
         hints,
         first_write,
+        ask.cause.clone(),
     )
     .await
     {
@@ -311,6 +319,7 @@ async fn converge(
     redeploy: Option<RedeployTarget>,
     mut hints: Hints,
     first_write: Option<(String, Option<String>)>,
+    cause: crate::cause::Cause,
 ) -> Result<Outcome, ReconcileError> {
     let target = match intent {
         Intent::Expose(spec) => {
@@ -336,6 +345,7 @@ async fn converge(
         team_name,
         redeploy,
         rotation_function: deps.tokens.rotation_function().map(str::to_string),
+        cause,
     };
     let mut out = Outcome::new(
         svc,
@@ -349,6 +359,7 @@ async fn converge(
         let observed = observe(deps, &ctx, target.as_ref(), &hints).await?;
         let plan: Plan = diff(&ctx, target.as_ref(), &observed);
         out.tunnel_id = observed.tunnel.as_ref().map(|t| t.id.clone());
+        out.exposed = observed.token.as_ref().and_then(|t| t.exposed.clone());
         out.access_app = observed.app.as_ref().map(|a| AppRef {
             id: a.id.clone(),
             aud: a.aud.clone(),
@@ -513,13 +524,14 @@ async fn finish(
 
 /// Reconciles objects that are not tied to an ECS service's tags (a CloudFormation custom
 /// resource): `spec` `None` tears them down. `redeploy` is the service to redeploy after a
-/// token change, if any.
+/// token change, if any; `cause` the request behind it.
 pub async fn reconcile_resource(
     deps: &Deps,
     key: &ServiceId,
     owner: crate::ownership::Owner,
     spec: Option<spec::Spec>,
     redeploy: Option<RedeployTarget>,
+    cause: &crate::cause::Cause,
 ) -> Result<Outcome, ReconcileError> {
     let intent = match spec {
         Some(s) => Intent::Expose(Box::new(s)),
@@ -539,6 +551,7 @@ pub async fn reconcile_resource(
         redeploy,
         hints,
         None,
+        cause.clone(),
     )
     .await
 }

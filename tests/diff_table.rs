@@ -22,6 +22,7 @@ fn ctx() -> PlanContext {
         team_name: "team".into(),
         redeploy: Some(RedeployTarget::ecs(ServiceId::new("prod", "web"))),
         rotation_function: None,
+        cause: Default::default(),
     }
 }
 
@@ -87,6 +88,7 @@ fn token() -> StoredToken {
         rotation_schedule: None,
         redeploys: None,
         rotate_every: None,
+        exposed: None,
     }
 }
 
