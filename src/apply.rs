@@ -714,6 +714,7 @@ async fn write_token_to_store(
     let mut tags = ctx.owner.ssm_tags(&ctx.svc);
     tags.push(pending);
     tags.extend(crate::aws::token_store::rotated_now("created"));
+    tags.extend(ctx.cause.exposure_tags(std::time::SystemTime::now()));
     if let Some(r) = ctx.redeploy.as_ref().filter(|r| r.service != ctx.svc) {
         tags.push((
             crate::aws::token_store::REDEPLOY_SERVICE_TAG.to_string(),

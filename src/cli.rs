@@ -4,6 +4,7 @@
 //! needs a person (bad tags, a conflict); 3 a transient failure (retry later); 2 usage
 //! errors (from clap) and a misconfigured install.
 
+use crate::cause::Cause;
 use crate::config::Config;
 use crate::context::Deps;
 use crate::doors::run::{managed_services, reconcile_many};
@@ -11,6 +12,7 @@ use crate::ownership::ServiceId;
 use crate::reconcile::{Mode, Outcome, State};
 use clap::{Args, Parser, Subcommand};
 use std::process::ExitCode;
+use tracing::Instrument;
 
 /// Expose private ECS services through Cloudflare Tunnel and Access, by tagging them.
 #[derive(Parser, Debug)]
@@ -152,7 +154,11 @@ pub async fn run(cli: Cli) -> ExitCode {
     if let Command::Sweep { dry_run, json } = &cli.command {
         let mode = if *dry_run { Mode::Plan } else { Mode::Apply };
         let limits = crate::sweep::SweepLimits::from_config(&deps.config, None);
-        return match crate::sweep::sweep(&deps, mode, &limits, None).await {
+        let cause = Cause::cli("sweep");
+        let swept = crate::sweep::sweep(&deps, mode, &limits, None, &cause)
+            .instrument(cause.run_span())
+            .await;
+        return match swept {
             Ok(report) => {
                 if *json {
                     println!(
@@ -194,11 +200,13 @@ pub async fn run(cli: Cli) -> ExitCode {
         ..
     } = &cli.command
     {
-        return rotate(&deps, &selection, *compromised, *dry_run, *json).await;
+        return rotate(&deps, &selection, *compromised, *dry_run, *json)
+            .instrument(Cause::cli("rotate").run_span())
+            .await;
     }
-    let (mode, json) = match &cli.command {
-        Command::Plan(t) => (Mode::Plan, t.json),
-        Command::Apply(t) => (Mode::Apply, t.json),
+    let (mode, json, command) = match &cli.command {
+        Command::Plan(t) => (Mode::Plan, t.json, "plan"),
+        Command::Apply(t) => (Mode::Apply, t.json, "apply"),
         Command::Sweep { .. } | Command::Rotate { .. } => unreachable!("handled above"),
     };
     let work = match selection {
@@ -211,7 +219,19 @@ pub async fn run(cli: Cli) -> ExitCode {
         },
         Which::One(id) => vec![(id, None)],
     };
-    let outcomes = reconcile_many(&deps, work, mode, &Default::default()).await;
+    // A person asked: the cause of every change (and of a token's creation) is them.
+    let cause = Cause::cli(command);
+    let asks = work
+        .iter()
+        .map(|(svc, _)| {
+            let ask = crate::reconcile::Ask {
+                cause: cause.clone(),
+                ..Default::default()
+            };
+            (svc.clone(), ask)
+        })
+        .collect();
+    let outcomes = reconcile_many(&deps, work, mode, &asks).await;
     if json {
         let stats = deps.cf.stats();
         println!(
@@ -295,6 +315,13 @@ fn describe(o: &Outcome) -> String {
     );
     if let Some(t) = &o.tunnel_id {
         line.push_str(&format!(" (tunnel {t})"));
+    }
+    if let Some(x) = &o.exposed {
+        line.push_str(&format!(
+            "\n  exposed by {} at {}",
+            x.exposed_by,
+            x.exposed_at.as_deref().unwrap_or("an unrecorded time")
+        ));
     }
     if let Some(e) = &o.error {
         line.push_str(&format!("\n  {e}"));

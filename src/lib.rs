@@ -7,6 +7,7 @@
 
 pub mod apply;
 pub mod aws;
+pub mod cause;
 pub mod cli;
 pub mod cloudflare;
 pub mod config;

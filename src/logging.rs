@@ -1,5 +1,9 @@
 //! Structured logs: JSON lines on stdout in Lambda (CloudWatch), human lines on stderr
 //! for the CLI. Level from `RUST_LOG` (default info for Lambda, warn for the CLI).
+//!
+//! A line logged inside a span carries the innermost span's fields under `span`: a
+//! reconcile's `service`, `event_source`, `event_id`, `actor` and `event_detail`
+//! ([`crate::cause::Cause::span`]).
 
 use tracing_subscriber::EnvFilter;
 
@@ -11,7 +15,7 @@ pub fn init_json() {
     let _ = tracing_subscriber::fmt()
         .json()
         .with_env_filter(filter)
-        .with_current_span(false)
+        .with_current_span(true)
         .with_span_list(false)
         .with_target(false)
         .without_time()

@@ -72,6 +72,8 @@ pub struct StoredToken {
     /// The rotation period recorded on the token (`ecs-tunnels:rotate-every`; custom
     /// resources only).
     pub rotate_every: Option<std::time::Duration>,
+    /// Who first exposed the service and when (the token's exposure tags), when recorded.
+    pub exposed: Option<crate::cause::Exposure>,
 }
 
 impl StoredToken {
@@ -97,6 +99,7 @@ impl StoredToken {
             rotation_schedule: None,
             redeploys: None,
             rotate_every: None,
+            exposed: None,
         }
     }
 
@@ -128,6 +131,7 @@ impl StoredToken {
             .get(ROTATE_EVERY_TAG)
             .and_then(|v| humantime::parse_duration(v.trim()).ok());
         t.rotation_schedule = p.rotation_schedule.clone();
+        t.exposed = crate::cause::Exposure::from_tags(&p.tags);
         t
     }
 }
@@ -223,6 +227,8 @@ pub struct PlanContext {
     pub rotation_function: Option<String>,
     /// When a new hostname's DNS record may be made (`ECS_TUNNELS_PUBLISH`).
     pub publish: crate::publish::PublishMode,
+    /// The event behind this reconcile (recorded on a token it creates).
+    pub cause: crate::cause::Cause,
 }
 
 /// `<tunnel-id>.cfargotunnel.com`.

@@ -42,6 +42,9 @@ pub struct Ask {
     /// it to a follow-up. The event door asks for it; the sweep, which has many services
     /// to get through, does not.
     pub wait_for_connector: bool,
+    /// The event behind the ask: logged with every change, and recorded on a token it
+    /// creates.
+    pub cause: crate::cause::Cause,
 }
 
 /// What a follow-up message asks about.
@@ -142,6 +145,13 @@ pub struct Outcome {
     /// Since when the tunnel has had no connection, when known.
     #[serde(skip)]
     pub disconnected_since: Option<std::time::SystemTime>,
+    /// What is wrong with the sidecar, when its tunnel has had no connection for longer
+    /// than the grace period while tasks run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diagnosis: Option<crate::diagnose::Diagnosis>,
+    /// Who first exposed it and when (`exposed_by`, `exposed_at`), from its token's tags.
+    #[serde(flatten)]
+    pub exposed: Option<crate::cause::Exposure>,
 }
 
 impl Outcome {
@@ -162,6 +172,8 @@ impl Outcome {
             wrote_token: false,
             tunnel_connected: false,
             disconnected_since: None,
+            diagnosis: None,
+            exposed: None,
         }
     }
 
@@ -308,6 +320,7 @@ pub async fn reconcile_asked(
         first_write,
         deps.config.publish.mode,
         ask.wait_for_connector,
+        ask.cause.clone(),
     )
     .await
     {
@@ -318,7 +331,67 @@ pub async fn reconcile_asked(
         Mode::Apply => record_connectors(deps, status, outcome).await,
         Mode::Plan => outcome,
     };
+    let origin = match &intent {
+        Intent::Expose(spec) => Some(spec.origin.as_str()),
+        Intent::Remove => None,
+    };
+    let outcome = match active {
+        Some(info) => diagnose_if_unconnected(deps, info, origin, outcome).await,
+        None => outcome,
+    };
     finish(deps, active, mode, digest.as_ref(), outcome).await
+}
+
+/// When a service runs tasks but its tunnel has had no connection for longer than the
+/// grace period (`ECS_TUNNELS_CONNECT_GRACE`, counted from the later of the tunnel's
+/// last connection, or creation, and the service's last deployment), its task
+/// definition is diagnosed ([`crate::diagnose`]); a problem found becomes the outcome's
+/// error (`error cloudflared has not connected …: <what is wrong>` in the status tag,
+/// the log and `plan`). Records already published stay.
+async fn diagnose_if_unconnected(
+    deps: &Deps,
+    info: &crate::aws::ecs::ServiceInfo,
+    origin: Option<&str>,
+    mut o: Outcome,
+) -> Outcome {
+    if !matches!(o.state, State::Ready | State::Waiting | State::Planned)
+        || o.tunnel_connected
+        || o.tunnel_id.is_none()
+        || info.running_count < 1
+    {
+        return o;
+    }
+    let since = [o.disconnected_since, info.last_deployed_at]
+        .into_iter()
+        .flatten()
+        .max();
+    let Some(for_how_long) = since.and_then(|t| t.elapsed().ok()) else {
+        return o;
+    };
+    if for_how_long < deps.config.publish.connect_grace {
+        return o;
+    }
+    let minutes = for_how_long.as_secs() / 60;
+    match crate::diagnose::diagnose(deps, &o.service, info, origin).await {
+        Ok(d) => {
+            if let Some(reason) = d.status_reason() {
+                o.error = Some(format!(
+                    "cloudflared has not connected for {minutes} min: {reason}"
+                ));
+                o.error_kind = Some("sidecar");
+                if o.state != State::Planned {
+                    o.state = State::Error;
+                }
+            } else {
+                warn!(service = %o.service, minutes, running_tasks = info.running_count, unjudged = %d.unjudged.join("; "), "cloudflared has not connected, and the task definition looks right: read the cloudflared container's log (ecs-tunnels doctor shows what was checked)");
+            }
+            o.diagnosis = Some(d);
+        }
+        Err(e) => {
+            warn!(service = %o.service, error = %e, "cloudflared has not connected, and the task definition could not be read to say why");
+        }
+    }
+    o
 }
 
 /// Fills in the connector count a `ready` status records. It is read (one call) only when
@@ -429,6 +502,7 @@ async fn converge(
     first_write: Option<(String, Option<String>)>,
     publish: crate::publish::PublishMode,
     wait_for_connector: bool,
+    cause: crate::cause::Cause,
 ) -> Result<Outcome, ReconcileError> {
     let target = match intent {
         Intent::Expose(spec) => {
@@ -455,6 +529,7 @@ async fn converge(
         redeploy,
         rotation_function: deps.tokens.rotation_function().map(str::to_string),
         publish,
+        cause,
     };
     let mut out = Outcome::new(
         svc,
@@ -473,6 +548,7 @@ async fn converge(
             Some(t) => t.disconnected_since(),
             None => Some(std::time::SystemTime::now()),
         };
+        out.exposed = observed.token.as_ref().and_then(|t| t.exposed.clone());
         out.access_app = observed.app.as_ref().map(|a| AppRef {
             id: a.id.clone(),
             aud: a.aud.clone(),
@@ -690,13 +766,14 @@ async fn finish(
 
 /// Reconciles objects that are not tied to an ECS service's tags (a CloudFormation custom
 /// resource): `spec` `None` tears them down. `redeploy` is the service to redeploy after a
-/// token change, if any.
+/// token change, if any; `cause` the request behind it.
 pub async fn reconcile_resource(
     deps: &Deps,
     key: &ServiceId,
     owner: crate::ownership::Owner,
     spec: Option<spec::Spec>,
     redeploy: Option<RedeployTarget>,
+    cause: &crate::cause::Cause,
 ) -> Result<Outcome, ReconcileError> {
     let intent = match spec {
         Some(s) => Intent::Expose(Box::new(s)),
@@ -720,6 +797,7 @@ pub async fn reconcile_resource(
         // sweep leaves custom resources alone) would publish a held record.
         crate::publish::PublishMode::Immediately,
         false,
+        cause.clone(),
     )
     .await
 }

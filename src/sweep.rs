@@ -34,7 +34,7 @@ use futures::stream::{self, StreamExt};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant, SystemTime};
-use tracing::{info, warn};
+use tracing::{info, warn, Instrument};
 
 /// How much one sweep may spend.
 #[derive(Debug, Clone)]
@@ -344,12 +344,14 @@ fn config_slot(count: usize, checks: usize, interval: Duration) -> (usize, usize
     ((now / interval.as_secs().max(1)) as usize % slots, slots)
 }
 
-/// Runs one sweep over the covered clusters.
+/// Runs one sweep over the covered clusters; `cause` (the schedule, or a person) is logged
+/// with each service's reconcile and recorded on the tokens it creates.
 pub async fn sweep(
     deps: &Deps,
     mode: Mode,
     limits: &SweepLimits,
     account_hint: Option<&str>,
+    cause: &crate::cause::Cause,
 ) -> Result<SweepReport, ReconcileError> {
     let started = Instant::now();
     let stats0 = deps.cf.stats();
@@ -555,9 +557,11 @@ pub async fn sweep(
                         .map(|i| crate::spec::tagged_hostnames(&i.tags))
                         .unwrap_or_default(),
                 ),
+                cause: cause.clone(),
                 ..Default::default()
             };
             async move { reconcile_asked(deps, svc, mode, hint, &ask).await }
+                .instrument(cause.span(svc))
         }))
         .await;
         for outcome in outcomes {
@@ -679,6 +683,7 @@ async fn needs_work(
         redeploy: Some(crate::model::RedeployTarget::of(info)),
         rotation_function: deps.tokens.rotation_function().map(str::to_string),
         publish: deps.config.publish.mode,
+        cause: Default::default(),
     };
     let tunnel = bulk.tunnels.get(svc).cloned();
     let app = bulk.apps.get(&owner.access_app_name(svc)).cloned();

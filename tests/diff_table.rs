@@ -23,6 +23,7 @@ fn ctx() -> PlanContext {
         redeploy: Some(RedeployTarget::ecs(ServiceId::new("prod", "web"))),
         rotation_function: None,
         publish: ecs_tunnels::publish::PublishMode::Immediately,
+        cause: Default::default(),
     }
 }
 
@@ -88,6 +89,7 @@ fn token() -> StoredToken {
         rotation_schedule: None,
         redeploys: None,
         rotate_every: None,
+        exposed: None,
     }
 }
 

@@ -26,7 +26,7 @@ use crate::spec::{self, Defaults, Desired};
 use futures::FutureExt;
 use serde_json::{json, Map, Value};
 use std::time::{Duration, SystemTime};
-use tracing::{error, info, warn};
+use tracing::{error, info, warn, Instrument};
 
 /// The whole response body may not exceed 4,096 bytes.
 const MAX_BODY: usize = 4096;
@@ -124,9 +124,12 @@ pub async fn handle(
         .duration_since(SystemTime::now())
         .unwrap_or_default()
         .saturating_sub(DEADLINE_MARGIN);
+    // Every line logged for the request says which stack and request caused it.
+    let cause = crate::doors::events::cause_of(event);
+    let span = cause.span(&key);
     let work = async {
         match deps {
-            Ok(d) => process(d, &req, &key, (&partition, &region, &account)).await,
+            Ok(d) => process(d, &req, &key, (&partition, &region, &account), &cause).await,
             // The rollback Delete of a Create this install failed: nothing was made.
             Err(_)
                 if req.request_type == "Delete"
@@ -140,15 +143,17 @@ pub async fn handle(
             )),
         }
     };
-    let result = guarded(work, budget, &fallback_id).await;
+    let result = guarded(work.instrument(span.clone()), budget, &fallback_id).await;
     let body = match result {
         Ok((id, data, note)) => response(&req, "SUCCESS", note.as_deref(), &id, data),
         Err((id, reason)) => {
+            let _in = span.enter();
             warn!(request_type = %req.request_type, logical_id = %req.logical_id, reason = %reason, "custom resource failed");
             response(&req, "FAILED", Some(&reason), &id, Map::new())
         }
     };
     put_response(&req.response_url, &body).await?;
+    let _in = span.enter();
     info!(request_type = %req.request_type, logical_id = %req.logical_id, status = %body["Status"], "custom resource answered");
     Ok(body)
 }
@@ -187,6 +192,7 @@ async fn process(
     req: &Request,
     key: &ServiceId,
     (partition, region, account): (&str, &str, &str),
+    cause: &crate::cause::Cause,
 ) -> Answer {
     let owner = deps
         .owner(Some(account))
@@ -253,7 +259,7 @@ async fn process(
                 }
                 Desired::NotManaged => return Err(fail("Hostnames is required".into())),
             };
-            let outcome = reconcile_resource(deps, &key, owner, Some(spec), redeploy)
+            let outcome = reconcile_resource(deps, &key, owner, Some(spec), redeploy, cause)
                 .await
                 .map_err(|e| fail(e.to_string()))?;
             let tunnel_id = outcome.tunnel_id.clone().unwrap_or_default();
@@ -313,7 +319,7 @@ async fn process(
                 // The id of a Create that failed before it made anything, or not ours.
                 return Ok((id, Map::new(), None));
             };
-            reconcile_resource(deps, &key, owner, None, None)
+            reconcile_resource(deps, &key, owner, None, None, cause)
                 .await
                 .map_err(|e| (id.clone(), e.to_string()))?;
             Ok((id, Map::new(), None))

@@ -6,6 +6,7 @@
 //! messages carrying any of these, Secrets Manager rotation steps and CloudFormation
 //! custom resource requests.
 
+use crate::cause::Cause;
 use crate::ownership::{cluster_name, ServiceId};
 use crate::spec::{TAG_PREFIX, TAG_STATUS};
 use serde_json::Value;
@@ -26,6 +27,8 @@ pub enum Trigger {
         /// input): a service whose inputs match its last converged reconcile needs no
         /// Cloudflare call (see `reconcile::Ask::routine`).
         routine: bool,
+        /// The event's source, id and actor ([`cause_of`]).
+        cause: Cause,
     },
     /// Nothing to do, and why (costs no call).
     Ignore(String),
@@ -102,7 +105,71 @@ pub fn recognise(event: &Value) -> Result<Vec<Trigger>, String> {
             return Err(format!("unrecognised event: no detail-type, RequestType, Step or Records; top-level keys: [{}]", keys.join(", ")));
         }
     };
-    Ok(vec![trigger])
+    Ok(vec![with_cause(trigger, event)])
+}
+
+/// A service trigger with the cause `event` gives it.
+fn with_cause(mut trigger: Trigger, event: &Value) -> Trigger {
+    if let Trigger::Service { cause, .. } = &mut trigger {
+        *cause = cause_of(event);
+    }
+    trigger
+}
+
+/// The cause of one event (not an SQS batch: each message has its own): its source, id,
+/// the principal behind it and what it was. Never a request parameter or a URL.
+pub fn cause_of(event: &Value) -> Cause {
+    let id = s(event, &["id"]);
+    if event.get("RequestType").is_some() && event.get("ResponseURL").is_some() {
+        return Cause::new(
+            "cloudformation",
+            s(event, &["RequestId"]),
+            s(event, &["StackId"]),
+            s(event, &["LogicalResourceId"]),
+        );
+    }
+    if event.get("Step").is_some() && event.get("SecretId").is_some() {
+        return Cause::new(
+            "secretsmanager",
+            s(event, &["ClientRequestToken"]),
+            None,
+            s(event, &["Step"]),
+        );
+    }
+    if let Some(action) = s(event, &["ecs-tunnels"]) {
+        // A message of ours (a follow-up) carries the cause of the event behind it.
+        if let Some(c) = event
+            .get("cause")
+            .and_then(|c| serde_json::from_value::<Cause>(c.clone()).ok())
+        {
+            return c;
+        }
+        return Cause::new("schedule", id, None, Some(action));
+    }
+    let d = &event["detail"];
+    match s(event, &["detail-type"]) {
+        Some("AWS API Call via CloudTrail") => {
+            let who = &d["userIdentity"];
+            let actor = s(who, &["arn"])
+                .or_else(|| s(who, &["principalId"]))
+                .or_else(|| s(who, &["invokedBy"]));
+            Cause::new(
+                "cloudtrail",
+                s(d, &["eventID"]).or(id),
+                actor,
+                s(d, &["eventName"]),
+            )
+        }
+        Some("Scheduled Event") => {
+            let rule = event["resources"]
+                .get(0)
+                .and_then(Value::as_str)
+                .map(|r| r.rsplit('/').next().unwrap_or(r));
+            Cause::new("schedule", id, None, rule)
+        }
+        Some(other) => Cause::new("eventbridge", id, None, Some(other)),
+        None => Cause::new("unknown", id, None, None),
+    }
 }
 
 /// One message of an SQS batch, recognised on its own, so that one bad message fails
@@ -145,10 +212,19 @@ pub fn sqs_batch(event: &Value) -> Option<Result<Vec<BatchItem>, String>> {
     Some(items.collect())
 }
 
+/// Drops repeats; two events that ask the same of a service are one, whatever their
+/// causes (the first one's is kept).
 fn dedupe(triggers: Vec<Trigger>) -> Vec<Trigger> {
+    let causeless = |t: &Trigger| {
+        let mut t = t.clone();
+        if let Trigger::Service { cause, .. } = &mut t {
+            *cause = Cause::default();
+        }
+        t
+    };
     let mut out: Vec<Trigger> = Vec::new();
     for t in triggers {
-        if !out.contains(&t) {
+        if !out.iter().any(|o| causeless(o) == causeless(&t)) {
             out.push(t);
         }
     }
@@ -168,6 +244,7 @@ fn task_state_change(event: &Value, account: Option<String>) -> Trigger {
             account,
             check_removal: false,
             routine: !failed_to_start,
+            cause: Cause::default(),
         },
         None => Trigger::Ignore("task event without clusterArn".into()),
     }
@@ -256,6 +333,7 @@ fn cloudtrail(event: &Value, account: Option<String>) -> Trigger {
             account,
             check_removal: matches!(name, "UntagResource" | "DeleteService"),
             routine: redeploy_only,
+            cause: Cause::default(),
         },
         None => Trigger::Ignore(format!("{name} event without a service")),
     }
@@ -284,6 +362,7 @@ fn tag_change(event: &Value, account: Option<String>) -> Trigger {
             account,
             check_removal: hostname_gone,
             routine: false,
+            cause: Cause::default(),
         },
         None => Trigger::Ignore(format!("tag change without a service ARN ({arn})")),
     }
@@ -319,6 +398,7 @@ mod tests {
             account: Some("123456789012".into()),
             check_removal,
             routine: false,
+            cause: Cause::default(),
         }
     }
 
@@ -328,7 +408,22 @@ mod tests {
             account: Some("123456789012".into()),
             check_removal: false,
             routine: true,
+            cause: Cause::default(),
         }
+    }
+
+    /// [`recognise`], the causes left out (tested on their own below).
+    fn rec(event: &Value) -> Result<Vec<Trigger>, String> {
+        recognise(event).map(|ts| {
+            ts.into_iter()
+                .map(|mut t| {
+                    if let Trigger::Service { cause, .. } = &mut t {
+                        *cause = Cause::default();
+                    }
+                    t
+                })
+                .collect()
+        })
     }
 
     #[test]
@@ -340,24 +435,21 @@ mod tests {
                 .extend(extra.as_object().unwrap().clone());
             json!({"detail-type": "ECS Task State Change", "account": "123456789012", "detail": d})
         };
+        assert_eq!(rec(&task(json!({}))).unwrap(), vec![routine("prod", "web")]);
         assert_eq!(
-            recognise(&task(json!({}))).unwrap(),
-            vec![routine("prod", "web")]
-        );
-        assert_eq!(
-            recognise(&task(json!({"stopCode": "TaskFailedToStart"}))).unwrap(),
+            rec(&task(json!({"stopCode": "TaskFailedToStart"}))).unwrap(),
             vec![svc("prod", "web")]
         );
         let redeploy = ct(
             "UpdateService",
             json!({"cluster": "prod", "service": "web", "forceNewDeployment": true}),
         );
-        assert_eq!(recognise(&redeploy).unwrap(), vec![routine("prod", "web")]);
+        assert_eq!(rec(&redeploy).unwrap(), vec![routine("prod", "web")]);
         let new_revision = ct(
             "UpdateService",
             json!({"cluster": "prod", "service": "web", "taskDefinition": "web:8"}),
         );
-        assert_eq!(recognise(&new_revision).unwrap(), vec![svc("prod", "web")]);
+        assert_eq!(rec(&new_revision).unwrap(), vec![svc("prod", "web")]);
     }
 
     fn ct(name: &str, rp: Value) -> Value {
@@ -371,7 +463,7 @@ mod tests {
     fn recognises_every_shape() {
         let task = json!({"detail-type": "ECS Task State Change", "account": "123456789012",
             "detail": {"group": "service:web", "clusterArn": "arn:aws:ecs:us-east-1:123456789012:cluster/prod", "lastStatus": "RUNNING"}});
-        assert_eq!(recognise(&task).unwrap(), vec![routine("prod", "web")]);
+        assert_eq!(rec(&task).unwrap(), vec![routine("prod", "web")]);
         let cases = vec![
             (
                 ct(
@@ -407,22 +499,22 @@ mod tests {
             ),
         ];
         for (event, want) in cases {
-            assert_eq!(recognise(&event).unwrap(), vec![want], "{event}");
+            assert_eq!(rec(&event).unwrap(), vec![want], "{event}");
         }
         let tag = json!({"detail-type": "Tag Change on Resource", "account": "123456789012", "resources": [ARN],
             "detail": {"service": "ecs", "resource-type": "service", "changed-tag-keys": ["ecs-tunnels:access"], "tags": {"ecs-tunnels:hostname": "a.example.com"}}});
-        assert_eq!(recognise(&tag).unwrap(), vec![svc("prod", "web")]);
+        assert_eq!(rec(&tag).unwrap(), vec![svc("prod", "web")]);
         let sched = json!({"detail-type": "Scheduled Event", "resources": ["arn:aws:events:us-east-1:1:rule/ecs-tunnels-sweep"], "detail": {}});
-        assert_eq!(recognise(&sched).unwrap(), vec![Trigger::Sweep]);
+        assert_eq!(rec(&sched).unwrap(), vec![Trigger::Sweep]);
         assert_eq!(
-            recognise(&json!({"ecs-tunnels": "rotate"})).unwrap(),
+            rec(&json!({"ecs-tunnels": "rotate"})).unwrap(),
             vec![Trigger::Rotate]
         );
         let sqs = json!({"Records": [
             {"eventSource": "aws:sqs", "body": task.to_string()},
             {"eventSource": "aws:sqs", "body": task.to_string()}]});
         assert_eq!(
-            recognise(&sqs).unwrap(),
+            rec(&sqs).unwrap(),
             vec![routine("prod", "web")],
             "duplicates collapse"
         );
@@ -450,32 +542,300 @@ mod tests {
             json!({"detail-type": "ECS Task State Change", "detail": {"group": "family:batch", "clusterArn": "arn:aws:ecs:us-east-1:1:cluster/prod"}}),
         ];
         for e in ignored {
-            assert!(
-                matches!(recognise(&e).unwrap()[..], [Trigger::Ignore(_)]),
-                "{e}"
-            );
+            assert!(matches!(rec(&e).unwrap()[..], [Trigger::Ignore(_)]), "{e}");
         }
         let mut failed = ct(
             "CreateService",
             json!({"cluster": "prod", "serviceName": "web"}),
         );
         failed["detail"]["errorCode"] = json!("AccessDenied");
-        assert!(matches!(
-            recognise(&failed).unwrap()[..],
-            [Trigger::Ignore(_)]
-        ));
+        assert!(matches!(rec(&failed).unwrap()[..], [Trigger::Ignore(_)]));
     }
 
     #[test]
     fn unknown_events_are_named() {
-        let e = recognise(&json!({"hello": 1})).unwrap_err();
+        let e = rec(&json!({"hello": 1})).unwrap_err();
         assert!(e.contains("hello"), "{e}");
         let e = recognise(
             &json!({"detail-type": "EC2 Instance State-change Notification", "source": "aws.ec2"}),
         )
         .unwrap_err();
         assert!(e.contains("EC2 Instance"), "{e}");
-        let e = recognise(&json!({"detail-type": "Scheduled Event", "resources": ["arn:aws:events:us-east-1:1:rule/nightly"]})).unwrap_err();
+        let e = rec(&json!({"detail-type": "Scheduled Event", "resources": ["arn:aws:events:us-east-1:1:rule/nightly"]})).unwrap_err();
         assert!(e.contains("nightly"), "{e}");
+    }
+
+    fn sample(name: &str) -> Value {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("events")
+            .join(name);
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    /// The cause of every sample under `events/`: for a service event, as its trigger
+    /// carries it (SQS-wrapped ones included); for the others, as `cause_of` reads it.
+    #[test]
+    fn every_sample_has_its_cause() {
+        const DEPLOYER: &str = "arn:aws:sts::123456789012:assumed-role/deployer/session";
+        const CT_ID: &str = "1a2b3c4d-0000-1111-2222-333344445555";
+        const STACK: &str =
+            "arn:aws:cloudformation:us-east-1:123456789012:stack/app/11112222-3333-4444-5555-666677778888";
+        const TASK_ID: &str = "6f1d2c3b-0000-4a5b-9c8d-111122223333";
+        let c = Cause::new;
+        let sm = |step: &'static str| {
+            c(
+                "secretsmanager",
+                Some("9f8e7d6c-0000-1111-2222-333344445555"),
+                None,
+                Some(step),
+            )
+        };
+        let cases = [
+            (
+                "cloudformation-create.json",
+                c(
+                    "cloudformation",
+                    Some("5d478078-13e9-baf0-464a-7ef285ecc786"),
+                    Some(STACK),
+                    Some("Tunnel"),
+                ),
+            ),
+            (
+                "cloudformation-delete.json",
+                c(
+                    "cloudformation",
+                    Some("7f69a29a-350b-dc12-686c-9a14a70eea08"),
+                    Some(STACK),
+                    Some("Tunnel"),
+                ),
+            ),
+            (
+                "cloudformation-update.json",
+                c(
+                    "cloudformation",
+                    Some("6e589189-24fa-cb01-575b-8f0396fdd897"),
+                    Some(STACK),
+                    Some("Tunnel"),
+                ),
+            ),
+            (
+                "cloudtrail-create-service.json",
+                c(
+                    "cloudtrail",
+                    Some(CT_ID),
+                    Some(DEPLOYER),
+                    Some("CreateService"),
+                ),
+            ),
+            (
+                "cloudtrail-delete-service.json",
+                c(
+                    "cloudtrail",
+                    Some(CT_ID),
+                    Some(DEPLOYER),
+                    Some("DeleteService"),
+                ),
+            ),
+            (
+                "cloudtrail-tag-resource-failed.json",
+                c(
+                    "cloudtrail",
+                    Some(CT_ID),
+                    Some(DEPLOYER),
+                    Some("TagResource"),
+                ),
+            ),
+            (
+                "cloudtrail-tag-resource-status-only.json",
+                c(
+                    "cloudtrail",
+                    Some(CT_ID),
+                    Some(DEPLOYER),
+                    Some("TagResource"),
+                ),
+            ),
+            (
+                "cloudtrail-tag-resource.json",
+                c(
+                    "cloudtrail",
+                    Some(CT_ID),
+                    Some(DEPLOYER),
+                    Some("TagResource"),
+                ),
+            ),
+            (
+                "cloudtrail-untag-resource.json",
+                c(
+                    "cloudtrail",
+                    Some(CT_ID),
+                    Some(DEPLOYER),
+                    Some("UntagResource"),
+                ),
+            ),
+            (
+                "cloudtrail-update-service.json",
+                c(
+                    "cloudtrail",
+                    Some(CT_ID),
+                    Some(DEPLOYER),
+                    Some("UpdateService"),
+                ),
+            ),
+            (
+                "ecs-task-running.json",
+                c(
+                    "eventbridge",
+                    Some(TASK_ID),
+                    None,
+                    Some("ECS Task State Change"),
+                ),
+            ),
+            (
+                "ecs-task-stopped-failed-to-start.json",
+                c(
+                    "eventbridge",
+                    Some(TASK_ID),
+                    None,
+                    Some("ECS Task State Change"),
+                ),
+            ),
+            (
+                "ecs-task-stopped.json",
+                c(
+                    "eventbridge",
+                    Some(TASK_ID),
+                    None,
+                    Some("ECS Task State Change"),
+                ),
+            ),
+            (
+                "schedule-input-rotate.json",
+                c("schedule", None, None, Some("rotate")),
+            ),
+            (
+                "schedule-input-sweep.json",
+                c("schedule", None, None, Some("sweep")),
+            ),
+            (
+                "schedule-rotate.json",
+                c(
+                    "schedule",
+                    Some("63dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa"),
+                    None,
+                    Some("ecs-tunnels-rotate"),
+                ),
+            ),
+            (
+                "schedule-sweep.json",
+                c(
+                    "schedule",
+                    Some("53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa"),
+                    None,
+                    Some("ecs-tunnels-sweep"),
+                ),
+            ),
+            ("secretsmanager-createSecret.json", sm("createSecret")),
+            ("secretsmanager-finishSecret.json", sm("finishSecret")),
+            ("secretsmanager-setSecret.json", sm("setSecret")),
+            ("secretsmanager-testSecret.json", sm("testSecret")),
+            (
+                "sqs-wrapped-task-running.json",
+                c(
+                    "eventbridge",
+                    Some(TASK_ID),
+                    None,
+                    Some("ECS Task State Change"),
+                ),
+            ),
+            (
+                "tag-change-on-resource.json",
+                c(
+                    "eventbridge",
+                    Some("bddcf1d6-0000-0000-0000-adc1fb47c11c"),
+                    None,
+                    Some("Tag Change on Resource"),
+                ),
+            ),
+        ];
+        let mut names: Vec<String> =
+            std::fs::read_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("events"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".json"))
+                .collect();
+        names.sort();
+        let mut covered: Vec<String> = cases.iter().map(|(n, _)| n.to_string()).collect();
+        covered.sort();
+        assert_eq!(names, covered, "a sample without its expected cause");
+        for (name, want) in cases {
+            let event = sample(name);
+            let triggers = recognise(&event).unwrap_or_default();
+            let services: Vec<&Cause> = triggers
+                .iter()
+                .filter_map(|t| match t {
+                    Trigger::Service { cause, .. } => Some(cause),
+                    _ => None,
+                })
+                .collect();
+            let got = match services[..] {
+                [one] => one.clone(),
+                [] => cause_of(&event),
+                _ => panic!("{name}: {triggers:?}"),
+            };
+            assert_eq!(got, want, "{name}");
+            let text = serde_json::to_string(&got).unwrap();
+            assert!(
+                !text.contains("requestParameters") && !text.contains("https://"),
+                "{name}: {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn cloudtrail_actors_fall_back_and_follow_ups_carry_their_cause() {
+        let mut e = ct(
+            "TagResource",
+            json!({"resourceArn": ARN, "tags": [{"key": "ecs-tunnels:hostname", "value": "a.example.com"}]}),
+        );
+        e["id"] = json!("eb-id");
+        e["detail"]["userIdentity"] =
+            json!({"type": "AWSService", "invokedBy": "ecs.amazonaws.com"});
+        assert_eq!(
+            cause_of(&e),
+            Cause::new(
+                "cloudtrail",
+                Some("eb-id"),
+                Some("ecs.amazonaws.com"),
+                Some("TagResource")
+            )
+        );
+        e["detail"]["userIdentity"] = json!({"type": "Root", "principalId": "123456789012"});
+        assert_eq!(cause_of(&e).actor.as_deref(), Some("123456789012"));
+        let original = Cause::new(
+            "cloudtrail",
+            Some("x"),
+            Some("arn:aws:iam::1:user/a"),
+            Some("TagResource"),
+        );
+        let follow_up = json!({"ecs-tunnels": "follow-up", "cause": original});
+        assert_eq!(cause_of(&follow_up), original);
+    }
+
+    #[test]
+    fn repeats_collapse_whatever_their_causes() {
+        let task = |id: &str| {
+            json!({"Records": [{"eventSource": "aws:sqs", "body": json!({"id": id, "detail-type": "ECS Task State Change", "account": "123456789012",
+                "detail": {"group": "service:web", "clusterArn": "arn:aws:ecs:us-east-1:123456789012:cluster/prod", "lastStatus": "RUNNING"}}).to_string()}]})
+        };
+        let mut two = task("first");
+        two["Records"]
+            .as_array_mut()
+            .unwrap()
+            .extend(task("second")["Records"].as_array().unwrap().clone());
+        let got = recognise(&two).unwrap();
+        assert!(
+            matches!(&got[..], [Trigger::Service { cause, .. }] if cause.event_id.as_deref() == Some("first")),
+            "{got:?}"
+        );
     }
 }

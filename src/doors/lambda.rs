@@ -3,9 +3,10 @@
 //! Lambda (or SQS) retries it; bad tags and conflicts are not, because a retry cannot
 //! fix them (the status tag says what to do).
 
+use crate::cause::Cause;
 use crate::config::Config;
 use crate::context::Deps;
-use crate::doors::events::{recognise, sqs_batch, BatchItem, Trigger};
+use crate::doors::events::{cause_of, recognise, sqs_batch, BatchItem, Trigger};
 use crate::doors::run::{reconcile_many, Work};
 use crate::ownership::ServiceId;
 use crate::reconcile::Ask;
@@ -14,7 +15,7 @@ use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant, SystemTime};
-use tracing::{info, warn};
+use tracing::{info, warn, Instrument};
 
 /// The function's dependencies, built at cold start and, when that failed, again on
 /// each invocation until it works: one SSM or Secrets Manager throttle while reading the
@@ -167,11 +168,13 @@ pub async fn handle(deps: &Deps, event: LambdaEvent<Value>) -> Result<Value, Err
                 account,
                 check_removal,
                 routine,
+                cause,
             } => work.add(
                 service,
                 account.or_else(|| fn_account.clone()),
                 check_removal,
                 routine,
+                cause,
             ),
             Trigger::FollowUp(f) => {
                 work.follow_up(f, fn_account.clone());
@@ -189,13 +192,17 @@ pub async fn handle(deps: &Deps, event: LambdaEvent<Value>) -> Result<Value, Err
                 let deadline = std::time::Instant::now()
                     + left.saturating_sub(std::time::Duration::from_secs(15));
                 let limits = crate::sweep::SweepLimits::from_config(&deps.config, Some(deadline));
-                let report = crate::sweep::sweep(deps, Mode::Apply, &limits, fn_account.as_deref())
-                    .await
-                    .map_err(|e| Error::from(e.to_string()))?;
+                let cause = cause_of(&payload);
+                let report =
+                    crate::sweep::sweep(deps, Mode::Apply, &limits, fn_account.as_deref(), &cause)
+                        .instrument(cause.run_span())
+                        .await
+                        .map_err(|e| Error::from(e.to_string()))?;
                 return Ok(json!({ "sweep": report }));
             }
             Trigger::Rotate => {
                 let rotations = crate::rotate::rotate_due_for(deps, false, fn_account.as_deref())
+                    .instrument(cause_of(&payload).run_span())
                     .await
                     .map_err(|e| Error::from(e.to_string()))?;
                 let failed: Vec<String> = rotations
@@ -217,6 +224,7 @@ pub async fn handle(deps: &Deps, event: LambdaEvent<Value>) -> Result<Value, Err
             }
             Trigger::SecretsRotation(event) => {
                 return crate::secrets_rotation::handle(deps, &event)
+                    .instrument(cause_of(&event).run_span())
                     .await
                     .map_err(|e| {
                         warn!(error = %e, "rotation step failed");
@@ -250,13 +258,15 @@ struct Services {
 impl Services {
     /// Adds a service (once); `check_removal` when its event may mean it was untagged
     /// or deleted; `routine` when it was a routine event (routine only if every event
-    /// for the service was).
+    /// for the service was). Its cause is the first non-routine event's, else the
+    /// first event's.
     fn add(
         &mut self,
         service: ServiceId,
         account: Option<String>,
         check_removal: bool,
         routine: bool,
+        cause: Cause,
     ) {
         let first = !self.asks.contains_key(&service);
         let ask = self.asks.entry(service.clone()).or_insert_with(|| Ask {
@@ -264,6 +274,10 @@ impl Services {
             wait_for_connector: true,
             ..Default::default()
         });
+        // `ask.routine` still says whether every earlier event was routine.
+        if first || (ask.routine && !routine) {
+            ask.cause = cause;
+        }
         ask.check_removal |= check_removal;
         ask.routine &= routine;
         if first {
@@ -276,11 +290,18 @@ impl Services {
     fn follow_up(&mut self, f: crate::doors::follow_up::FollowUp, fn_account: Option<String>) {
         let service = f.service_id();
         let alone = !self.asks.contains_key(&service);
+        // The chain carries the cause of the event that started it.
+        let cause = f
+            .cause
+            .as_ref()
+            .and_then(|c| serde_json::from_value::<Cause>(c.clone()).ok())
+            .unwrap_or_else(|| Cause::new("follow-up", None, None, None));
         self.add(
             service.clone(),
             f.account.clone().or(fn_account),
             false,
             false,
+            cause,
         );
         if alone {
             if let Some(ask) = self.asks.get_mut(&service) {
@@ -324,7 +345,7 @@ async fn follow_up_waiting(
             tunnel_id: tunnel_id.clone(),
             attempt,
             reason: "waiting for cloudflared to connect".into(),
-            cause: chain.and_then(|c| c.cause.clone()),
+            cause: serde_json::to_value(&ask.cause).ok(),
         };
         send(deps, &f).await;
     }
@@ -360,6 +381,7 @@ async fn handle_batch(
                     account,
                     check_removal,
                     routine,
+                    cause,
                 } => {
                     senders
                         .entry(service.clone())
@@ -370,6 +392,7 @@ async fn handle_batch(
                         account.or_else(|| fn_account.clone()),
                         check_removal,
                         routine,
+                        cause,
                     );
                 }
                 Trigger::FollowUp(f) => {
@@ -413,4 +436,33 @@ async fn handle_batch(
         "ignored": ignored,
         "cloudflare_calls": deps.cf.stats().total - calls_before,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_service_named_twice_keeps_the_first_non_routine_cause() {
+        let svc = ServiceId::new("prod", "web");
+        let cause = |id: &str| Cause::new("eventbridge", Some(id), None, None);
+        let mut s = Services::default();
+        s.add(svc.clone(), None, false, true, cause("task-1"));
+        s.add(svc.clone(), None, false, false, cause("tag-1"));
+        s.add(svc.clone(), None, false, false, cause("tag-2"));
+        s.add(svc.clone(), None, false, true, cause("task-2"));
+        assert_eq!(s.work.len(), 1);
+        let ask = &s.asks[&svc];
+        assert_eq!(ask.cause, cause("tag-1"));
+        assert!(!ask.routine);
+
+        let mut s = Services::default();
+        s.add(svc.clone(), None, false, true, cause("task-1"));
+        s.add(svc.clone(), None, false, true, cause("task-2"));
+        assert_eq!(
+            s.asks[&svc].cause,
+            cause("task-1"),
+            "all routine: the first"
+        );
+    }
 }

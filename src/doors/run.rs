@@ -9,6 +9,7 @@ use crate::reconcile::{reconcile_asked, Ask, Mode, Outcome};
 use crate::spec::{TAG_HOSTNAME, TAG_STATUS};
 use futures::stream::{self, StreamExt};
 use std::collections::BTreeMap;
+use tracing::Instrument;
 
 /// Services reconciled at once by one process.
 pub const CONCURRENCY: usize = 4;
@@ -17,7 +18,8 @@ pub const CONCURRENCY: usize = 4;
 pub type Work = (ServiceId, Option<String>);
 
 /// Reconciles each service (at most [`CONCURRENCY`] at a time), in input order, as
-/// `asks` says (a service it does not name takes the full path).
+/// `asks` says (a service it does not name takes the full path), each in its cause's
+/// span ([`crate::cause::Cause::span`]), so every line it logs says what caused it.
 pub async fn reconcile_many(
     deps: &Deps,
     work: Vec<Work>,
@@ -28,7 +30,9 @@ pub async fn reconcile_many(
     stream::iter(work)
         .map(|(svc, account)| {
             let ask = asks.get(&svc).unwrap_or(&full);
+            let span = ask.cause.span(&svc);
             async move { reconcile_asked(deps, &svc, mode, account.as_deref(), ask).await }
+                .instrument(span)
         })
         .buffered(CONCURRENCY)
         .collect()
