@@ -1,8 +1,12 @@
-//! The command line: `plan`, `apply` and `sweep`. Same reconcile as the Lambda door.
+//! The command line: `plan`, `apply`, `sweep`, `rotate` and `doctor`. Same reconcile as
+//! the Lambda door.
 //!
-//! Exit codes: 0 every service is as its tags say (or the plan was printed); 1 a service
-//! needs a person (bad tags, a conflict); 3 a transient failure (retry later); 2 usage
-//! errors (from clap) and a misconfigured install.
+//! Exit codes: 0 every service is as its tags say (or the plan was printed, or `doctor`
+//! found nothing wrong); 1 a service needs a person (bad tags, a conflict, a sidecar
+//! `doctor` finds a problem with); 3 a transient failure (retry later); 2 usage errors
+//! (from clap) and a misconfigured install.
+
+mod doctor;
 
 use crate::cause::Cause;
 use crate::config::Config;
@@ -52,6 +56,20 @@ pub enum Command {
         /// Only list what is due.
         #[arg(long)]
         dry_run: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Why a service's cloudflared sidecar is not connecting: checks its task
+    /// definition (container, TUNNEL_TOKEN, command, origin port) and execution role, and
+    /// reads the tunnel's connections. Exits 1 when something is wrong.
+    Doctor {
+        /// Cluster name or ARN.
+        #[arg(long)]
+        cluster: Option<String>,
+        /// Service name or ARN.
+        #[arg(long)]
+        service: String,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -128,6 +146,9 @@ pub async fn run(cli: Cli) -> ExitCode {
             all,
             ..
         } => which(cluster.as_deref(), service.as_deref(), *all).map(Some),
+        Command::Doctor {
+            cluster, service, ..
+        } => which(cluster.as_deref(), Some(service.as_str()), false).map(Some),
         Command::Sweep { .. } => Ok(None),
     };
     let selection = match selection {
@@ -193,6 +214,9 @@ pub async fn run(cli: Cli) -> ExitCode {
     let Some(selection) = selection else {
         unreachable!("only sweep has no selection")
     };
+    if let (Command::Doctor { json, .. }, Which::One(id)) = (&cli.command, &selection) {
+        return doctor::run(&deps, id, *json).await;
+    }
     if let Command::Rotate {
         compromised,
         dry_run,
@@ -207,7 +231,9 @@ pub async fn run(cli: Cli) -> ExitCode {
     let (mode, json, command) = match &cli.command {
         Command::Plan(t) => (Mode::Plan, t.json, "plan"),
         Command::Apply(t) => (Mode::Apply, t.json, "apply"),
-        Command::Sweep { .. } | Command::Rotate { .. } => unreachable!("handled above"),
+        Command::Sweep { .. } | Command::Rotate { .. } | Command::Doctor { .. } => {
+            unreachable!("handled above")
+        }
     };
     let work = match selection {
         Which::All => match managed_services(&deps).await {
@@ -226,6 +252,9 @@ pub async fn run(cli: Cli) -> ExitCode {
         .map(|(svc, _)| {
             let ask = crate::reconcile::Ask {
                 cause: cause.clone(),
+                // A person waits for the sidecar of a service whose token `apply` writes,
+                // as the event door does (no follow-up queue here: the sweep is next).
+                wait_for_connector: true,
                 ..Default::default()
             };
             (svc.clone(), ask)
@@ -341,6 +370,14 @@ fn describe(o: &Outcome) -> String {
             c.kind(),
             detail.filter(|d| d != "{}").unwrap_or_default()
         ));
+    }
+    for host in &o.waiting_for {
+        line.push_str(&format!(
+            "\n  create_dns {{\"name\":\"{host}\"}} once cloudflared has connected the tunnel"
+        ));
+    }
+    if let Some(n) = o.connectors {
+        line.push_str(&format!("\n  cloudflared connectors: {n}"));
     }
     line
 }

@@ -3,11 +3,14 @@
 //! adapters, and small caches of account-wide facts (zones, team name).
 
 use crate::aws::ecs::Ecs;
+use crate::aws::iam::Iam;
 use crate::aws::ssm::{read_secret_string, read_secure_string};
 use crate::aws::token_store::TokenStore;
 use crate::cloudflare::{ClientOptions, CloudflareClient, Zone};
 use crate::config::{ApiTokenSource, Config};
 use crate::ownership::Owner;
+use crate::task_definition::TaskDefinition;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
@@ -19,7 +22,7 @@ struct Cache {
     zones: Option<(Instant, Vec<Zone>)>,
     team_name: Option<(Instant, String)>,
     access_tags: Vec<String>,
-    origins: std::collections::HashMap<String, Option<String>>,
+    task_definitions: std::collections::HashMap<String, Option<Arc<TaskDefinition>>>,
     lookups: Option<(Instant, std::sync::Arc<crate::observe::Lookups>)>,
 }
 
@@ -31,6 +34,8 @@ pub struct Deps {
     pub cf: CloudflareClient,
     /// ECS adapter.
     pub ecs: Ecs,
+    /// IAM reads (a diagnosis of the sidecar's execution role).
+    pub iam: Iam,
     /// Token store.
     pub tokens: TokenStore,
     /// AWS region of the SDK configuration.
@@ -85,6 +90,7 @@ impl Deps {
         Ok(Deps {
             cf: CloudflareClient::try_new(opts).map_err(InitError::setup)?,
             ecs: Ecs::new(&sdk),
+            iam: Iam::new(&sdk),
             tokens: TokenStore::new(&sdk, config.token_store, &config.parameter_prefix),
             follow_ups: config
                 .publish
@@ -155,22 +161,45 @@ impl Deps {
         }
     }
 
-    /// The default origin of a task definition. Task definitions are immutable, so the
-    /// answer is cached for the life of the process (a sweep reads each one once).
+    /// A task definition, parsed. Task definitions are immutable, so the answer is
+    /// cached for the life of the process (a sweep reads each one once, and a diagnosis
+    /// after a reconcile reads none).
+    pub async fn task_definition(
+        &self,
+        task_definition: &str,
+    ) -> Result<Option<Arc<TaskDefinition>>, crate::aws::AwsError> {
+        if let Some(td) = self
+            .cache
+            .lock()
+            .await
+            .task_definitions
+            .get(task_definition)
+        {
+            return Ok(td.clone());
+        }
+        let td = self
+            .ecs
+            .task_definition(task_definition)
+            .await?
+            .map(Arc::new);
+        self.cache
+            .lock()
+            .await
+            .task_definitions
+            .insert(task_definition.to_string(), td.clone());
+        Ok(td)
+    }
+
+    /// The default origin of a task definition ([`TaskDefinition::default_origin`]),
+    /// from the cached task definition.
     pub async fn default_origin(
         &self,
         task_definition: &str,
     ) -> Result<Option<String>, crate::aws::AwsError> {
-        if let Some(o) = self.cache.lock().await.origins.get(task_definition) {
-            return Ok(o.clone());
-        }
-        let origin = self.ecs.default_origin(task_definition).await?;
-        self.cache
-            .lock()
-            .await
-            .origins
-            .insert(task_definition.to_string(), origin.clone());
-        Ok(origin)
+        Ok(self
+            .task_definition(task_definition)
+            .await?
+            .and_then(|td| td.default_origin()))
     }
 
     /// Makes sure the Access tag exists (once per process).

@@ -120,7 +120,7 @@ async fn create_repeat_untag() {
     let stags = w.service_tags("demo", "web").await;
     let status = stags["ecs-tunnels:status"].clone();
     assert!(
-        status.starts_with(&format!("ready {tid} digest:")),
+        status.starts_with(&format!("ready {tid} 0 connectors digest:")),
         "{status}"
     );
     assert_ne!(

@@ -733,7 +733,7 @@ async fn a_status_without_a_digest_is_refreshed_by_the_sweep_alone() {
     assert_eq!(report["cloudflare_writes"], 0, "{report}");
     let status = w.service_tags("demo", "web").await["ecs-tunnels:status"].clone();
     assert!(
-        status.starts_with(&format!("ready {tid} digest:")),
+        status.starts_with(&format!("ready {tid} 0 connectors digest:")),
         "{status}"
     );
     w.reset_requests().await;

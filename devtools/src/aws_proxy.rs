@@ -10,8 +10,13 @@
 //! (its recursion-detection interceptor copies `_X_AMZN_TRACE_ID`, which `lambda_runtime`
 //! sets per invocation from the Runtime API's `Lambda-Runtime-Trace-Id`).
 //!
+//! IAM speaks the awsQuery protocol instead: `POST /` with a form body
+//! `Action=<Operation>&Version=…&<params>`; the service is the SigV4 credential scope's
+//! (`…/us-east-1/iam/aws4_request`), and errors are XML. Those calls are recorded too,
+//! their parameters as a flat JSON object of strings.
+//!
 //! Everything is forwarded to moto unchanged (other requests, such as `/moto-api/`, too;
-//! only awsJson calls are recorded). Point a process at the proxy with
+//! only awsJson and awsQuery calls are recorded). Point a process at the proxy with
 //! `AWS_ENDPOINT_URL=<endpoint()>`. A latency ([`AwsProxy::set_latency`]) can be added to
 //! every recorded call, to stand for the round trip to AWS that moto on 127.0.0.1 lacks.
 
@@ -387,24 +392,115 @@ pub fn error_response(status: u16, error_type: &str, message: &str) -> Response 
         .into_response()
 }
 
+/// An awsQuery error answer, as AWS sends it: XML with the error's `Code`.
+pub fn query_error_response(status: u16, code: &str, message: &str) -> Response {
+    let escape = |t: &str| {
+        t.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
+    let body = format!(
+        "<ErrorResponse><Error><Type>Sender</Type><Code>{}</Code><Message>{}</Message></Error><RequestId>aws-proxy</RequestId></ErrorResponse>",
+        escape(code),
+        escape(message)
+    );
+    let mut headers = HeaderMap::new();
+    headers.insert("content-type", HeaderValue::from_static("text/xml"));
+    (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+        headers,
+        body,
+    )
+        .into_response()
+}
+
+/// The `<Code>` of an XML error answer.
+fn xml_error_code(body: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(body).ok()?;
+    let start = text.find("<Code>")? + "<Code>".len();
+    let len = text[start..].find("</Code>")?;
+    Some(text[start..start + len].to_string())
+}
+
 fn clean_error_type(t: &str) -> String {
     let t = t.split(':').next().unwrap_or(t);
     t.rsplit('#').next().unwrap_or(t).to_string()
 }
 
+/// The service of a SigV4 `Authorization` header's credential scope
+/// (`Credential=<key>/<date>/<region>/<service>/aws4_request`).
+pub fn scope_service(authorization: &str) -> Option<String> {
+    let cred = authorization.split("Credential=").nth(1)?;
+    let cred = cred.split([',', ' ']).next().unwrap_or("");
+    cred.split('/')
+        .nth(3)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+/// Decodes `application/x-www-form-urlencoded` text (`+` is a space).
+fn form_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
+            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
+                out.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
+                i += 3;
+            }
+            (b'+', _, _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// An awsQuery body: its `Action` and the other parameters (without `Version`) as a flat
+/// JSON object of strings; `None` when the body has no `Action`.
+pub fn parse_query(body: &[u8]) -> Option<(String, Value)> {
+    let text = std::str::from_utf8(body).ok()?;
+    let mut action = None;
+    let mut params = serde_json::Map::new();
+    for pair in text.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let (k, v) = (form_decode(k), form_decode(v));
+        match k.as_str() {
+            "Action" => action = Some(v),
+            "Version" => {}
+            _ => {
+                params.insert(k, Value::String(v));
+            }
+        }
+    }
+    Some((action?, Value::Object(params)))
+}
+
 fn call_info(headers: &HeaderMap, body: &Bytes) -> Option<CallInfo> {
-    let target = headers.get("x-amz-target")?.to_str().ok()?;
-    let (service, operation) = parse_target(target)?;
-    let (access_key_id, region) = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .map(parse_credential)
-        .unwrap_or((None, None));
+    let authorization = headers.get("authorization").and_then(|v| v.to_str().ok());
+    let (service, operation, params) = match headers.get("x-amz-target") {
+        Some(target) => {
+            let (service, operation) = parse_target(target.to_str().ok()?)?;
+            let params = serde_json::from_slice(body).unwrap_or(Value::Null);
+            (service, operation, params)
+        }
+        None => {
+            let (operation, params) = parse_query(body)?;
+            (scope_service(authorization?)?, operation, params)
+        }
+    };
+    let (access_key_id, region) = authorization.map(parse_credential).unwrap_or((None, None));
     let trace_id = headers
         .get("x-amzn-trace-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let params = serde_json::from_slice(body).unwrap_or(Value::Null);
     Some(CallInfo {
         service,
         operation,
@@ -441,6 +537,19 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let call = call_info(&headers, &body);
+    // awsQuery calls (IAM) get XML errors; IAM's code for a denial has no `Exception`.
+    let query = headers.get("x-amz-target").is_none();
+    let answer_error = |status: u16, error_type: &str, message: &str| {
+        if query {
+            let code = match error_type {
+                "AccessDeniedException" => "AccessDenied",
+                t => t,
+            };
+            query_error_response(status, code, message)
+        } else {
+            error_response(status, error_type, message)
+        }
+    };
     let mut hold = None;
     if let Some(call) = &call {
         let latency = shared.latency_us.load(Ordering::Relaxed);
@@ -476,7 +585,7 @@ async fn handle(
                     Some("AccessDeniedException".into()),
                     Answered::Denied,
                 );
-                return error_response(400, "AccessDeniedException", &message);
+                return answer_error(400, "AccessDeniedException", &message);
             }
         }
         let fault = {
@@ -501,7 +610,7 @@ async fn handle(
                 Some(f.error_type.clone()),
                 Answered::Fault,
             );
-            return error_response(f.status, &f.error_type, &f.message);
+            return answer_error(f.status, &f.error_type, &f.message);
         }
         hold = fault.and_then(|f| f.hold);
     }
@@ -559,6 +668,7 @@ async fn handle(
                         .ok()
                         .and_then(|v| v.get("__type").and_then(Value::as_str).map(str::to_string))
                 })
+                .or_else(|| xml_error_code(&bytes))
                 .map(|t| clean_error_type(&t))
                 .unwrap_or_default()
         });
@@ -609,6 +719,30 @@ mod tests {
             Some(("tag".into(), "GetResources".into()))
         );
         assert_eq!(parse_target("nodot"), None);
+    }
+
+    #[test]
+    fn parses_query_calls() {
+        let h = "AWS4-HMAC-SHA256 Credential=ASIAECSTUNNELSLAMBDA/20260101/us-east-1/iam/aws4_request, SignedHeaders=host, Signature=abc";
+        assert_eq!(scope_service(h).as_deref(), Some("iam"));
+        assert_eq!(scope_service("Bearer x"), None);
+        let (action, params) = parse_query(
+            b"Action=GetPolicyVersion&Version=2010-05-08&PolicyArn=arn%3Aaws%3Aiam%3A%3Aaws%3Apolicy%2Fa+b&VersionId=v1",
+        )
+        .unwrap();
+        assert_eq!(action, "GetPolicyVersion");
+        assert_eq!(
+            params,
+            json!({"PolicyArn": "arn:aws:iam::aws:policy/a b", "VersionId": "v1"})
+        );
+        assert_eq!(parse_query(b"{\"json\": true}"), None);
+        assert_eq!(
+            xml_error_code(
+                b"<ErrorResponse><Error><Code>NoSuchEntity</Code></Error></ErrorResponse>"
+            )
+            .as_deref(),
+            Some("NoSuchEntity")
+        );
     }
 
     #[test]

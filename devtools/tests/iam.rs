@@ -84,6 +84,8 @@ fn current_template_with_readme_parameters() {
         [
             "ReadApiTokenPolicy",
             "ReconcilePolicy",
+            "DiagnosePolicy",
+            "FollowUpPolicy",
             "ScheduleRotationPolicy"
         ]
     );
@@ -93,6 +95,7 @@ fn current_template_with_readme_parameters() {
             "ReadApiTokenPolicy",
             "ReconcilePolicy",
             "SweepPolicy",
+            "DiagnosePolicy",
             "RedeployAnyServicePolicy",
             "ScheduleRotationPolicy"
         ]
@@ -181,6 +184,69 @@ fn current_template_with_readme_parameters() {
             "{event}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_diagnosis_reads_roles_and_policies_of_its_own_account_only() {
+    let moto = Moto::start().await.expect("moto");
+    let auth = IamAuthorizer::for_template(&iam::readme_parameters(), &moto.endpoint())
+        .await
+        .expect("authorizer");
+    let decision = |checks: Vec<devtools::iam::Check>| {
+        assert_eq!(checks.len(), 1);
+        checks[0].result.result
+    };
+    let reads = [
+        call(
+            "iam",
+            "GetRole",
+            json!({"RoleName": "ecsTaskExecutionRole"}),
+        ),
+        call("iam", "ListRolePolicies", json!({"RoleName": "exec"})),
+        call(
+            "iam",
+            "GetRolePolicy",
+            json!({"RoleName": "exec", "PolicyName": "p"}),
+        ),
+        call(
+            "iam",
+            "ListAttachedRolePolicies",
+            json!({"RoleName": "exec"}),
+        ),
+        call(
+            "iam",
+            "GetPolicy",
+            json!({"PolicyArn": "arn:aws:iam::123456789012:policy/read-token"}),
+        ),
+        call(
+            "iam",
+            "GetPolicyVersion",
+            json!({"PolicyArn": "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy", "VersionId": "v1"}),
+        ),
+    ];
+    // The functions that reconcile on events and on the schedule may read them...
+    for function in ["EventsFunction", "SweepFunction"] {
+        for c in &reads {
+            let d = decision(auth.check(function, c).await.expect("evaluate"));
+            assert_eq!(d, Decision::Allowed, "{function} {}", c.name());
+        }
+    }
+    // ...the others may not, and nothing of another account is readable.
+    for function in ["CustomResourceFunction", "SecretsRotationFunction"] {
+        let d = decision(auth.check(function, &reads[0]).await.expect("evaluate"));
+        assert_eq!(d, Decision::ImplicitlyDenied, "{function}");
+    }
+    let foreign = call(
+        "iam",
+        "GetPolicyVersion",
+        json!({"PolicyArn": "arn:aws:iam::999999999999:policy/x", "VersionId": "v1"}),
+    );
+    let d = decision(
+        auth.check("SweepFunction", &foreign)
+            .await
+            .expect("evaluate"),
+    );
+    assert_eq!(d, Decision::ImplicitlyDenied);
 }
 
 #[tokio::test]

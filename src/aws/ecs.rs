@@ -2,6 +2,7 @@
 //! the status tag, redeploys, and listing services for `--all`.
 
 use super::AwsError;
+use crate::task_definition::{redact_args, Container, TaskDefinition};
 use aws_sdk_ecs::types::{ServiceField, Tag};
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -27,6 +28,10 @@ pub struct ServiceInfo {
     /// created after a token was written has tasks that read it. A task set that is
     /// still being tried, or was rolled back, does not count.
     pub last_deployed_at: Option<SystemTime>,
+    /// Tasks running now (`runningCount`).
+    pub running_count: i32,
+    /// Tasks the service wants (`desiredCount`).
+    pub desired_count: i32,
 }
 
 impl ServiceInfo {
@@ -145,7 +150,54 @@ fn to_info(s: &aws_sdk_ecs::types::Service) -> ServiceInfo {
             )
             .filter_map(|t| SystemTime::try_from(*t).ok())
             .max(),
+        running_count: s.running_count(),
+        desired_count: s.desired_count(),
     }
+}
+
+/// The task definition model of one `DescribeTaskDefinition` answer.
+fn to_task_definition(td: &aws_sdk_ecs::types::TaskDefinition) -> TaskDefinition {
+    let some = |v: &[String]| (!v.is_empty()).then(|| redact_args(v));
+    TaskDefinition {
+        arn: td.task_definition_arn().unwrap_or_default().to_string(),
+        name: format!("{}:{}", td.family().unwrap_or_default(), td.revision()),
+        network_mode: td.network_mode().map(|m| m.as_str().to_string()),
+        execution_role_arn: td
+            .execution_role_arn()
+            .filter(|r| !r.is_empty())
+            .map(str::to_string),
+        containers: td
+            .container_definitions()
+            .iter()
+            .map(|c| Container {
+                name: c.name().unwrap_or_default().to_string(),
+                image: c.image().unwrap_or_default().to_string(),
+                essential: c.essential().unwrap_or(true),
+                entry_point: some(c.entry_point()),
+                command: some(c.command()),
+                environment: c
+                    .environment()
+                    .iter()
+                    .filter_map(|e| e.name().map(str::to_string))
+                    .collect(),
+                secrets: c
+                    .secrets()
+                    .iter()
+                    .map(|s| (s.name().to_string(), s.value_from().to_string()))
+                    .collect(),
+                ports: c.port_mappings().iter().filter_map(port_range).collect(),
+            })
+            .collect(),
+    }
+}
+
+/// A port mapping's container port, or its `containerPortRange` (`"8000-8100"`).
+fn port_range(p: &aws_sdk_ecs::types::PortMapping) -> Option<(u16, u16)> {
+    if let Some(port) = p.container_port().and_then(|p| u16::try_from(p).ok()) {
+        return Some((port, port));
+    }
+    let (a, b) = p.container_port_range()?.split_once('-')?;
+    Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
 }
 
 /// What a redeploy request came to.
@@ -207,9 +259,12 @@ impl Ecs {
         Ok(found.into_iter().next())
     }
 
-    /// `http://localhost:<port>` for the first container port of the first essential
-    /// container that is not cloudflared.
-    pub async fn default_origin(&self, task_definition: &str) -> Result<Option<String>, AwsError> {
+    /// Describes a task definition (by ARN or `family:revision`); `None` when ECS
+    /// answers none.
+    pub async fn task_definition(
+        &self,
+        task_definition: &str,
+    ) -> Result<Option<TaskDefinition>, AwsError> {
         let out = self
             .client
             .describe_task_definition()
@@ -217,19 +272,16 @@ impl Ecs {
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("ecs:DescribeTaskDefinition", e))?;
-        let Some(td) = out.task_definition() else {
-            return Ok(None);
-        };
-        let port = td
-            .container_definitions()
-            .iter()
-            .filter(|c| c.essential().unwrap_or(true))
-            .find(|c| {
-                let image = c.image().unwrap_or_default();
-                !(c.name() == Some("cloudflared") || image.contains("cloudflare/cloudflared"))
-            })
-            .and_then(|c| c.port_mappings().iter().find_map(|p| p.container_port()));
-        Ok(port.map(|p| format!("http://localhost:{p}")))
+        Ok(out.task_definition().map(to_task_definition))
+    }
+
+    /// `http://localhost:<port>` for the first container port of the first essential
+    /// container that is not cloudflared ([`TaskDefinition::default_origin`]).
+    pub async fn default_origin(&self, task_definition: &str) -> Result<Option<String>, AwsError> {
+        Ok(self
+            .task_definition(task_definition)
+            .await?
+            .and_then(|td| td.default_origin()))
     }
 
     /// Sets one tag on a service.

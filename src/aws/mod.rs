@@ -1,8 +1,9 @@
-//! Thin AWS adapters: ECS (services, tags, redeploys) and the token store (SSM or
-//! Secrets Manager).
+//! Thin AWS adapters: ECS (services, tags, redeploys), the token store (SSM or
+//! Secrets Manager), and IAM reads for a diagnosis.
 //! Each call maps SDK errors into [`AwsError`], which names the operation.
 
 pub mod ecs;
+pub mod iam;
 pub mod secrets;
 pub mod sqs;
 pub mod ssm;

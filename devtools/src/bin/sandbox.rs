@@ -44,8 +44,19 @@ async fn main() {
         ],
     )
     .await;
+    // The service's cloudflared sidecar: it connects once ecs-tunnels has written its
+    // token (as ECS would start the task with it), so `apply` publishes the hostname.
+    let _sidecars = devtools::sidecars::start(
+        &sdk,
+        "/ecs-tunnels",
+        &sim.hooks_url,
+        std::time::Duration::from_millis(200),
+        std::time::Duration::ZERO,
+    );
     let mut env = moto.aws_env();
     env.extend([
+        // The run that writes the token waits up to 5 s for the sidecar.
+        ("ECS_TUNNELS_CONNECT_WAIT".to_string(), "5s".to_string()),
         ("CLOUDFLARE_ACCOUNT_ID".to_string(), account),
         ("CLOUDFLARE_API_TOKEN".to_string(), API_TOKEN.to_string()),
         ("CLOUDFLARE_API_URL".to_string(), sim.base_url.clone()),

@@ -109,10 +109,13 @@ pub struct Evaluator {
     stderr: Arc<Mutex<Vec<String>>>,
 }
 
+/// The account that owns a resource, for the simulator's same-account test. AWS managed
+/// IAM policies (`arn:aws:iam::aws:policy/…`) belong to no customer account and every
+/// account may read them without a resource policy: they count as the caller's.
 fn account_of(arn: &str) -> String {
     arn.split(':')
         .nth(4)
-        .filter(|a| !a.is_empty())
+        .filter(|a| !a.is_empty() && *a != "aws")
         .unwrap_or(super::template::ACCOUNT_ID)
         .to_string()
 }
@@ -264,5 +267,23 @@ impl Evaluator {
     /// Closes the evaluator's stdin (it then exits by itself).
     pub async fn close(&self) {
         self.io.lock().await.stdin.take();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::account_of;
+
+    #[test]
+    fn aws_managed_policies_count_as_the_callers() {
+        assert_eq!(
+            account_of("arn:aws:iam::999999999999:policy/x"),
+            "999999999999"
+        );
+        assert_eq!(
+            account_of("arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"),
+            super::super::template::ACCOUNT_ID
+        );
+        assert_eq!(account_of("*"), super::super::template::ACCOUNT_ID);
     }
 }

@@ -436,6 +436,19 @@ pub fn map_call(
             )]
         }
 
+        // ---- IAM (a diagnosis reads the task execution role's policies) ----
+        // Role actions are authorized on the role's ARN, which holds its path: the request
+        // names only the role, so the ARN is built without one.
+        ("iam", "GetRole" | "ListRolePolicies" | "GetRolePolicy" | "ListAttachedRolePolicies") => {
+            let role = str_at(params, "RoleName").ok_or_else(|| missing("RoleName"))?;
+            vec![IamRequest::new(&act, format!("arn:{PARTITION}:iam::{ACCOUNT_ID}:role/{role}"))
+                .note("role ARN built from RoleName without the role's path")]
+        }
+        ("iam", "GetPolicy" | "GetPolicyVersion") => {
+            let arn = str_at(params, "PolicyArn").ok_or_else(|| missing("PolicyArn"))?;
+            vec![IamRequest::new(&act, arn)]
+        }
+
         // ---- Secrets Manager ----
         ("secretsmanager", "CreateSecret") => {
             let name = str_at(params, "Name").ok_or_else(|| missing("Name"))?;
@@ -918,6 +931,36 @@ mod tests {
             .len(),
             1
         );
+    }
+
+    #[test]
+    fn iam_reads_are_judged_on_the_role_or_the_policy() {
+        for op in [
+            "GetRole",
+            "ListRolePolicies",
+            "GetRolePolicy",
+            "ListAttachedRolePolicies",
+        ] {
+            let r = one(
+                "iam",
+                op,
+                json!({"RoleName": "exec", "PolicyName": "p"}),
+                &Facts::default(),
+            );
+            assert_eq!(r.action, format!("iam:{op}"));
+            assert_eq!(r.resource, "arn:aws:iam::123456789012:role/exec");
+        }
+        for op in ["GetPolicy", "GetPolicyVersion"] {
+            let arn = "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy";
+            let r = one(
+                "iam",
+                op,
+                json!({"PolicyArn": arn, "VersionId": "v1"}),
+                &Facts::default(),
+            );
+            assert_eq!(r.resource, arn);
+        }
+        assert!(map_call("iam", "GetRole", &json!({}), R, &Facts::default()).is_err());
     }
 
     #[test]
