@@ -739,6 +739,15 @@ mod tests {
             ("secretsmanager-setSecret.json", sm("setSecret")),
             ("secretsmanager-testSecret.json", sm("testSecret")),
             (
+                "sqs-follow-up.json",
+                c(
+                    "cloudtrail",
+                    Some("e2a5b6c7-1111-4222-8333-444455556666"),
+                    Some("arn:aws:sts::123456789012:assumed-role/platform-admin/alice"),
+                    Some("TagResource"),
+                ),
+            ),
+            (
                 "sqs-wrapped-task-running.json",
                 c(
                     "eventbridge",
@@ -770,14 +779,18 @@ mod tests {
         for (name, want) in cases {
             let event = sample(name);
             let triggers = recognise(&event).unwrap_or_default();
-            let services: Vec<&Cause> = triggers
+            let services: Vec<Cause> = triggers
                 .iter()
                 .filter_map(|t| match t {
-                    Trigger::Service { cause, .. } => Some(cause),
+                    Trigger::Service { cause, .. } => Some(cause.clone()),
+                    // A follow-up carries the cause of the event that started its chain.
+                    Trigger::FollowUp(f) => {
+                        f.cause.clone().and_then(|c| serde_json::from_value(c).ok())
+                    }
                     _ => None,
                 })
                 .collect();
-            let got = match services[..] {
+            let got = match &services[..] {
                 [one] => one.clone(),
                 [] => cause_of(&event),
                 _ => panic!("{name}: {triggers:?}"),
