@@ -330,11 +330,9 @@ type Case<'a> = (
     Vec<&'a str>,
 );
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_broken_sidecar_is_named_with_its_fix() {
-    let w = World::start().await;
-    roles(&w).await;
-    let tags = exposed("x.example.com");
+/// The broken task definitions of the scenario (service, containers, execution role,
+/// the codes expected first), shared by the CLI and the Lambda tests.
+fn broken_cases() -> Vec<Case<'static>> {
     let ok_role = Some("exec-ok");
     let with_env = |b: aws_sdk_ecs::types::builders::ContainerDefinitionBuilder| {
         b.environment(
@@ -344,7 +342,7 @@ async fn each_broken_sidecar_is_named_with_its_fix() {
                 .build(),
         )
     };
-    let cases: Vec<Case> = vec![
+    vec![
         ("no-sidecar", vec![app()], ok_role, vec!["no-cloudflared"]),
         (
             "no-secret",
@@ -461,7 +459,15 @@ async fn each_broken_sidecar_is_named_with_its_fix() {
             None,
             vec!["token-plain", "not-tunnel-run", "no-execution-role"],
         ),
-    ];
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_broken_sidecar_is_named_with_its_fix() {
+    let w = World::start().await;
+    roles(&w).await;
+    let tags = exposed("x.example.com");
+    let cases = broken_cases();
     for (service, containers, role, _) in &cases {
         deploy(&w, service, containers.clone(), *role, &tags).await;
     }
@@ -676,45 +682,25 @@ async fn a_sidecar_that_never_connects_is_diagnosed_in_the_status_tag() {
     );
     roles(&w).await;
     w.spawn_function().await;
-    let ok_role = Some("exec-ok");
-    let cases: Vec<Case> = vec![
-        ("no-sidecar", vec![app()], ok_role, vec!["no-cloudflared"]),
-        (
-            "elsewhere",
-            vec![
-                app(),
-                sidecar("elsewhere")
-                    .set_secrets(Some(vec![secret(&token_arn("other"))]))
-                    .build(),
-            ],
-            ok_role,
-            vec!["token-elsewhere"],
-        ),
-        (
-            "no-command",
-            vec![app(), sidecar("no-command").set_command(None).build()],
-            ok_role,
-            vec!["not-tunnel-run"],
-        ),
-        (
-            "no-role",
-            vec![app(), sidecar("no-role").build()],
-            None,
-            vec!["no-execution-role"],
-        ),
-        (
-            "no-read",
-            vec![app(), sidecar("no-read").build()],
-            Some("exec-no-read"),
-            vec!["role-cannot-read-token"],
-        ),
-        (
-            "port",
-            vec![app(), sidecar("port").build()],
-            ok_role,
-            vec!["origin-port-not-declared"],
-        ),
+    // One case of each kind the issue names (the CLI test covers every shape).
+    let kinds = [
+        "no-sidecar",
+        "elsewhere",
+        "no-command",
+        "no-role",
+        "no-read",
     ];
+    let mut cases: Vec<Case> = broken_cases()
+        .into_iter()
+        .filter(|(service, ..)| kinds.contains(service))
+        .collect();
+    assert_eq!(cases.len(), kinds.len());
+    cases.push((
+        "port",
+        vec![app(), sidecar("port").build()],
+        Some("exec-ok"),
+        vec!["origin-port-not-declared"],
+    ));
     for (service, containers, role, want) in cases {
         let host = format!("{service}.example.com");
         let mut tags = exposed("placeholder.example.com");
