@@ -313,7 +313,10 @@ def main():
             port = free_port()
             env = dict(os.environ, AWS_ENDPOINT_URL=moto_url, AWS_REGION=REGION, CLOUDFLARE_ACCOUNT_ID=CF_ACCOUNT,
                        CLOUDFLARE_API_TOKEN=CF_TOKEN, CLOUDFLARE_API_URL=sim_url, ECS_TUNNELS_TOKEN_STORE=store,
-                       RUST_LOG="info", ECS_TUNNELS_RETRY_BASE_MS="20")
+                       RUST_LOG="info", ECS_TUNNELS_RETRY_BASE_MS="20",
+                       # No cloudflared runs here: publish at once, as before connector-aware
+                       # publishing (tests/publish.rs covers the default).
+                       ECS_TUNNELS_PUBLISH="immediately")
             watch_args = ["cargo", "lambda", "watch", "--invoke-address", "127.0.0.1", "--invoke-port", str(port),
                           "--ignore-changes"]
             if not args.watch_runs_function:
