@@ -25,6 +25,14 @@ pub struct Cli {
     /// Log what is done (to stderr).
     #[arg(short, long, global = true)]
     pub verbose: bool,
+    /// Organization install: the AWS account (12 digits) the command is about; every
+    /// covered account when left out.
+    #[arg(long, global = true)]
+    pub account: Option<String>,
+    /// Organization install: the AWS region the command is about; every covered region
+    /// when left out.
+    #[arg(long, global = true)]
+    pub region: Option<String>,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
@@ -172,16 +180,231 @@ pub async fn run(cli: Cli) -> ExitCode {
             return ExitCode::from(if e.transient { EXIT_RETRY } else { EXIT_USAGE });
         }
     };
+    let scopes = match narrowed_scopes(&deps, cli.account.as_deref(), cli.region.as_deref()).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let selection = match selection.map(|w| in_scope(&deps, w, scopes.as_deref())) {
+        Some(Err(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+        Some(Ok(w)) => Some(w),
+        None => None,
+    };
     if let Command::Sweep { dry_run, json } = &cli.command {
         let mode = if *dry_run { Mode::Plan } else { Mode::Apply };
         let limits = crate::sweep::SweepLimits::from_config(&deps.config, None);
         let cause = Cause::cli("sweep");
-        let swept = crate::sweep::sweep(&deps, mode, &limits, None, &cause)
-            .instrument(cause.run_span())
-            .await;
-        return match swept {
+        // Without --account/--region the sweep covers the organization itself (one
+        // Cloudflare listing for every spoke, unreachable spokes skipped).
+        let targets = match scopes {
+            None => vec![deps.clone()],
+            Some(_) => match spoke_deps(&deps, scopes.as_deref()).await {
+                Ok(t) => t,
+                Err(code) => return code,
+            },
+        };
+        let mut worst = 0;
+        for target in &targets {
+            let swept = crate::sweep::sweep(target, mode, &limits, None, &cause)
+                .instrument(cause.run_span())
+                .await;
+            worst = worst.max(print_sweep(swept, *json));
+        }
+        return ExitCode::from(worst);
+    }
+    let Some(selection) = selection else {
+        unreachable!("only sweep has no selection")
+    };
+    if let (Command::Doctor { json, .. }, Which::One(id)) = (&cli.command, &selection) {
+        return match deps.for_service(id).await {
+            Ok(d) => doctor::run(&d, id, *json).await,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(if e.is_transient() {
+                    EXIT_RETRY
+                } else {
+                    EXIT_NEEDS_ATTENTION
+                })
+            }
+        };
+    }
+    if let Command::Rotate {
+        compromised,
+        dry_run,
+        json,
+        ..
+    } = &cli.command
+    {
+        return rotate(
+            &deps,
+            scopes.as_deref(),
+            &selection,
+            *compromised,
+            *dry_run,
+            *json,
+        )
+        .instrument(Cause::cli("rotate").run_span())
+        .await;
+    }
+    let (mode, json, command) = match &cli.command {
+        Command::Plan(t) => (Mode::Plan, t.json, "plan"),
+        Command::Apply(t) => (Mode::Apply, t.json, "apply"),
+        Command::Sweep { .. } | Command::Rotate { .. } | Command::Doctor { .. } => {
+            unreachable!("handled above")
+        }
+    };
+    let work = match selection {
+        Which::All => {
+            let mut work = Vec::new();
+            for target in &match spoke_deps(&deps, scopes.as_deref()).await {
+                Ok(t) => t,
+                Err(code) => return code,
+            } {
+                match managed_services(target).await {
+                    Ok(w) => work.extend(
+                        w.into_iter()
+                            .map(|(svc, a)| (svc.in_scope(target.scope.clone()), a)),
+                    ),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::from(EXIT_RETRY);
+                    }
+                }
+            }
+            work
+        }
+        Which::One(id) => vec![(id, None)],
+    };
+    run_services(&deps, work, mode, json, command).await
+}
+
+/// The accounts and regions `--account` and `--region` name (`None`: neither was given).
+/// A usage error in a single-account install, or for an account or region the hub does
+/// not cover.
+async fn narrowed_scopes(
+    deps: &Deps,
+    account: Option<&str>,
+    region: Option<&str>,
+) -> Result<Option<Vec<crate::ownership::Scope>>, String> {
+    if account.is_none() && region.is_none() {
+        return Ok(None);
+    }
+    let Some(spokes) = &deps.spokes else {
+        return Err("--account and --region choose a spoke of an organization install; this install serves its own account only (ECS_TUNNELS_SPOKE_ROLE is not set)".into());
+    };
+    if let Some(a) = account {
+        if crate::ownership::Scope::parse(a, "x").is_none() {
+            return Err(format!("--account {a:?} is not a 12-digit AWS account id"));
+        }
+    }
+    let regions = spokes.settings.regions_or(&deps.region);
+    if let Some(r) = region {
+        if !regions.iter().any(|x| x == r) {
+            return Err(format!(
+                "--region {r}: not a region this hub covers (ECS_TUNNELS_REGIONS: {})",
+                regions.join(" ")
+            ));
+        }
+    }
+    let scopes: Vec<crate::ownership::Scope> = match account {
+        Some(a) => regions
+            .iter()
+            .filter(|r| region.is_none_or(|x| x == r.as_str()))
+            .map(|r| crate::ownership::Scope::new(a, r.clone()))
+            .collect(),
+        None => spokes
+            .scopes()
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter(|s| region.is_none_or(|x| x == s.region))
+            .collect(),
+    };
+    if let Some(why) = scopes
+        .iter()
+        .find_map(|s| spokes.settings.refuses(s, &deps.region))
+    {
+        return Err(why);
+    }
+    Ok(Some(scopes))
+}
+
+/// One service as the install names it: in an organization install, in the account and
+/// region its ARN or `--account`/`--region` give (exactly one of them).
+fn in_scope(
+    deps: &Deps,
+    which: Which,
+    scopes: Option<&[crate::ownership::Scope]>,
+) -> Result<Which, String> {
+    let Which::One(id) = which else {
+        return Ok(which);
+    };
+    if !deps.is_hub() {
+        return Ok(Which::One(id));
+    }
+    if id.scope.is_some() {
+        return Ok(Which::One(id));
+    }
+    match scopes {
+        Some([one]) => Ok(Which::One(id.in_scope(Some(one.clone())))),
+        _ => Err(format!(
+            "{id}: an organization install needs the service's account and region: give --account and --region, or the service's full ARN"
+        )),
+    }
+}
+
+/// The dependencies of each account and region to act in: the install's own, or (in an
+/// organization install) each covered spoke's, or those `--account`/`--region` chose. A
+/// spoke that cannot be reached ends the command with its error.
+async fn spoke_deps(
+    deps: &Deps,
+    scopes: Option<&[crate::ownership::Scope]>,
+) -> Result<Vec<Deps>, ExitCode> {
+    let Some(spokes) = &deps.spokes else {
+        return Ok(vec![deps.clone()]);
+    };
+    let all = match scopes {
+        Some(s) => s.to_vec(),
+        // Every spoke: the sweep and the rotation go through them themselves.
+        None => match spokes.scopes().await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Err(ExitCode::from(EXIT_RETRY));
+            }
+        },
+    };
+    let mut out = Vec::new();
+    for scope in &all {
+        match deps.for_scope(scope).await {
+            Ok(d) => out.push(d),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Err(ExitCode::from(if e.transient {
+                    EXIT_RETRY
+                } else {
+                    EXIT_NEEDS_ATTENTION
+                }));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Prints a sweep's report; its exit code.
+fn print_sweep(
+    swept: Result<crate::sweep::SweepReport, crate::error::ReconcileError>,
+    json: bool,
+) -> u8 {
+    {
+        match swept {
             Ok(report) => {
-                if *json {
+                if json {
                     println!(
                         "{}",
                         serde_json::to_string_pretty(&report).unwrap_or_default()
@@ -196,55 +419,35 @@ pub async fn run(cli: Cli) -> ExitCode {
                     for o in &report.outcomes {
                         println!("{}", describe(o));
                     }
+                    for e in &report.errors {
+                        println!("error: {e}");
+                    }
                 }
                 if !report.errors.is_empty() {
-                    ExitCode::from(EXIT_NEEDS_ATTENTION)
+                    EXIT_NEEDS_ATTENTION
                 } else if !report.complete {
-                    ExitCode::from(EXIT_RETRY)
+                    EXIT_RETRY
                 } else {
-                    ExitCode::SUCCESS
+                    0
                 }
             }
             Err(e) => {
                 eprintln!("error: {e}");
-                ExitCode::from(EXIT_RETRY)
+                EXIT_RETRY
             }
-        };
-    }
-    let Some(selection) = selection else {
-        unreachable!("only sweep has no selection")
-    };
-    if let (Command::Doctor { json, .. }, Which::One(id)) = (&cli.command, &selection) {
-        return doctor::run(&deps, id, *json).await;
-    }
-    if let Command::Rotate {
-        compromised,
-        dry_run,
-        json,
-        ..
-    } = &cli.command
-    {
-        return rotate(&deps, &selection, *compromised, *dry_run, *json)
-            .instrument(Cause::cli("rotate").run_span())
-            .await;
-    }
-    let (mode, json, command) = match &cli.command {
-        Command::Plan(t) => (Mode::Plan, t.json, "plan"),
-        Command::Apply(t) => (Mode::Apply, t.json, "apply"),
-        Command::Sweep { .. } | Command::Rotate { .. } | Command::Doctor { .. } => {
-            unreachable!("handled above")
         }
-    };
-    let work = match selection {
-        Which::All => match managed_services(&deps).await {
-            Ok(w) => w,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(EXIT_RETRY);
-            }
-        },
-        Which::One(id) => vec![(id, None)],
-    };
+    }
+}
+
+/// Reconciles `work` as a person asked (`command`), prints the outcomes, and says how it
+/// went.
+async fn run_services(
+    deps: &Deps,
+    work: Vec<crate::doors::run::Work>,
+    mode: Mode,
+    json: bool,
+    command: &str,
+) -> ExitCode {
     // A person asked: the cause of every change (and of a token's creation) is them.
     let cause = Cause::cli(command);
     let asks = work
@@ -260,7 +463,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             (svc.clone(), ask)
         })
         .collect();
-    let outcomes = reconcile_many(&deps, work, mode, &asks).await;
+    let outcomes = reconcile_many(deps, work, mode, &asks).await;
     if json {
         let stats = deps.cf.stats();
         println!(
@@ -280,6 +483,7 @@ pub async fn run(cli: Cli) -> ExitCode {
 
 async fn rotate(
     deps: &Deps,
+    scopes: Option<&[crate::ownership::Scope]>,
     selection: &Which,
     compromised: bool,
     dry_run: bool,
@@ -295,13 +499,27 @@ async fn rotate(
             };
             vec![rotate_service(deps, id, reason, true, dry_run).await]
         }
-        Which::All => match rotate_due(deps, dry_run).await {
-            Ok(o) => o,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(EXIT_RETRY);
+        Which::All => {
+            let targets = match scopes {
+                // Every account and region (an organization install goes through them).
+                None => vec![deps.clone()],
+                Some(_) => match spoke_deps(deps, scopes).await {
+                    Ok(t) => t,
+                    Err(code) => return code,
+                },
+            };
+            let mut all = Vec::new();
+            for target in &targets {
+                match rotate_due(target, dry_run).await {
+                    Ok(o) => all.extend(o),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::from(EXIT_RETRY);
+                    }
+                }
             }
-        },
+            all
+        }
     };
     if json {
         println!(

@@ -78,6 +78,9 @@ pub struct Config {
     /// When hostnames go live, and how long to wait for cloudflared (see
     /// [`crate::publish`]).
     pub publish: crate::publish::PublishSettings,
+    /// The organization settings of a hub (`None`: a single-account install); see
+    /// [`crate::organization`].
+    pub org: Option<crate::organization::OrgSettings>,
 }
 
 impl Config {
@@ -200,7 +203,12 @@ impl Config {
             },
         )?;
         let publish = crate::publish::PublishSettings::from_lookup(&get)?;
+        let org = crate::organization::OrgSettings::from_lookup(&get)?;
+        if org.is_some() && owner.is_none() {
+            return Err("an organization install (ECS_TUNNELS_SPOKE_ROLE is set) needs ECS_TUNNELS_OWNER: the hub's owner id, written into every object for every account, e.g. <hub account>-<hub region> (the template sets it)".into());
+        }
         Ok(Config {
+            org,
             publish,
             api_budget,
             api_budget_window,

@@ -1,6 +1,11 @@
 //! Everything a reconcile needs from the outside, built once per process (cold start)
 //! and shared by every invocation: the configuration, the Cloudflare client, the AWS
 //! adapters, and small caches of account-wide facts (zones, team name).
+//!
+//! In an organization install the AWS adapters belong to one account and region:
+//! [`Deps::for_service`] and [`Deps::for_scope`] give a copy whose ECS, token store and
+//! IAM clients act in a spoke (through [`crate::organization::Spokes`]), sharing the
+//! Cloudflare client, its budget and the caches with the hub's.
 
 use crate::aws::ecs::Ecs;
 use crate::aws::iam::Iam;
@@ -8,8 +13,11 @@ use crate::aws::ssm::{read_secret_string, read_secure_string};
 use crate::aws::token_store::TokenStore;
 use crate::cloudflare::{ClientOptions, CloudflareClient, Zone};
 use crate::config::{ApiTokenSource, Config};
-use crate::ownership::Owner;
+use crate::error::ReconcileError;
+use crate::organization::{SpokeError, Spokes};
+use crate::ownership::{Owner, Scope, ServiceId};
 use crate::task_definition::TaskDefinition;
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
@@ -26,10 +34,11 @@ struct Cache {
     lookups: Option<(Instant, std::sync::Arc<crate::observe::Lookups>)>,
 }
 
-/// The shared dependencies of every door.
+/// The shared dependencies of every door. Cloning is cheap (handles and `Arc`s).
+#[derive(Clone)]
 pub struct Deps {
     /// Configuration.
-    pub config: Config,
+    pub config: Arc<Config>,
     /// Cloudflare API client.
     pub cf: CloudflareClient,
     /// ECS adapter.
@@ -42,7 +51,12 @@ pub struct Deps {
     pub region: String,
     /// The event queue, for delayed follow-ups (`ECS_TUNNELS_FOLLOW_UP_QUEUE_URL`).
     pub follow_ups: Option<crate::aws::sqs::Queue>,
-    cache: Mutex<Cache>,
+    /// The spoke account and region the AWS adapters act in (organization install);
+    /// `None`: the process's own account.
+    pub scope: Option<Scope>,
+    /// The hub's spokes (organization install only).
+    pub spokes: Option<Arc<Spokes>>,
+    cache: Arc<Mutex<Cache>>,
 }
 
 /// Why the dependencies could not be built.
@@ -87,7 +101,22 @@ impl Deps {
         let mut opts = ClientOptions::new(config.api_url.clone(), token, config.account_id.clone());
         opts.base_backoff = config.retry_base;
         opts.budget = config.process_budget();
+        let region = sdk
+            .region()
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| "us-east-1".into());
+        let spokes = config.org.clone().map(|org| {
+            Arc::new(Spokes::new(
+                org,
+                sdk.clone(),
+                &region,
+                config.token_store,
+                &config.parameter_prefix,
+            ))
+        });
         Ok(Deps {
+            spokes,
+            scope: None,
             cf: CloudflareClient::try_new(opts).map_err(InitError::setup)?,
             ecs: Ecs::new(&sdk),
             iam: Iam::new(&sdk),
@@ -97,13 +126,75 @@ impl Deps {
                 .follow_up_queue
                 .as_deref()
                 .map(|url| crate::aws::sqs::Queue::new(&sdk, url)),
-            region: sdk
-                .region()
-                .map(|r| r.to_string())
-                .unwrap_or_else(|| "us-east-1".into()),
-            config,
-            cache: Mutex::new(Cache::default()),
+            region,
+            config: Arc::new(config),
+            cache: Arc::new(Mutex::new(Cache::default())),
         })
+    }
+
+    /// `svc` as this install names it: with the account and region an event gave it in
+    /// an organization install, without them in a single-account one.
+    pub fn install_scope(&self, svc: ServiceId) -> ServiceId {
+        if self.is_hub() {
+            svc
+        } else {
+            svc.in_scope(None)
+        }
+    }
+
+    /// True in an organization install (`ECS_TUNNELS_SPOKE_ROLE` set).
+    pub fn is_hub(&self) -> bool {
+        self.spokes.is_some()
+    }
+
+    /// The dependencies whose AWS adapters act in `scope` (a spoke's account and region),
+    /// assuming its role if this process holds no fresh credentials for it.
+    pub async fn for_scope(&self, scope: &Scope) -> Result<Deps, SpokeError> {
+        let Some(spokes) = &self.spokes else {
+            return Err(SpokeError {
+                message: format!("{scope} was asked for, but this is not an organization install (ECS_TUNNELS_SPOKE_ROLE is not set)"),
+                transient: false,
+            });
+        };
+        if self.scope.as_ref() == Some(scope) {
+            return Ok(self.clone());
+        }
+        let clients = spokes.clients(scope).await?;
+        Ok(Deps {
+            ecs: clients.ecs,
+            iam: clients.iam,
+            tokens: clients.tokens,
+            region: scope.region.clone(),
+            scope: Some(scope.clone()),
+            ..self.clone()
+        })
+    }
+
+    /// The dependencies for one service: these, or (in an organization install) its
+    /// spoke's. A service without a scope in an organization install, or with one in a
+    /// single-account install, is a setup error that says which.
+    pub async fn for_service(&self, svc: &ServiceId) -> Result<Cow<'_, Deps>, ReconcileError> {
+        match (&svc.scope, self.is_hub()) {
+            (None, false) => Ok(Cow::Borrowed(self)),
+            // A CloudFormation custom resource lives in the hub's own account.
+            (None, true) if crate::doors::custom_resource::is_resource_key(svc) => {
+                Ok(Cow::Borrowed(self))
+            }
+            (Some(scope), true) => match self.spokes.as_ref().and_then(|s| s.settings.refuses(scope, &self.region)) {
+                Some(why) => Err(ReconcileError::Setup(format!("{svc}: {why}"))),
+                None => self
+                    .for_scope(scope)
+                    .await
+                    .map(Cow::Owned)
+                    .map_err(ReconcileError::Spoke),
+            },
+            (None, true) => Err(ReconcileError::Setup(format!(
+                "{svc}: an organization install needs the service's account and region (give --account and --region, or an event that names them)"
+            ))),
+            (Some(scope), false) => Err(ReconcileError::Setup(format!(
+                "{svc}: {scope} was named, but this is a single-account install (set ECS_TUNNELS_SPOKE_ROLE and ECS_TUNNELS_ACCOUNTS to serve other accounts)"
+            ))),
+        }
     }
 
     /// The owner id: configured, or `<account>-<region>` of the given AWS account.

@@ -19,6 +19,9 @@ pub enum ReconcileError {
     /// AWS refused or failed.
     #[error("{0}")]
     Aws(#[from] AwsError),
+    /// The hub could not reach a spoke account (organization install).
+    #[error("{0}")]
+    Spoke(crate::organization::SpokeError),
     /// The install itself is misconfigured.
     #[error("{0}")]
     Setup(String),
@@ -47,6 +50,7 @@ impl ReconcileError {
             ReconcileError::Cloudflare(e) => e.is_transient(),
             ReconcileError::Aws(e) => e.is_transient(),
             ReconcileError::NotConverged(_) => true,
+            ReconcileError::Spoke(e) => e.transient,
             _ => false,
         }
     }
@@ -59,6 +63,7 @@ impl ReconcileError {
             ReconcileError::Cloudflare(_) => "cloudflare",
             ReconcileError::Aws(_) => "aws",
             ReconcileError::Setup(_) => "setup",
+            ReconcileError::Spoke(_) => "spoke",
             ReconcileError::NotConverged(_) => "not_converged",
             ReconcileError::Redeploy(_) => "redeploy",
         }

@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod model;
 pub mod normalise;
 pub mod observe;
+pub mod organization;
 pub mod ownership;
 pub mod publish;
 pub mod reconcile;

@@ -8,6 +8,12 @@
 //! | Access application | name `<cluster>/<service> [ecs-tunnels:<owner>]` and Access tag `ecs-tunnels-<owner>` |
 //! | Access policy | name `<cluster>/<service> allow [ecs-tunnels:<owner>]` |
 //! | SSM parameter | tags `ecs-tunnels:owner=<owner>`, `ecs-tunnels:service=<cluster>/<service>` |
+//!
+//! In an organization install (see [`crate::organization`]) a service also has a
+//! [`Scope`], its AWS account and region, and the service key `<cluster>/<service>`
+//! becomes `<account>/<region>/<cluster>/<service>` in every marker (the tunnel name joins
+//! the four with dots), so `prod/web` in two accounts makes two tunnels. Without a scope
+//! every name is exactly as above. The owner id is the hub's in both cases.
 
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -22,13 +28,56 @@ pub const SSM_OWNER_TAG: &str = "ecs-tunnels:owner";
 /// SSM tag key that carries the service key.
 pub const SSM_SERVICE_TAG: &str = "ecs-tunnels:service";
 
-/// One ECS service, by cluster name and service name.
+/// The AWS account and region a service lives in, when the install serves an
+/// organization (a single-account install leaves it out of every name).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub struct Scope {
+    /// The 12-digit AWS account id.
+    pub account: String,
+    /// The AWS region, e.g. `eu-west-1`.
+    pub region: String,
+}
+
+impl Scope {
+    /// A scope from an account id and a region.
+    pub fn new(account: impl Into<String>, region: impl Into<String>) -> Self {
+        Scope {
+            account: account.into(),
+            region: region.into(),
+        }
+    }
+
+    /// A 12-digit account id and a region name of letters, digits and dashes: the only
+    /// shapes that may go into a name (they are joined with `.` and `/`).
+    pub fn parse(account: &str, region: &str) -> Option<Scope> {
+        let account_ok = account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit());
+        let region_ok = !region.is_empty()
+            && region.len() <= 30
+            && region
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        (account_ok && region_ok).then(|| Scope::new(account, region))
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "account {} region {}", self.account, self.region)
+    }
+}
+
+/// One ECS service, by cluster name and service name (and, in an organization install,
+/// its account and region).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 pub struct ServiceId {
     /// Cluster name (not ARN).
     pub cluster: String,
     /// Service name (not ARN).
     pub service: String,
+    /// The account and region, in an organization install; `None` in a single-account
+    /// one (and then nothing of it appears in any name or output).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<Scope>,
 }
 
 impl ServiceId {
@@ -37,7 +86,34 @@ impl ServiceId {
         ServiceId {
             cluster: cluster.into(),
             service: service.into(),
+            scope: None,
         }
+    }
+
+    /// The same service, in `scope` (`None`: the single-account form).
+    pub fn in_scope(mut self, scope: Option<Scope>) -> Self {
+        self.scope = scope;
+        self
+    }
+
+    /// Parses a service key, `<cluster>/<service>` or `<account>/<region>/<cluster>/<service>`.
+    pub fn parse_key(key: &str) -> Option<ServiceId> {
+        let parts: Vec<&str> = key.split('/').collect();
+        match parts[..] {
+            [c, s] if !c.is_empty() && !s.is_empty() => Some(ServiceId::new(c, s)),
+            [a, r, c, s] if !c.is_empty() && !s.is_empty() => {
+                Some(ServiceId::new(c, s).in_scope(Some(Scope::parse(a, r)?)))
+            }
+            _ => None,
+        }
+    }
+
+    /// The account and region of a service ARN
+    /// `arn:aws:ecs:<region>:<account>:service/<cluster>/<service>`, when it names both.
+    pub fn scope_of_arn(arn: &str) -> Option<Scope> {
+        let mut parts = arn.splitn(6, ':');
+        let (region, account) = (parts.nth(3)?, parts.next()?);
+        Scope::parse(account, region)
     }
 
     /// Parses a long-format service ARN `arn:aws:ecs:<region>:<account>:service/<cluster>/<service>`.
@@ -52,15 +128,21 @@ impl ServiceId {
         }
     }
 
-    /// `<cluster>/<service>`.
+    /// `<cluster>/<service>`, or `<account>/<region>/<cluster>/<service>` with a scope.
     pub fn key(&self) -> String {
-        format!("{}/{}", self.cluster, self.service)
+        match &self.scope {
+            None => format!("{}/{}", self.cluster, self.service),
+            Some(s) => format!(
+                "{}/{}/{}/{}",
+                s.account, s.region, self.cluster, self.service
+            ),
+        }
     }
 }
 
 impl fmt::Display for ServiceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.cluster, self.service)
+        f.write_str(&self.key())
     }
 }
 
@@ -106,7 +188,7 @@ impl Owner {
     /// Deterministic tunnel name: two Lambdas racing on one service pick the same name,
     /// so Cloudflare's duplicate-name check (409/1013) prevents a second tunnel.
     pub fn tunnel_name(&self, svc: &ServiceId) -> String {
-        format!("{}{}.{}", self.tunnel_prefix(), svc.cluster, svc.service)
+        format!("{}{}", self.tunnel_prefix(), svc.key().replace('/', "."))
     }
 
     /// Prefix shared by all tunnel names of this owner.
@@ -117,9 +199,10 @@ impl Owner {
     /// The service a tunnel name belongs to, if the tunnel is ours.
     pub fn service_of_tunnel(&self, name: &str) -> Option<ServiceId> {
         let rest = name.strip_prefix(&self.tunnel_prefix())?;
-        let (cluster, service) = rest.split_once('.')?;
-        (!cluster.is_empty() && !service.is_empty() && !service.contains('.'))
-            .then(|| ServiceId::new(cluster, service))
+        if rest.contains('/') {
+            return None;
+        }
+        ServiceId::parse_key(&rest.replace('.', "/"))
     }
 
     /// Prefix shared by all DNS comments of this owner.
@@ -166,9 +249,7 @@ impl Owner {
 
     /// The service an Access application name belongs to, if ours.
     pub fn service_of_access_app(&self, name: &str) -> Option<ServiceId> {
-        let key = name.strip_suffix(&self.name_suffix())?;
-        let (c, s) = key.split_once('/')?;
-        Some(ServiceId::new(c, s))
+        ServiceId::parse_key(name.strip_suffix(&self.name_suffix())?)
     }
 
     /// Name of the reusable Access policy holding a service's allow rules.
@@ -178,18 +259,15 @@ impl Owner {
 
     /// The service a policy name belongs to, if ours.
     pub fn service_of_policy(&self, name: &str) -> Option<ServiceId> {
-        let key = name
-            .strip_suffix(&self.name_suffix())?
-            .strip_suffix(" allow")?;
-        let (c, s) = key.split_once('/')?;
-        Some(ServiceId::new(c, s))
+        ServiceId::parse_key(
+            name.strip_suffix(&self.name_suffix())?
+                .strip_suffix(" allow")?,
+        )
     }
 
     /// The service a DNS comment names, when it is the readable (not hashed) form.
     pub fn service_of_dns_comment(&self, comment: &str) -> Option<ServiceId> {
-        let key = comment.strip_prefix(&self.dns_comment_prefix())?;
-        let (c, s) = key.split_once('/')?;
-        Some(ServiceId::new(c, s))
+        ServiceId::parse_key(comment.strip_prefix(&self.dns_comment_prefix())?)
     }
 
     /// True when a policy name is ours.
@@ -276,6 +354,73 @@ mod tests {
         let tags: BTreeMap<_, _> = o.ssm_tags(&svc).into_iter().collect();
         assert!(o.owns_ssm(&tags));
         assert!(!Owner::parse("x").unwrap().owns_ssm(&tags));
+    }
+
+    #[test]
+    fn scoped_names_carry_account_and_region_and_unscoped_names_do_not_change() {
+        let o = owner();
+        let plain = ServiceId::new("prod", "web");
+        let a = plain
+            .clone()
+            .in_scope(Some(Scope::new("111111111111", "eu-west-1")));
+        let b = plain
+            .clone()
+            .in_scope(Some(Scope::new("222222222222", "eu-west-1")));
+        // The single-account names, exactly as before organization installs existed.
+        assert_eq!(
+            o.tunnel_name(&plain),
+            "ecs-tunnels.123456789012-us-east-1.prod.web"
+        );
+        assert_eq!(
+            o.access_app_name(&plain),
+            "prod/web [ecs-tunnels:123456789012-us-east-1]"
+        );
+        assert_eq!(
+            o.policy_name(&plain),
+            "prod/web allow [ecs-tunnels:123456789012-us-east-1]"
+        );
+        assert_eq!(plain.key(), "prod/web");
+        assert_eq!(
+            serde_json::to_value(&plain).unwrap(),
+            serde_json::json!({"cluster": "prod", "service": "web"})
+        );
+        // Scoped: two accounts, two names, each parsed back to its own scope.
+        assert_eq!(
+            o.tunnel_name(&a),
+            "ecs-tunnels.123456789012-us-east-1.111111111111.eu-west-1.prod.web"
+        );
+        assert_ne!(o.tunnel_name(&a), o.tunnel_name(&b));
+        for svc in [&plain, &a, &b] {
+            assert_eq!(o.service_of_tunnel(&o.tunnel_name(svc)).as_ref(), Some(svc));
+            assert_eq!(
+                o.service_of_access_app(&o.access_app_name(svc)).as_ref(),
+                Some(svc)
+            );
+            assert_eq!(o.service_of_policy(&o.policy_name(svc)).as_ref(), Some(svc));
+            assert_eq!(
+                o.service_of_dns_comment(&o.dns_comment(svc)).as_ref(),
+                Some(svc)
+            );
+        }
+        assert_eq!(
+            o.dns_comment(&a),
+            "ecs-tunnels:123456789012-us-east-1:111111111111/eu-west-1/prod/web"
+        );
+        assert_eq!(
+            serde_json::to_value(&a).unwrap(),
+            serde_json::json!({"cluster": "prod", "service": "web",
+                               "account": "111111111111", "region": "eu-west-1"})
+        );
+        // Three parts, or a bad account, is nobody's.
+        assert_eq!(
+            o.service_of_tunnel("ecs-tunnels.123456789012-us-east-1.a.b.c"),
+            None
+        );
+        assert_eq!(ServiceId::parse_key("12/eu-west-1/prod/web"), None);
+        assert_eq!(
+            ServiceId::scope_of_arn("arn:aws:ecs:eu-west-1:111111111111:service/prod/web"),
+            Some(Scope::new("111111111111", "eu-west-1"))
+        );
     }
 
     #[test]

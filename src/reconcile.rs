@@ -223,6 +223,15 @@ pub async fn reconcile_asked(
     ask: &Ask,
 ) -> Outcome {
     let check_removal = ask.check_removal;
+    // In an organization install, the spoke's clients (its role assumed once per process).
+    let deps = match deps.for_service(svc).await {
+        Ok(d) => d,
+        Err(e) => {
+            warn!(service = %svc, error = %e, "the service's account cannot be reached");
+            return failed(svc, &e);
+        }
+    };
+    let deps = &*deps;
     let info = match deps.ecs.describe_service(&svc.cluster, &svc.service).await {
         Ok(i) => i,
         Err(e) => return failed(svc, &ReconcileError::Aws(e)),

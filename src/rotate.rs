@@ -114,6 +114,15 @@ async fn rotate_one(
         skipped: None,
         transient: false,
     };
+    let deps = match deps.for_service(svc).await {
+        Ok(d) => d,
+        Err(e) => {
+            out.transient = e.is_transient();
+            out.error = Some(e.to_string());
+            return out;
+        }
+    };
+    let deps = &*deps;
     let result = if is_resource_key(svc) {
         rotate_resource(deps, svc, reason, force, dry_run, account_hint, &mut out).await
     } else {
@@ -499,6 +508,34 @@ pub async fn rotate_due_for(
     dry_run: bool,
     account_hint: Option<&str>,
 ) -> Result<Vec<RotationOutcome>, ReconcileError> {
+    let Some(spokes) = deps.spokes.as_ref().filter(|_| deps.scope.is_none()) else {
+        return rotate_due_in(deps, dry_run, account_hint).await;
+    };
+    // An organization install: every covered account and region in turn. A spoke that
+    // cannot be reached is reported (as one outcome for `*/*` there) and the others go on.
+    let mut out = Vec::new();
+    for scope in spokes.scopes().await.map_err(ReconcileError::Spoke)? {
+        match deps.for_scope(&scope).await {
+            Ok(spoke) => out.extend(rotate_due_in(&spoke, dry_run, account_hint).await?),
+            Err(e) => {
+                warn!(spoke = %scope, error = %e, "rotation skipped in this account and region");
+                out.push(RotationOutcome {
+                    transient: e.transient,
+                    error: Some(e.message),
+                    ..nothing_to_do(&ServiceId::new("*", "*").in_scope(Some(scope)), None)
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// [`rotate_due_for`] in one account and region (`deps`' own).
+async fn rotate_due_in(
+    deps: &Deps,
+    dry_run: bool,
+    account_hint: Option<&str>,
+) -> Result<Vec<RotationOutcome>, ReconcileError> {
     use futures::stream::{self, StreamExt};
     let infos = crate::doors::run::managed_service_infos(deps).await?;
     let account = account_hint.map(str::to_string).or_else(|| {
@@ -511,7 +548,8 @@ pub async fn rotate_due_for(
     let mut plan: Vec<Result<RotationOutcome, ServiceId>> = infos
         .iter()
         .map(|info| {
-            let svc = ServiceId::new(info.cluster.clone(), info.name.clone());
+            let svc = ServiceId::new(info.cluster.clone(), info.name.clone())
+                .in_scope(deps.scope.clone());
             not_due_service(deps, &svc, info, tokens.as_ref(), now).ok_or(svc)
         })
         .collect();
@@ -547,7 +585,14 @@ async fn listed_tokens(
         return Ok(None);
     }
     match deps.owner(account) {
-        Ok(owner) => Ok(Some(deps.tokens.list(&owner).await?)),
+        Ok(owner) => Ok(Some(
+            deps.tokens
+                .list(&owner)
+                .await?
+                .into_iter()
+                .map(|(svc, t)| (svc.in_scope(deps.scope.clone()), t))
+                .collect(),
+        )),
         Err(e) => {
             warn!(error = %e, "custom resources are not rotated: the owner id is unknown");
             Ok(None)

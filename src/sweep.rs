@@ -25,7 +25,7 @@ use crate::error::ReconcileError;
 use crate::model::{render_config, ObservedRecord, PlanContext, StoredToken};
 use crate::observe::Seen;
 use crate::observe::{resolve_target, Lookups};
-use crate::ownership::{Owner, ServiceId};
+use crate::ownership::{Owner, Scope, ServiceId};
 use crate::reconcile::{reconcile_asked, Ask, Mode, Outcome, State};
 use crate::spec::{Desired, TAG_HOSTNAME, TAG_STATUS};
 use crate::status;
@@ -105,6 +105,12 @@ pub struct SweepReport {
     /// Managed services whose tunnel has no cloudflared connection (metric
     /// `ServicesWithoutConnector`).
     pub without_connector: usize,
+    /// Accounts and regions (or, in a single-account install, the clusters) skipped
+    /// because they could not be read: nothing of them was touched.
+    pub skipped: Vec<String>,
+    /// Accounts and regions not read this time (skipped or not covered) that have
+    /// objects of ours, with how many services' worth: those objects were left alone.
+    pub left_unread: Vec<String>,
     /// Outcomes of the services that needed work and did not settle.
     pub outcomes: Vec<Outcome>,
 }
@@ -123,7 +129,9 @@ struct Bulk {
     tokens: BTreeMap<ServiceId, ListedToken>,
 }
 
-async fn list_bulk(deps: &Deps, owner: &Owner) -> Result<Bulk, ReconcileError> {
+/// Lists Cloudflare once (tunnels by our name prefix, applications, reusable policies,
+/// our records per zone) and the tokens of every spoke read (keys in their scope).
+async fn list_bulk(deps: &Deps, spokes: &[Spoke], owner: &Owner) -> Result<Bulk, ReconcileError> {
     let cf = &deps.cf;
     let zones = deps.zones().await?;
     let prefix = owner.dns_comment_prefix();
@@ -167,9 +175,18 @@ async fn list_bulk(deps: &Deps, owner: &Owner) -> Result<Bulk, ReconcileError> {
             .map_err(ReconcileError::from)
         },
         async {
-            let mut tokens = deps.tokens.list(owner).await?;
-            deps.tokens.read_untagged(&mut tokens).await?;
-            Ok::<_, ReconcileError>(tokens)
+            let per_spoke = try_join_all(spokes.iter().map(|sp| async move {
+                let mut tokens = sp.deps.tokens.list(owner).await?;
+                sp.deps.tokens.read_untagged(&mut tokens).await?;
+                Ok::<_, ReconcileError>(
+                    tokens
+                        .into_iter()
+                        .map(|(svc, t)| (svc.in_scope(sp.deps.scope.clone()), t))
+                        .collect::<Vec<_>>(),
+                )
+            }))
+            .await?;
+            Ok::<_, ReconcileError>(per_spoke.into_iter().flatten().collect::<BTreeMap<_, _>>())
         },
     )?;
     let live_tunnel_ids = tunnels.iter().map(|t| t.id.clone()).collect();
@@ -195,6 +212,64 @@ async fn list_bulk(deps: &Deps, owner: &Owner) -> Result<Bulk, ReconcileError> {
             .collect(),
         tokens,
     })
+}
+
+/// One account and region read by the sweep (a single-account install has one, without
+/// a scope): its AWS clients and what ECS listed there.
+struct Spoke {
+    deps: Deps,
+    inventory: Inventory,
+}
+
+/// The spoke of a service (by its scope), if it was read.
+fn spoke_of<'a>(spokes: &'a [Spoke], svc: &ServiceId) -> Option<&'a Spoke> {
+    spokes.iter().find(|sp| sp.deps.scope == svc.scope)
+}
+
+/// What to sweep: the install's own account, or every account and region of an
+/// organization install, each with its clients or why it cannot be reached (its role
+/// assumed at most once per account per process, several accounts at a time). `Err` when
+/// the organization's accounts cannot be listed.
+#[allow(clippy::type_complexity)]
+async fn sweep_targets(
+    deps: &Deps,
+) -> Result<Vec<(Option<Scope>, Result<Deps, crate::organization::SpokeError>)>, String> {
+    let Some(spokes) = deps.spokes.as_ref().filter(|_| deps.scope.is_none()) else {
+        return Ok(vec![(deps.scope.clone(), Ok(deps.clone()))]);
+    };
+    let scopes = spokes.scopes().await.map_err(|e| e.to_string())?;
+    Ok(stream::iter(scopes)
+        .map(|scope| async move {
+            let d = deps.for_scope(&scope).await;
+            (Some(scope), d)
+        })
+        .buffered(8)
+        .collect()
+        .await)
+}
+
+/// The services to work on, in an order fair to every account: round-robin between
+/// accounts (each in key order), so a sweep that runs out of budget has done some of
+/// every account's work rather than all of one's.
+fn fair_order(work: BTreeSet<ServiceId>) -> Vec<ServiceId> {
+    let mut by_account: BTreeMap<Option<String>, std::collections::VecDeque<ServiceId>> =
+        BTreeMap::new();
+    for svc in work {
+        by_account
+            .entry(svc.scope.as_ref().map(|s| s.account.clone()))
+            .or_default()
+            .push_back(svc);
+    }
+    let mut out = Vec::new();
+    while !by_account.is_empty() {
+        by_account.retain(|_, q| {
+            if let Some(svc) = q.pop_front() {
+                out.push(svc);
+            }
+            !q.is_empty()
+        });
+    }
+    out
 }
 
 /// The covered clusters as ECS lists them.
@@ -240,7 +315,7 @@ async fn list_inventory(deps: &Deps) -> Result<Inventory, AwsError> {
 
 /// Which clusters' orphans this sweep may collect, beyond the ones listed whole.
 #[derive(Default)]
-struct Scope {
+struct ClusterScope {
     /// Clusters ECS confirms gone (INACTIVE or MISSING): their objects are orphans.
     gone: BTreeSet<String>,
     /// Clusters nothing of which is touched this time, with why (for the report).
@@ -256,7 +331,7 @@ async fn decide_scope(
     deps: &Deps,
     inventory: &Inventory,
     candidates: &BTreeSet<ServiceId>,
-) -> Scope {
+) -> ClusterScope {
     let configured = deps.config.clusters.as_ref();
     let unsure: BTreeSet<String> = candidates
         .iter()
@@ -265,7 +340,7 @@ async fn decide_scope(
         .filter(|c| configured.is_none_or(|list| list.iter().any(|l| l == c)))
         .map(str::to_string)
         .collect();
-    let mut scope = Scope::default();
+    let mut scope = ClusterScope::default();
     let states = if unsure.is_empty() {
         Ok(BTreeMap::new())
     } else {
@@ -344,8 +419,13 @@ fn config_slot(count: usize, checks: usize, interval: Duration) -> (usize, usize
     ((now / interval.as_secs().max(1)) as usize % slots, slots)
 }
 
-/// Runs one sweep over the covered clusters; `cause` (the schedule, or a person) is logged
-/// with each service's reconcile and recorded on the tokens it creates.
+/// Runs one sweep over the covered clusters (in an organization install, over every
+/// covered account and region); `cause` (the schedule, or a person) is logged with each
+/// service's reconcile and recorded on the tokens it creates.
+///
+/// An organization sweep lists Cloudflare once for all its spokes, and ECS and the token
+/// store per spoke. A spoke it cannot reach (its role cannot be assumed, its clusters
+/// cannot be listed) is skipped and reported, and nothing of it is collected.
 pub async fn sweep(
     deps: &Deps,
     mode: Mode,
@@ -360,33 +440,68 @@ pub async fn sweep(
         ..Default::default()
     };
 
-    // Desired: every service of the covered clusters, with tags (10 per DescribeServices).
-    // Without the list of clusters nothing is known, so nothing is touched.
-    let inventory = match list_inventory(deps).await {
-        Ok(i) => i,
+    // Desired: every service of the covered clusters, with tags (10 per DescribeServices),
+    // per spoke. Without the list of clusters nothing is known of a spoke, so nothing of
+    // it is touched.
+    let targets = match sweep_targets(deps).await {
+        Ok(t) => t,
         Err(e) => {
             report.errors.push(format!(
-                "{e}: no cluster was swept and nothing was collected; the next sweep retries"
+                "{e}: nothing was swept and nothing was collected; the next sweep retries"
             ));
             report.complete = false;
             report.duration_ms = started.elapsed().as_millis();
-            warn!(error = %e, "sweep skipped: the clusters could not be listed");
+            warn!(error = %e, "sweep skipped: the accounts to sweep are not known");
             return Ok(report);
         }
     };
-    let infos = &inventory.infos;
-    report.services_seen = infos.len();
-    let account = infos
+    let mut spokes: Vec<Spoke> = Vec::new();
+    for (scope, target) in targets {
+        let listed = match target {
+            Ok(d) => list_inventory(&d)
+                .await
+                .map(|i| (d, i))
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match listed {
+            Ok((deps, inventory)) => spokes.push(Spoke { deps, inventory }),
+            Err(e) => {
+                let what = scope.map_or("the clusters".to_string(), |s| s.to_string());
+                warn!(spoke = %what, error = %e, "skipped: nothing of it is swept or collected");
+                report.skipped.push(what.clone());
+                report.errors.push(format!(
+                    "{what}: skipped, nothing of it is swept or collected; the next sweep retries: {e}"
+                ));
+                report.complete = false;
+            }
+        }
+    }
+    if spokes.is_empty() {
+        report.duration_ms = started.elapsed().as_millis();
+        return Ok(report);
+    }
+    let by_id: BTreeMap<ServiceId, &ServiceInfo> = spokes
         .iter()
+        .flat_map(|sp| {
+            sp.inventory.infos.iter().map(|i| {
+                (
+                    ServiceId::new(i.cluster.clone(), i.name.clone())
+                        .in_scope(sp.deps.scope.clone()),
+                    i,
+                )
+            })
+        })
+        .collect();
+    report.services_seen = by_id.len();
+    let account = spokes
+        .iter()
+        .flat_map(|sp| sp.inventory.infos.iter())
         .find_map(|i| i.account_region())
         .map(|(a, _)| a);
     let owner = deps
         .owner(account.as_deref().or(account_hint))
         .map_err(ReconcileError::Setup)?;
-    let by_id: BTreeMap<ServiceId, &ServiceInfo> = infos
-        .iter()
-        .map(|i| (ServiceId::new(i.cluster.clone(), i.name.clone()), i))
-        .collect();
     let managed: Vec<(&ServiceId, &ServiceInfo)> = by_id
         .iter()
         .filter(|(_, i)| i.tags.contains_key(TAG_HOSTNAME))
@@ -394,8 +509,8 @@ pub async fn sweep(
         .collect();
     report.managed = managed.len();
 
-    // Observed, in bulk.
-    let bulk = list_bulk(deps, &owner).await?;
+    // Observed, in bulk: Cloudflare once, the tokens per spoke.
+    let bulk = list_bulk(deps, &spokes, &owner).await?;
     report.without_connector = managed
         .iter()
         .filter(|(svc, _)| bulk.tunnels.get(*svc).is_some_and(|t| !t.is_connected()))
@@ -410,6 +525,7 @@ pub async fn sweep(
             .map(|(i, (svc, info))| {
                 let check_config = i / limits.config_checks == slot;
                 let (bulk, lookups, owner) = (&bulk, &lookups, &owner);
+                let deps = spoke_of(&spokes, svc).map_or(deps, |sp| &sp.deps);
                 async move {
                     let v = needs_work(deps, owner, svc, info, bulk, lookups, check_config).await;
                     ((*svc).clone(), check_config, v)
@@ -427,8 +543,8 @@ pub async fn sweep(
                 // ECS write, no Cloudflare call.
                 report.converged += 1;
                 if mode == Mode::Apply {
-                    if let Some(info) = by_id.get(&svc) {
-                        match deps.ecs.tag(&info.arn, TAG_STATUS, &value).await {
+                    if let (Some(info), Some(sp)) = (by_id.get(&svc), spoke_of(&spokes, &svc)) {
+                        match sp.deps.ecs.tag(&info.arn, TAG_STATUS, &value).await {
                             Ok(()) => report.statuses_refreshed += 1,
                             Err(e) => report
                                 .errors
@@ -450,7 +566,7 @@ pub async fn sweep(
     }
 
     // Orphans: owner-marked objects whose service is not managed, in the clusters listed
-    // whole and in covered clusters ECS confirms gone.
+    // whole and in covered clusters ECS confirms gone, of the spokes read.
     let mut candidates: BTreeSet<ServiceId> = bulk.tunnels.keys().cloned().collect();
     candidates.extend(
         bulk.apps
@@ -480,26 +596,66 @@ pub async fn sweep(
             .filter(|(_, i)| !i.tags.contains_key(TAG_HOSTNAME) && i.tags.contains_key(TAG_STATUS))
             .map(|(k, _)| k.clone()),
     );
-    let scope = decide_scope(deps, &inventory, &candidates).await;
-    for (cluster, why) in &scope.skipped {
-        warn!(cluster = %cluster, reason = %why, "cluster skipped: nothing of it is collected");
-        report.errors.push(format!(
-            "cluster {cluster}: skipped, nothing of it is collected: {why}"
-        ));
-        report.complete = false;
-    }
-    let managed_ids: BTreeSet<&ServiceId> = managed.iter().map(|(s, _)| *s).collect();
-    let orphans: BTreeSet<ServiceId> = candidates
+    // Objects of an account or region not read this time (skipped, or not covered):
+    // never collected, only counted.
+    let (candidates, unread): (BTreeSet<ServiceId>, BTreeSet<ServiceId>) = candidates
         .into_iter()
-        .filter(|s| inventory.listed.contains(&s.cluster) || scope.gone.contains(&s.cluster))
-        .filter(|s| !managed_ids.contains(s))
-        .collect();
+        .partition(|s| spoke_of(&spokes, s).is_some());
+    if !unread.is_empty() {
+        let mut by_scope: BTreeMap<String, usize> = BTreeMap::new();
+        for s in &unread {
+            let what = s
+                .scope
+                .as_ref()
+                .map_or("no account (a single-account name)".to_string(), |sc| {
+                    sc.to_string()
+                });
+            *by_scope.entry(what).or_default() += 1;
+        }
+        for (what, n) in by_scope {
+            info!(spoke = %what, services = n, "objects of ours in an account or region this sweep did not read: left alone");
+            report.left_unread.push(format!("{what}: {n} service(s)"));
+        }
+    }
+    let mut orphans: BTreeSet<ServiceId> = BTreeSet::new();
+    let mut skipped_clusters: BTreeSet<(Option<Scope>, String)> = BTreeSet::new();
+    let managed_ids: BTreeSet<&ServiceId> = managed.iter().map(|(s, _)| *s).collect();
+    for sp in &spokes {
+        let mine: BTreeSet<ServiceId> = candidates
+            .iter()
+            .filter(|s| s.scope == sp.deps.scope)
+            .cloned()
+            .collect();
+        let scope = decide_scope(&sp.deps, &sp.inventory, &mine).await;
+        for (cluster, why) in &scope.skipped {
+            let at = sp
+                .deps
+                .scope
+                .as_ref()
+                .map(|s| format!(" ({s})"))
+                .unwrap_or_default();
+            warn!(cluster = %cluster, reason = %why, "cluster skipped: nothing of it is collected");
+            report.errors.push(format!(
+                "cluster {cluster}{at}: skipped, nothing of it is collected: {why}"
+            ));
+            report.complete = false;
+            skipped_clusters.insert((sp.deps.scope.clone(), cluster.clone()));
+        }
+        orphans.extend(
+            mine.into_iter()
+                .filter(|s| {
+                    sp.inventory.listed.contains(&s.cluster) || scope.gone.contains(&s.cluster)
+                })
+                .filter(|s| !managed_ids.contains(s)),
+        );
+    }
     report.orphans = orphans.len();
 
     // DNS records of ours that belong to no managed service and no orphan (an orphan's
     // records go with its teardown, which reads its tags again first) and point at a
     // tunnel missing from the tunnel list. The record may be younger than that list (an
-    // event made both meanwhile): one GET of its tunnel decides.
+    // event made both meanwhile): one GET of its tunnel decides. Records of a skipped
+    // cluster, or of an account or region not read, are left alone.
     let known_comments: BTreeSet<String> = managed
         .iter()
         .map(|(s, _)| *s)
@@ -515,7 +671,10 @@ pub async fn sweep(
                 .comment
                 .as_deref()
                 .and_then(|c| owner.service_of_dns_comment(c))
-                .is_none_or(|s| !scope.skipped.contains_key(&s.cluster))
+                .is_none_or(|s| {
+                    !skipped_clusters.contains(&(s.scope.clone(), s.cluster.clone()))
+                        && !unread.contains(&s)
+                })
         })
         .filter(|r| tunnel_of(r).is_none_or(|t| !bulk.live_tunnel_ids.contains(t)))
         .collect();
@@ -531,7 +690,7 @@ pub async fn sweep(
 
     // Work, in a stable order, within the budget.
     let rate_limited_at_start = deps.cf.stats().rate_limited;
-    let queue: Vec<ServiceId> = work.into_iter().collect();
+    let queue: Vec<ServiceId> = fair_order(work);
     let mut done = 0;
     let hint = account.as_deref().or(account_hint);
     for batch in queue.chunks(crate::doors::run::CONCURRENCY) {

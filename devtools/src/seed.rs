@@ -121,6 +121,7 @@ pub async fn seed_service_deployed_by(
         .endpoint_url()
         .expect("seed_service needs an SdkConfig with an endpoint URL (moto)");
     let subnet = ec2_first(
+        cfg,
         endpoint,
         "DescribeSubnets",
         "default-for-az",
@@ -129,6 +130,7 @@ pub async fn seed_service_deployed_by(
     )
     .await;
     let security_group = ec2_first(
+        cfg,
         endpoint,
         "DescribeSecurityGroups",
         "group-name",
@@ -179,17 +181,30 @@ pub async fn seed_service_deployed_by(
 /// `<element>` of the XML answer. moto finds the service from the credential scope of the
 /// (unchecked) Authorization header.
 async fn ec2_first(
+    cfg: &aws_config::SdkConfig,
     endpoint: &str,
     action: &str,
     filter: &str,
     value: &str,
     element: &str,
 ) -> String {
+    use aws_sdk_sts::config::ProvideCredentials;
     let body = format!(
         "Action={action}&Version=2016-11-15&Filter.1.Name={filter}&Filter.1.Value.1={value}"
     );
+    // moto picks the account by the access key (an assumed role's key: its account) and
+    // the region by the credential scope.
+    let key = match cfg.credentials_provider() {
+        Some(p) => p
+            .provide_credentials()
+            .await
+            .map(|c| c.access_key_id().to_string())
+            .unwrap_or_else(|_| "test".into()),
+        None => "test".into(),
+    };
+    let region = cfg.region().map_or(REGION.to_string(), |r| r.to_string());
     let auth = format!(
-        "AWS4-HMAC-SHA256 Credential=test/20260101/{REGION}/ec2/aws4_request, \
+        "AWS4-HMAC-SHA256 Credential={key}/20260101/{region}/ec2/aws4_request, \
          SignedHeaders=host, Signature=0"
     );
     let client = reqwest::Client::builder()
@@ -215,4 +230,37 @@ async fn ec2_first(
         .and_then(|(_, rest)| rest.split_once(&close))
         .map(|(v, _)| v.to_string())
         .unwrap_or_else(|| panic!("EC2 {action}: no <{element}> in {xml}"))
+}
+
+/// An SDK configuration that acts in another moto account and region, for seeding and
+/// inspecting a spoke: moto lets any caller assume any role (even one that does not
+/// exist) and maps the credentials it returns to the role's account. `base` must reach
+/// moto directly (not through the judging proxy) with the harness's own key.
+///
+/// # Panics
+/// If moto does not answer the AssumeRole.
+pub async fn sdk_in_account(
+    base: &aws_config::SdkConfig,
+    account: &str,
+    region: &str,
+) -> aws_config::SdkConfig {
+    use aws_sdk_sts::config::{Credentials, Region, SharedCredentialsProvider};
+    let out = aws_sdk_sts::Client::new(base)
+        .assume_role()
+        .role_arn(format!("arn:aws:iam::{account}:role/moto-test-harness"))
+        .role_session_name("test-harness")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("moto AssumeRole into {account}: {e:?}"));
+    let c = out.credentials().expect("credentials");
+    base.to_builder()
+        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+            c.access_key_id(),
+            c.secret_access_key(),
+            Some(c.session_token().to_string()),
+            None,
+            "moto-account",
+        )))
+        .region(Region::new(region.to_string()))
+        .build()
 }

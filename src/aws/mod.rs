@@ -4,9 +4,11 @@
 
 pub mod ecs;
 pub mod iam;
+pub mod organizations;
 pub mod secrets;
 pub mod sqs;
 pub mod ssm;
+pub mod sts;
 pub mod token_store;
 
 use aws_sdk_ecs::error::ProvideErrorMetadata;

@@ -108,10 +108,16 @@ pub fn recognise(event: &Value) -> Result<Vec<Trigger>, String> {
     Ok(vec![with_cause(trigger, event)])
 }
 
-/// A service trigger with the cause `event` gives it.
+/// A service trigger with the cause `event` gives it, and the account and region the
+/// event came from as the service's scope (the door keeps the scope only in an
+/// organization install: [`crate::context::Deps::install_scope`]).
 fn with_cause(mut trigger: Trigger, event: &Value) -> Trigger {
-    if let Trigger::Service { cause, .. } = &mut trigger {
+    if let Trigger::Service { cause, service, .. } = &mut trigger {
         *cause = cause_of(event);
+        service.scope = match (s(event, &["account"]), s(event, &["region"])) {
+            (Some(a), Some(r)) => crate::ownership::Scope::parse(a, r),
+            _ => None,
+        };
     }
     trigger
 }

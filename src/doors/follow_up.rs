@@ -4,7 +4,7 @@
 //! ([`MAX_ATTEMPTS`], delays doubling up to SQS's 15 minutes); the sweep is the backstop.
 //!
 //! The message (`events/sqs-follow-up.json` shows one as the queue delivers it):
-//! `{"ecs-tunnels": "follow-up", "cluster", "service", "account"?, "tunnel_id",
+//! `{"ecs-tunnels": "follow-up", "cluster", "service", "account"?, "region"?, "tunnel_id",
 //! "attempt", "reason", "cause"?}`. It carries no secret.
 
 use crate::context::Deps;
@@ -34,6 +34,9 @@ pub struct FollowUp {
     /// The service's AWS account, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account: Option<String>,
+    /// The service's AWS region (organization install).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
     /// The tunnel whose connection is awaited.
     pub tunnel_id: String,
     /// 1 for the first follow-up of a chain.
@@ -49,7 +52,11 @@ pub struct FollowUp {
 impl FollowUp {
     /// The service it is about.
     pub fn service_id(&self) -> ServiceId {
-        ServiceId::new(self.cluster.clone(), self.service.clone())
+        let scope = match (&self.account, &self.region) {
+            (Some(a), Some(r)) => crate::ownership::Scope::parse(a, r),
+            _ => None,
+        };
+        ServiceId::new(self.cluster.clone(), self.service.clone()).in_scope(scope)
     }
 
     /// Reads a follow-up message (`None`: not one). A message that says it is one but

@@ -170,14 +170,14 @@ pub async fn handle(deps: &Deps, event: LambdaEvent<Value>) -> Result<Value, Err
                 routine,
                 cause,
             } => work.add(
-                service,
+                deps.install_scope(service),
                 account.or_else(|| fn_account.clone()),
                 check_removal,
                 routine,
                 cause,
             ),
             Trigger::FollowUp(f) => {
-                work.follow_up(f, fn_account.clone());
+                work.follow_up(deps, f, fn_account.clone());
             }
             Trigger::Ignore(why) => {
                 info!(reason = %why, "event ignored");
@@ -287,8 +287,13 @@ impl Services {
 
     /// Adds the service a follow-up names. Another event for the same service in the
     /// same batch makes its reconcile a full one.
-    fn follow_up(&mut self, f: crate::doors::follow_up::FollowUp, fn_account: Option<String>) {
-        let service = f.service_id();
+    fn follow_up(
+        &mut self,
+        deps: &Deps,
+        f: crate::doors::follow_up::FollowUp,
+        fn_account: Option<String>,
+    ) {
+        let service = deps.install_scope(f.service_id());
         let alone = !self.asks.contains_key(&service);
         // The chain carries the cause of the event that started it.
         let cause = f
@@ -341,7 +346,13 @@ async fn follow_up_waiting(
             kind: KIND.to_string(),
             cluster: o.service.cluster.clone(),
             service: o.service.service.clone(),
-            account: chain.and_then(|c| c.account.clone()),
+            account: o
+                .service
+                .scope
+                .as_ref()
+                .map(|s| s.account.clone())
+                .or_else(|| chain.and_then(|c| c.account.clone())),
+            region: o.service.scope.as_ref().map(|s| s.region.clone()),
             tunnel_id: tunnel_id.clone(),
             attempt,
             reason: "waiting for cloudflared to connect".into(),
@@ -383,6 +394,7 @@ async fn handle_batch(
                     routine,
                     cause,
                 } => {
+                    let service = deps.install_scope(service);
                     senders
                         .entry(service.clone())
                         .or_default()
@@ -400,7 +412,7 @@ async fn handle_batch(
                         .entry(f.service_id())
                         .or_default()
                         .push(item.message_id.clone());
-                    work.follow_up(f, fn_account.clone());
+                    work.follow_up(deps, f, fn_account.clone());
                 }
                 Trigger::Ignore(why) => {
                     info!(message_id = %item.message_id, reason = %why, "event ignored");

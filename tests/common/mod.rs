@@ -238,7 +238,13 @@ impl World {
                 .unwrap()
                 .contains(&svc.key());
         }
-        let out = aws_sdk_ecs::Client::new(&self.sdk)
+        let sdk = match &svc.scope {
+            Some(scope) => {
+                devtools::seed::sdk_in_account(&self.sdk, &scope.account, &scope.region).await
+            }
+            None => self.sdk.clone(),
+        };
+        let out = aws_sdk_ecs::Client::new(&sdk)
             .describe_services()
             .cluster(&svc.cluster)
             .services(&svc.service)
@@ -402,13 +408,60 @@ impl World {
             .extra("ECS_TUNNELS_PARAMETER_PREFIX")
             .unwrap_or("/ecs-tunnels")
             .to_string();
-        let ssm = aws_sdk_ssm::Client::new(&self.sdk);
+        for (sdk, scope) in self.token_accounts().await {
+            for (name, key) in self.owned_parameters(&sdk, &prefix, owner).await {
+                out.push((name, key.in_scope(scope.clone())));
+            }
+        }
+        out
+    }
+
+    /// The SDK configurations of every account and region whose SSM may hold tokens: the
+    /// test's own, and in an organization install each covered spoke's.
+    async fn token_accounts(
+        &self,
+    ) -> Vec<(aws_config::SdkConfig, Option<ecs_tunnels::ownership::Scope>)> {
+        let mut out = vec![(self.sdk.clone(), None)];
+        if let (Some(accounts), Some(regions)) = (
+            self.extra("ECS_TUNNELS_ACCOUNTS"),
+            self.extra("ECS_TUNNELS_REGIONS"),
+        ) {
+            for a in accounts.split_whitespace() {
+                for r in regions.split_whitespace() {
+                    out.push((
+                        devtools::seed::sdk_in_account(&self.sdk, a, r).await,
+                        Some(ecs_tunnels::ownership::Scope::new(a, r)),
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    /// Token parameters under `prefix` in `sdk`'s account and region with our owner tag.
+    async fn owned_parameters(
+        &self,
+        sdk: &aws_config::SdkConfig,
+        prefix: &str,
+        owner: &ecs_tunnels::ownership::Owner,
+    ) -> Vec<(String, ecs_tunnels::ownership::ServiceId)> {
+        let key_of = |name: &str| {
+            let parts: Vec<&str> = name.trim_matches('/').rsplitn(4, '/').collect();
+            match parts.as_slice() {
+                ["token", service, cluster, ..] => {
+                    Some(ecs_tunnels::ownership::ServiceId::new(*cluster, *service))
+                }
+                _ => None,
+            }
+        };
+        let mut out = Vec::new();
+        let ssm = aws_sdk_ssm::Client::new(sdk);
         let mut names = Vec::new();
         let mut next = None;
         loop {
             let Ok(page) = ssm
                 .get_parameters_by_path()
-                .path(&prefix)
+                .path(prefix)
                 .recursive(true)
                 .set_next_token(next)
                 .send()
@@ -428,9 +481,20 @@ impl World {
         }
         for name in names {
             let Some(key) = key_of(&name) else { continue };
-            let Some(tags) = self.parameter_tags(&name).await else {
+            let Ok(listed) = ssm
+                .list_tags_for_resource()
+                .resource_type(aws_sdk_ssm::types::ResourceTypeForTagging::Parameter)
+                .resource_id(&name)
+                .send()
+                .await
+            else {
                 continue;
             };
+            let tags: BTreeMap<String, String> = listed
+                .tag_list()
+                .iter()
+                .map(|t| (t.key().to_string(), t.value().to_string()))
+                .collect();
             if owner.owns_ssm(&tags) {
                 out.push((name, key));
             }
@@ -492,6 +556,15 @@ impl World {
             "function did not start polling: {}",
             self.output()
         );
+    }
+
+    /// Stops every function process and starts one new one: a cold start, with no
+    /// credentials or caches kept from before.
+    pub async fn restart_functions(&mut self) {
+        for f in std::mem::take(&mut self.functions) {
+            f.stop().await;
+        }
+        self.spawn_function().await;
     }
 
     /// Starts a function process that reads the API token from the SSM parameter
