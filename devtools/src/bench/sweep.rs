@@ -32,6 +32,31 @@ pub struct SweepOptions {
     pub max_sweeps: usize,
     /// The latency added to every AWS call in the converged sweeps.
     pub aws_latency: Duration,
+    /// An organization install: this many spoke accounts (`0`: a single-account
+    /// install), each with the services spread over [`SweepOptions::regions`].
+    pub accounts: usize,
+    /// The regions of an organization install.
+    pub regions: Vec<String>,
+}
+
+impl SweepOptions {
+    /// The spoke accounts of an organization run: `100000000001`, `100000000002`, ….
+    pub fn account_ids(&self) -> Vec<String> {
+        (1..=self.accounts).map(|i| format!("{:012}", 100_000_000_000u64 + i as u64)).collect()
+    }
+
+    /// The function's environment for an organization install (none for a single one).
+    fn org_env(&self) -> Vec<(&'static str, String)> {
+        if self.accounts == 0 {
+            return vec![];
+        }
+        vec![
+            ("ECS_TUNNELS_SPOKE_ROLE", "ecs-tunnels-spoke".into()),
+            ("ECS_TUNNELS_ACCOUNTS", self.account_ids().join(" ")),
+            ("ECS_TUNNELS_REGIONS", self.regions.join(" ")),
+            ("ECS_TUNNELS_OWNER", format!("{}-{}", crate::moto::ACCOUNT_ID, crate::moto::REGION)),
+        ]
+    }
 }
 
 /// One sweep's cost.
@@ -139,13 +164,24 @@ pub async fn seed_services(
     clusters: usize,
     zones: &[String],
 ) {
+    seed_services_named(sdk, services, clusters, zones, "").await;
+}
+
+/// [`seed_services`], with hostnames `<host_prefix>svc<i>.<zone>`.
+pub async fn seed_services_named(
+    sdk: &aws_config::SdkConfig,
+    services: usize,
+    clusters: usize,
+    zones: &[String],
+    host_prefix: &str,
+) {
     let clusters = clusters.max(1);
     let work: Vec<(String, String, String)> = (0..services)
         .map(|i| {
             (
                 format!("bench-{}", i % clusters),
                 format!("svc{i:04}"),
-                format!("svc{i:04}.{}", zones[i % zones.len()]),
+                format!("{host_prefix}svc{i:04}.{}", zones[i % zones.len()]),
             )
         })
         .collect();
@@ -222,7 +258,7 @@ pub async fn run(
     opts: SweepOptions,
     mut progress: impl FnMut(&str),
 ) -> Result<SweepNumbers, String> {
-    let mut env: Vec<(&str, String)> = vec![];
+    let mut env: Vec<(&str, String)> = opts.org_env();
     if let Some(n) = opts.sweep_max_calls {
         env.push(("ECS_TUNNELS_SWEEP_MAX_CALLS", n.to_string()));
     }
@@ -239,11 +275,32 @@ pub async fn run(
     )
     .await?;
     let seeding = std::time::Instant::now();
-    seed_services(&peers.sdk, opts.services, opts.clusters, &opts.zones).await;
+    if opts.accounts == 0 {
+        seed_services(&peers.sdk, opts.services, opts.clusters, &opts.zones).await;
+    } else {
+        // The same number of services in every account and region, each spoke's with
+        // its own hostnames (`a<k>-svc<i>.<zone>`); the names repeat across spokes.
+        let spokes: Vec<(String, String)> = opts
+            .account_ids()
+            .into_iter()
+            .flat_map(|a| opts.regions.iter().map(move |r| (a.clone(), r.clone())))
+            .collect();
+        let each = opts.services / spokes.len().max(1);
+        for (k, (account, region)) in spokes.iter().enumerate() {
+            let sdk = crate::seed::sdk_in_account(&peers.sdk, account, region).await;
+            let zones: Vec<String> = opts.zones.clone();
+            seed_services_named(&sdk, each, opts.clusters, &zones, &format!("a{k}-")).await;
+        }
+    }
     progress(&format!(
-        "seeded {} services in {} clusters in {:.1} s",
+        "seeded {} services in {} clusters{} in {:.1} s",
         opts.services,
         opts.clusters,
+        if opts.accounts == 0 {
+            String::new()
+        } else {
+            format!(" in each of {} accounts × {} regions", opts.accounts, opts.regions.len())
+        },
         seeding.elapsed().as_secs_f64()
     ));
 

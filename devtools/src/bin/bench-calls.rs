@@ -422,6 +422,8 @@ async fn main() {
             sweep_max_calls: args.sweep_max_calls,
             max_sweeps: args.max_sweeps,
             aws_latency: Duration::from_millis(args.aws_latency_ms),
+            accounts: 0,
+            regions: vec![],
         };
         match sweep::run(opts, |line| eprintln!("sweep: {line}")).await {
             Ok(s) => Some(s),

@@ -8,7 +8,9 @@
 //! Reports, per sweep, Cloudflare calls and writes (as the simulator counted them), AWS
 //! calls (as the proxy counted them, by operation for the converged sweeps), wall time and
 //! the function's peak RSS, and prints issue 11's two sweep rows as Markdown. Run with
-//! `scripts/bench-sweep.sh`.
+//! `scripts/bench-sweep.sh`. `--accounts N` runs an organization install instead: the
+//! services spread evenly over N spoke accounts × `--regions` (issue 13's benchmark:
+//! `--services 2000 --accounts 10`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -42,6 +44,13 @@ struct Args {
     /// Latency added to every AWS call in the converged sweeps, ms.
     #[arg(long, default_value_t = 50)]
     aws_latency_ms: u64,
+    /// An organization install: spread the services over this many spoke accounts (0: a
+    /// single-account install).
+    #[arg(long, default_value_t = 0)]
+    accounts: usize,
+    /// The regions of an organization install (space-separated).
+    #[arg(long, default_value = "us-east-1 eu-west-1")]
+    regions: String,
     /// Print the sweep reports as JSON too.
     #[arg(long)]
     json: bool,
@@ -118,6 +127,8 @@ async fn main() {
         sweep_max_calls: args.sweep_max_calls,
         max_sweeps: args.max_sweeps,
         aws_latency: Duration::from_millis(args.aws_latency_ms),
+        accounts: args.accounts,
+        regions: args.regions.split_whitespace().map(String::from).collect(),
     };
     let s = match sweep::run(opts, |line| eprintln!("{line}")).await {
         Ok(s) => s,
