@@ -442,6 +442,47 @@ async fn the_cli_takes_the_account_and_region_and_a_single_account_install_keeps
         out.contains("account 444444444444 is not one this hub covers"),
         "{out}"
     );
+
+    // `ECS_TUNNELS_ACCOUNTS=organization`: the accounts come from Organizations'
+    // ListAccounts (the test's key is the management account's), and the sweep finds a
+    // service in a member account no list named.
+    let org = aws_sdk_organizations::Client::new(&w.sdk);
+    org.create_organization()
+        .feature_set(aws_sdk_organizations::types::OrganizationFeatureSet::All)
+        .send()
+        .await
+        .expect("CreateOrganization");
+    let created = org
+        .create_account()
+        .email("team-d@example.com")
+        .account_name("team-d")
+        .send()
+        .await
+        .expect("CreateAccount");
+    let member = created
+        .create_account_status()
+        .and_then(|s| s.account_id())
+        .expect("the new account's id")
+        .to_string();
+    let sdk = spoke(&w, &member, EAST).await;
+    devtools::seed::seed_service(&sdk, "team", "app", &exposed("app.example.com")).await;
+    let out = Command::new(env!("CARGO_BIN_EXE_ecs-tunnels"))
+        .args(["sweep", "--json"])
+        .env_clear()
+        .envs(w.env())
+        .env("ECS_TUNNELS_ACCOUNTS", "organization")
+        .env("ECS_TUNNELS_REGIONS", EAST)
+        .output()
+        .expect("cli");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        tunnel_names(&w)
+            .await
+            .contains(&tunnel_name(&member, EAST, "team", "app")),
+        "{text}"
+    );
     drop(w);
 
     // A single-account install: today's names exactly, and no role assumed.

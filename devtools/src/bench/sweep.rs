@@ -42,7 +42,9 @@ pub struct SweepOptions {
 impl SweepOptions {
     /// The spoke accounts of an organization run: `100000000001`, `100000000002`, ….
     pub fn account_ids(&self) -> Vec<String> {
-        (1..=self.accounts).map(|i| format!("{:012}", 100_000_000_000u64 + i as u64)).collect()
+        (1..=self.accounts)
+            .map(|i| format!("{:012}", 100_000_000_000u64 + i as u64))
+            .collect()
     }
 
     /// The function's environment for an organization install (none for a single one).
@@ -54,7 +56,10 @@ impl SweepOptions {
             ("ECS_TUNNELS_SPOKE_ROLE", "ecs-tunnels-spoke".into()),
             ("ECS_TUNNELS_ACCOUNTS", self.account_ids().join(" ")),
             ("ECS_TUNNELS_REGIONS", self.regions.join(" ")),
-            ("ECS_TUNNELS_OWNER", format!("{}-{}", crate::moto::ACCOUNT_ID, crate::moto::REGION)),
+            (
+                "ECS_TUNNELS_OWNER",
+                format!("{}-{}", crate::moto::ACCOUNT_ID, crate::moto::REGION),
+            ),
         ]
     }
 }
@@ -299,7 +304,11 @@ pub async fn run(
         if opts.accounts == 0 {
             String::new()
         } else {
-            format!(" in each of {} accounts × {} regions", opts.accounts, opts.regions.len())
+            format!(
+                " in each of {} accounts × {} regions",
+                opts.accounts,
+                opts.regions.len()
+            )
         },
         seeding.elapsed().as_secs_f64()
     ));
