@@ -205,6 +205,11 @@ impl CloudflareClient {
         self.inner.limiter.as_ref().map(Limiter::budget)
     }
 
+    /// Requests waiting for their turn in the API budget now (0 without a budget).
+    pub fn budget_waiting(&self) -> usize {
+        self.inner.limiter.as_ref().map_or(0, Limiter::waiting)
+    }
+
     /// Waits for the next request's turn in the budget (no budget: at once).
     async fn take_turn(&self, method: &Method, path: &str) -> Result<(), CfError> {
         let Some(limiter) = &self.inner.limiter else {

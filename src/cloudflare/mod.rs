@@ -4,7 +4,8 @@
 //!   result_info}` envelope, error mapping, retries (429 with `Retry-After`, 5xx, transport)
 //!   with capped exponential backoff, pagination and [`CallStats`].
 //! - [`budget`]: this process's share of the install's API budget ([`Budget`]) and the
-//!   limiter that delays requests to stay inside it.
+//!   limiter that delays requests to stay inside it, in fair turns between tenants
+//!   ([`with_tenant`]).
 //! - [`error`]: [`CfError`]; error codes are `i64` (81053 does not fit in a `u16`).
 //! - [`zones`], [`dns`], [`tunnels`], [`access`]: the types and typed methods per area.
 //!
@@ -30,7 +31,7 @@ pub use access::{
     AccessApp, AccessAppBody, AccessGroup, AccessPolicy, AccessPolicyBody, AppPolicy, AppQuery,
     Destination, IdentityProvider, Organization, PolicyLink,
 };
-pub use budget::{with_deadline, Budget};
+pub use budget::{with_deadline, with_tenant, Budget};
 pub use client::{CallStats, ClientOptions, CloudflareClient};
 pub use dns::{DnsQuery, DnsRecord, DnsRecordBody};
 pub use error::{ApiMessage, CfError};
