@@ -526,10 +526,11 @@ pub async fn sweep(
                 let check_config = i / limits.config_checks == slot;
                 let (bulk, lookups, owner) = (&bulk, &lookups, &owner);
                 let deps = spoke_of(&spokes, svc).map_or(deps, |sp| &sp.deps);
-                async move {
+                let tenant = svc.scope.as_ref().map(|s| s.account.clone());
+                crate::cloudflare::with_tenant(tenant, async move {
                     let v = needs_work(deps, owner, svc, info, bulk, lookups, check_config).await;
                     ((*svc).clone(), check_config, v)
-                }
+                })
             })
             .buffered(crate::doors::run::CONCURRENCY * 2)
             .collect()
@@ -719,8 +720,11 @@ pub async fn sweep(
                 cause: cause.clone(),
                 ..Default::default()
             };
-            async move { reconcile_asked(deps, svc, mode, hint, &ask).await }
-                .instrument(cause.span(svc))
+            let tenant = svc.scope.as_ref().map(|s| s.account.clone());
+            crate::cloudflare::with_tenant(tenant, async move {
+                reconcile_asked(deps, svc, mode, hint, &ask).await
+            })
+            .instrument(cause.span(svc))
         }))
         .await;
         for outcome in outcomes {
@@ -999,4 +1003,45 @@ fn listed_token(deps: &Deps, owner: &Owner, p: &ListedToken) -> StoredToken {
 /// True when an outcome left the service as its tags say.
 pub fn settled(o: &Outcome) -> bool {
     matches!(o.state, State::Ready | State::Removed | State::NotManaged)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn work_takes_turns_between_accounts() {
+        let svc = |account: &str, name: &str| {
+            ServiceId::new("prod", name).in_scope(Some(Scope::new(account, "eu-west-1")))
+        };
+        // A noisy account with five services to work on, two quiet ones with one each.
+        let mut work: BTreeSet<ServiceId> = (0..5)
+            .map(|i| svc("111111111111", &format!("s{i}")))
+            .collect();
+        work.insert(svc("222222222222", "a"));
+        work.insert(svc("333333333333", "b"));
+        let order: Vec<String> = fair_order(work).iter().map(ServiceId::key).collect();
+        // Within the first three turns every account has had one; then the noisy one.
+        assert_eq!(
+            order,
+            vec![
+                "111111111111/eu-west-1/prod/s0",
+                "222222222222/eu-west-1/prod/a",
+                "333333333333/eu-west-1/prod/b",
+                "111111111111/eu-west-1/prod/s1",
+                "111111111111/eu-west-1/prod/s2",
+                "111111111111/eu-west-1/prod/s3",
+                "111111111111/eu-west-1/prod/s4",
+            ]
+        );
+        // A single-account install keeps key order.
+        let plain: BTreeSet<ServiceId> = ["b", "a"].map(|n| ServiceId::new("prod", n)).into();
+        assert_eq!(
+            fair_order(plain)
+                .iter()
+                .map(ServiceId::key)
+                .collect::<Vec<_>>(),
+            vec!["prod/a", "prod/b"]
+        );
+    }
 }

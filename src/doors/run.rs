@@ -31,8 +31,13 @@ pub async fn reconcile_many(
         .map(|(svc, account)| {
             let ask = asks.get(&svc).unwrap_or(&full);
             let span = ask.cause.span(&svc);
-            async move { reconcile_asked(deps, &svc, mode, account.as_deref(), ask).await }
-                .instrument(span)
+            // Each account's Cloudflare requests take turns with the others' (one budget,
+            // shared fairly: see `crate::cloudflare::with_tenant`).
+            let tenant = svc.scope.as_ref().map(|s| s.account.clone());
+            crate::cloudflare::with_tenant(tenant, async move {
+                reconcile_asked(deps, &svc, mode, account.as_deref(), ask).await
+            })
+            .instrument(span)
         })
         .buffered(CONCURRENCY)
         .collect()

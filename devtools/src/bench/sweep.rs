@@ -264,6 +264,10 @@ pub async fn run(
     mut progress: impl FnMut(&str),
 ) -> Result<SweepNumbers, String> {
     let mut env: Vec<(&str, String)> = opts.org_env();
+    // No cloudflared runs here, and the sweep does not wait for one: records are
+    // published as soon as Access and the configuration exist (the sweep's cost is
+    // what is measured, not the sidecar's gate).
+    env.push(("ECS_TUNNELS_PUBLISH", "immediately".into()));
     if let Some(n) = opts.sweep_max_calls {
         env.push(("ECS_TUNNELS_SWEEP_MAX_CALLS", n.to_string()));
     }
