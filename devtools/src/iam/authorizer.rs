@@ -55,6 +55,15 @@ pub struct IamAuthorizer {
     moto: MotoLookup,
     events: Mutex<Option<InvocationEvents>>,
     log: Mutex<Vec<EvaluatedCall>>,
+    organization: Option<Organization>,
+}
+
+/// An AWS Organization the accounts of a test belong to (see
+/// [`IamAuthorizer::with_organization`]).
+#[derive(Debug, Clone)]
+struct Organization {
+    id: String,
+    accounts: Vec<String>,
 }
 
 impl IamAuthorizer {
@@ -78,7 +87,21 @@ impl IamAuthorizer {
             moto: MotoLookup::new(moto_endpoint),
             events: Mutex::new(None),
             log: Mutex::new(Vec::new()),
+            organization: None,
         })
+    }
+
+    /// Puts `accounts` (the template's account, [`super::template::ACCOUNT_ID`], among
+    /// them if it belongs) in the AWS Organization `org_id` (`o-…`): requests then carry
+    /// `aws:PrincipalOrgID` (when the caller's account is a member) and `aws:ResourceOrgID`
+    /// (when the resource's account is). Without it no account belongs to an organization,
+    /// so a condition on either key does not hold.
+    pub fn with_organization(mut self, org_id: &str, accounts: &[&str]) -> IamAuthorizer {
+        self.organization = Some(Organization {
+            id: org_id.to_string(),
+            accounts: accounts.iter().map(|a| a.to_string()).collect(),
+        });
+        self
     }
 
     /// Resolves `infra/template.yaml` with `parameters` and starts an authorizer for it.
@@ -186,6 +209,7 @@ impl IamAuthorizer {
             for r in requests {
                 let mut r = r.clone();
                 add_principal_context(&mut r, f, REGION);
+                self.add_organization_context(&mut r);
                 items.push(EvalItem {
                     role: id.clone(),
                     principal: principal.clone(),
@@ -194,7 +218,21 @@ impl IamAuthorizer {
                 owners.push(id.clone());
             }
         }
-        let results = self.evaluator.evaluate(&items).await?;
+        // AssumeRole of a role that does not exist: STS denies without any policy to
+        // evaluate (moto would hand out credentials).
+        let (missing, judged): (Vec<usize>, Vec<usize>) =
+            (0..items.len()).partition(|&i| is_assume_role_of_missing_role(&items[i].request));
+        let to_judge: Vec<EvalItem> = judged.iter().map(|&i| items[i].clone()).collect();
+        let mut results: Vec<Option<EvalResult>> = vec![None; items.len()];
+        for (i, r) in judged
+            .into_iter()
+            .zip(self.evaluator.evaluate(&to_judge).await?)
+        {
+            results[i] = Some(r);
+        }
+        for i in missing {
+            results[i] = Some(missing_role_result());
+        }
         Ok(items
             .into_iter()
             .zip(results)
@@ -203,9 +241,25 @@ impl IamAuthorizer {
                 function,
                 principal: item.principal,
                 request: item.request,
-                result,
+                result: result.unwrap_or_else(missing_role_result),
             })
             .collect())
+    }
+
+    /// `aws:PrincipalOrgID` and `aws:ResourceOrgID` from [`Self::with_organization`];
+    /// both keys are known either way (absent: not in an organization).
+    fn add_organization_context(&self, r: &mut IamRequest) {
+        if let Some(org) = &self.organization {
+            let member = |a: &str| org.accounts.iter().any(|m| m == a);
+            if member(super::template::ACCOUNT_ID) {
+                r.context.insert("aws:PrincipalOrgID".into(), json!(org.id));
+            }
+            if r.resource.split(':').nth(4).is_some_and(member) {
+                r.context.insert("aws:ResourceOrgID".into(), json!(org.id));
+            }
+        }
+        r.known_keys.push("aws:PrincipalOrgID".into());
+        r.known_keys.push("aws:ResourceOrgID".into());
     }
 
     fn route(&self, call: &CallInfo) -> (Vec<String>, String) {
@@ -279,6 +333,8 @@ impl IamAuthorizer {
                     Some(c) => {
                         let a = &c.request.action;
                         let why = match c.result.result {
+                            // STS names no policy type in its denials.
+                            _ if a == "sts:AssumeRole" => String::new(),
                             Decision::ExplicitlyDenied => {
                                 "with an explicit deny in an identity-based policy".to_string()
                             }
@@ -306,8 +362,10 @@ impl IamAuthorizer {
                             action: a.clone(),
                             resource: c.request.resource.clone(),
                             message: format!(
-                                "User: {} is not authorized to perform: {a} on resource: {} {why}",
-                                c.principal, c.request.resource
+                                "User: {} is not authorized to perform: {a} on resource: {}{}{why}",
+                                c.principal,
+                                c.request.resource,
+                                if why.is_empty() { "" } else { " " }
                             ),
                             detail,
                         }
@@ -329,6 +387,23 @@ impl Authorizer for IamAuthorizer {
         call: &'a CallInfo,
     ) -> Pin<Box<dyn Future<Output = Authorization> + Send + 'a>> {
         Box::pin(self.decide(call))
+    }
+}
+
+fn is_assume_role_of_missing_role(r: &IamRequest) -> bool {
+    r.action == "sts:AssumeRole" && r.resource_policy.is_none()
+}
+
+/// The verdict on an `sts:AssumeRole` of a role that does not exist.
+fn missing_role_result() -> EvalResult {
+    EvalResult {
+        result: Decision::ImplicitlyDenied,
+        discovery_result: Some(Decision::ImplicitlyDenied),
+        ignored_context_keys: vec![],
+        resource_type: Some("role".into()),
+        wildcard_only: Some(false),
+        unjudged: vec![],
+        errors: vec![],
     }
 }
 
@@ -431,6 +506,41 @@ impl MotoLookup {
         resp.json().await.ok()
     }
 
+    /// The trust policy of the role `arn` in its account (moto's `x-moto-account-id`), if
+    /// the role exists.
+    async fn role_trust(&self, arn: &str) -> Option<Value> {
+        let account = arn.split(':').nth(4).filter(|a| !a.is_empty())?;
+        let name = arn.rsplit('/').next()?;
+        let resp = self
+            .http
+            .post(format!("{}/", self.endpoint))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-moto-account-id", account)
+            .header(
+                "authorization",
+                format!("AWS4-HMAC-SHA256 Credential=test/20260101/{REGION}/iam/aws4_request, SignedHeaders=host, Signature=0"),
+            )
+            .body(format!(
+                "Action=GetRole&Version=2010-05-08&RoleName={}",
+                percent_encode(name)
+            ))
+            .send()
+            .await
+            .ok()?;
+        if !resp.status().is_success() {
+            return None;
+        }
+        let body = resp.text().await.ok()?;
+        // The role's ARN must be the one asked for (a path in between would differ).
+        if xml_text(&body, "Arn").as_deref() != Some(arn) {
+            return None;
+        }
+        let doc = xml_text(&body, "AssumeRolePolicyDocument")?;
+        serde_json::from_str(&doc)
+            .ok()
+            .or_else(|| serde_json::from_str(&percent_decode(&doc)).ok())
+    }
+
     async fn facts(&self, lookups: &[Lookup]) -> Facts {
         let mut facts = Facts::default();
         for l in lookups {
@@ -460,6 +570,11 @@ impl MotoLookup {
                         name.clone(),
                         tag_map(v.as_ref().and_then(|v| v.get("TagList")), "Key", "Value"),
                     );
+                }
+                Lookup::Role(arn) => {
+                    if let Some(trust) = self.role_trust(arn).await {
+                        facts.role_trust.insert(arn.clone(), trust);
+                    }
                 }
                 Lookup::Secret(id) => {
                     if let Some(v) = self
@@ -492,6 +607,58 @@ impl MotoLookup {
     }
 }
 
+/// The text of the first `<tag>` element of an XML answer, entities unescaped.
+pub(crate) fn xml_text(xml: &str, tag: &str) -> Option<String> {
+    let open = format!("<{tag}>");
+    let start = xml.find(&open)? + open.len();
+    let len = xml[start..].find(&format!("</{tag}>"))?;
+    Some(
+        xml[start..start + len]
+            .replace("&quot;", "\"")
+            .replace("&apos;", "'")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&amp;", "&"),
+    )
+}
+
+/// `%XX` decoding (IAM answers policy documents URL-encoded).
+pub(crate) fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Form/URL encoding of one value (unreserved characters kept).
+pub(crate) fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|c| match c {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (c as char).to_string()
+            }
+            _ => format!("%{c:02X}"),
+        })
+        .collect()
+}
+
 fn tag_map(v: Option<&Value>, k: &str, val: &str) -> BTreeMap<String, String> {
     v.and_then(Value::as_array)
         .map(|a| {
@@ -510,6 +677,23 @@ fn tag_map(v: Option<&Value>, k: &str, val: &str) -> BTreeMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::humantime_utc;
+
+    #[test]
+    fn xml_and_percent_coding() {
+        use super::{percent_decode, percent_encode, xml_text};
+        let xml = "<R><Arn>arn:aws:iam::1:role/x</Arn><AssumeRolePolicyDocument>%7B%22a%22%3A1%7D</AssumeRolePolicyDocument><D>&quot;&lt;&amp;</D></R>";
+        assert_eq!(
+            xml_text(xml, "Arn").as_deref(),
+            Some("arn:aws:iam::1:role/x")
+        );
+        assert_eq!(xml_text(xml, "D").as_deref(), Some("\"<&"));
+        assert_eq!(
+            percent_decode(&xml_text(xml, "AssumeRolePolicyDocument").unwrap()),
+            "{\"a\":1}"
+        );
+        assert_eq!(percent_encode("a b/{}"), "a%20b%2F%7B%7D");
+        assert_eq!(xml_text(xml, "Nope"), None);
+    }
 
     #[test]
     fn utc_timestamps() {

@@ -238,6 +238,7 @@ impl Evaluator {
                     "accountId": account_of(&i.request.resource),
                     "context": i.request.context,
                     "knownKeys": i.request.known_keys,
+                    "resourcePolicy": i.request.resource_policy,
                 })
             })
             .collect();

@@ -41,6 +41,9 @@ pub struct IamRequest {
     /// Why this request exists or how it was built, when not obvious (an implied check, an
     /// invented ARN suffix).
     pub note: Option<String>,
+    /// The resource's own policy, evaluated with the identity policies (`sts:AssumeRole`:
+    /// the role's trust policy, as moto holds it). `None`: no resource policy applies.
+    pub resource_policy: Option<Value>,
 }
 
 impl IamRequest {
@@ -51,6 +54,7 @@ impl IamRequest {
             context: BTreeMap::new(),
             known_keys: Vec::new(),
             note: None,
+            resource_policy: None,
         }
     }
 
@@ -128,6 +132,8 @@ pub enum Lookup {
     SsmTags(String),
     /// A Secrets Manager secret by the `SecretId` (or `Name`) the call gives.
     Secret(String),
+    /// An IAM role by ARN (in any account): its trust policy.
+    Role(String),
 }
 
 /// What is known about a secret.
@@ -149,6 +155,8 @@ pub struct Facts {
     pub tags: HashMap<String, BTreeMap<String, String>>,
     /// Secrets by the id the call used.
     pub secrets: HashMap<String, SecretFacts>,
+    /// Trust policies of existing roles, by role ARN (a role that does not exist is absent).
+    pub role_trust: HashMap<String, Value>,
 }
 
 fn str_at<'a>(params: &'a Value, key: &str) -> Option<&'a str> {
@@ -285,6 +293,9 @@ pub fn lookups(service: &str, operation: &str, params: &Value, region: &str) -> 
                 .map(|n| vec![Lookup::SsmTags(n.to_string())])
                 .unwrap_or_default()
         }
+        ("sts", "AssumeRole") => str_at(params, "RoleArn")
+            .map(|a| vec![Lookup::Role(a.to_string())])
+            .unwrap_or_default(),
         ("secretsmanager", "CreateSecret") => str_at(params, "Name")
             .map(|n| vec![Lookup::Secret(n.to_string())])
             .unwrap_or_default(),
@@ -448,6 +459,34 @@ pub fn map_call(
             let arn = str_at(params, "PolicyArn").ok_or_else(|| missing("PolicyArn"))?;
             vec![IamRequest::new(&act, arn)]
         }
+
+        // ---- STS (organization mode: the hub assumes a spoke account's role) ----
+        // Authorized on the role's ARN, against the caller's identity policies and the
+        // role's trust policy (its resource policy) together: across accounts both must
+        // allow. A role that does not exist has no trust policy; the authorizer then denies
+        // as STS does, without evaluating.
+        ("sts", "AssumeRole") => {
+            let arn = str_at(params, "RoleArn").ok_or_else(|| missing("RoleArn"))?;
+            let mut r = IamRequest::new(&act, arn).known("sts:SourceIdentity").request_tags(&[]);
+            match str_at(params, "RoleSessionName") {
+                Some(n) => r = r.ctx("sts:RoleSessionName", n),
+                None => return Err(missing("RoleSessionName")),
+            }
+            match str_at(params, "ExternalId") {
+                Some(e) => r = r.ctx("sts:ExternalId", e),
+                None => r = r.known("sts:ExternalId"),
+            }
+            if params.as_object().is_some_and(|o| o.keys().any(|k| k.starts_with("Tags.") || k.starts_with("TransitiveTagKeys."))) {
+                return Err(format!("{act} with session tags is not mapped (devtools/src/iam/request.rs)"));
+            }
+            r.resource_policy = facts.role_trust.get(arn).cloned();
+            if r.resource_policy.is_none() {
+                r = r.note("the role does not exist: STS denies");
+            }
+            vec![r]
+        }
+        // No resource-level permissions.
+        ("organizations", "ListAccounts") => vec![IamRequest::new(&act, "*")],
 
         // ---- Secrets Manager ----
         ("secretsmanager", "CreateSecret") => {
@@ -961,6 +1000,54 @@ mod tests {
             assert_eq!(r.resource, arn);
         }
         assert!(map_call("iam", "GetRole", &json!({}), R, &Facts::default()).is_err());
+    }
+
+    #[test]
+    fn assume_role_is_judged_on_the_role_with_its_trust_policy() {
+        let arn = "arn:aws:iam::111111111111:role/ecs-tunnels-spoke";
+        let params =
+            json!({"RoleArn": arn, "RoleSessionName": "ecs-tunnels-hub", "ExternalId": "x-1"});
+        assert_eq!(
+            lookups("sts", "AssumeRole", &params, R),
+            vec![Lookup::Role(arn.into())]
+        );
+        // The role does not exist: no trust policy, a note.
+        let r = one("sts", "AssumeRole", params.clone(), &Facts::default());
+        assert_eq!(
+            (r.action.as_str(), r.resource.as_str()),
+            ("sts:AssumeRole", arn)
+        );
+        assert_eq!(r.context["sts:ExternalId"], json!("x-1"));
+        assert_eq!(r.context["sts:RoleSessionName"], json!("ecs-tunnels-hub"));
+        assert_eq!(r.resource_policy, None);
+        assert!(r.note.is_some());
+        let trust = json!({"Version": "2012-10-17", "Statement": []});
+        let mut facts = Facts::default();
+        facts.role_trust.insert(arn.into(), trust.clone());
+        let r = one("sts", "AssumeRole", params, &facts);
+        assert_eq!(r.resource_policy, Some(trust));
+        assert_eq!(r.note, None);
+        // Without an ExternalId: known to be absent.
+        let r = one(
+            "sts",
+            "AssumeRole",
+            json!({"RoleArn": arn, "RoleSessionName": "s"}),
+            &facts,
+        );
+        assert!(!r.context.contains_key("sts:ExternalId"));
+        assert!(r.known_keys.iter().any(|k| k == "sts:ExternalId"));
+        assert!(map_call(
+            "sts",
+            "AssumeRole",
+            &json!({"RoleSessionName": "s"}),
+            R,
+            &facts
+        )
+        .is_err());
+        assert_eq!(
+            one("organizations", "ListAccounts", json!({}), &facts).resource,
+            "*"
+        );
     }
 
     #[test]
