@@ -137,6 +137,10 @@ pub trait Authorizer: Send + Sync {
         &'a self,
         call: &'a CallInfo,
     ) -> Pin<Box<dyn Future<Output = Authorization> + Send + 'a>>;
+
+    /// Sees the answer to a call that was forwarded (e.g. the credentials an
+    /// `sts:AssumeRole` returned). Does nothing unless implemented.
+    fn observe(&self, _call: &CallInfo, _status: u16, _body: &[u8]) {}
 }
 
 /// An injected fault: answer the next `times` calls whose operation matches with
@@ -680,6 +684,14 @@ async fn handle(
                 .map(|t| clean_error_type(&t))
                 .unwrap_or_default()
         });
+        let authorizer = shared
+            .authorizer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(a) = authorizer {
+            a.observe(&call, status, &bytes);
+        }
         record(&shared, call, status, error_type, Answered::Forwarded);
     }
     if let Some(d) = hold {

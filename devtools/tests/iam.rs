@@ -1278,3 +1278,171 @@ async fn assume_role_is_judged_like_sts() {
     );
     assert_eq!(d, Decision::ImplicitlyDenied);
 }
+
+/// What the hub does in a spoke account with the spoke role's credentials is judged
+/// against the spoke role's policy, in that account, and denied like AWS when outside it.
+#[tokio::test]
+async fn assumed_spoke_role_calls_are_judged_by_the_spoke_policy() {
+    let spoke = "111111111111";
+    let moto = Moto::start().await.expect("moto");
+    let proxy = AwsProxy::start(&moto.endpoint()).await.expect("proxy");
+    let rt = RuntimeApi::start().await.expect("runtime api");
+    let auth = Arc::new(
+        IamAuthorizer::for_template(
+            &iam::org_parameters(SPOKE_ROLE, EXTERNAL_ID),
+            &moto.endpoint(),
+        )
+        .await
+        .expect("authorizer")
+        .with_runtime(&rt),
+    );
+    proxy.set_authorizer(auth.clone());
+    let params = iam::spoke::SpokeParams::for_hub(auth.template()).unwrap();
+    let role = iam::spoke::deploy_spoke_role(&moto.endpoint(), spoke, &params)
+        .await
+        .unwrap();
+    // The harness seeds the spoke account directly.
+    let harness_key = iam::spoke::account_access_key(&moto.endpoint(), spoke)
+        .await
+        .unwrap();
+    let harness = sdk(&moto.endpoint(), &harness_key);
+    devtools::seed::seed_service(
+        &harness,
+        "prod",
+        "web",
+        &[("ecs-tunnels:hostname", "web.example.com")],
+    )
+    .await;
+    devtools::seed::seed_service(&harness, "prod", "plain", &[("team", "x")]).await;
+
+    // The sweep assumes the spoke role; moto's credentials now act in the spoke account.
+    let p = proxy.endpoint();
+    let (status, body) = as_sweep(&rt, |t| {
+        assume_role_raw(&p, &role, Some(EXTERNAL_ID), Some(t))
+    })
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let key = body
+        .split("<AccessKeyId>")
+        .nth(1)
+        .and_then(|b| b.split("</AccessKeyId>").next())
+        .expect("an access key")
+        .to_string();
+    let sessions = auth.assumed_sessions();
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    assert_eq!(
+        (
+            sessions[0].access_key_id.as_str(),
+            sessions[0].account.as_str(),
+            sessions[0].principal_arn.as_str()
+        ),
+        (
+            key.as_str(),
+            spoke,
+            "arn:aws:sts::111111111111:assumed-role/ecs-tunnels-spoke/ecs-tunnels-hub"
+        )
+    );
+
+    let as_spoke = sdk(&proxy.endpoint(), &key);
+    let ecs = aws_sdk_ecs::Client::new(&as_spoke);
+    let ssm = aws_sdk_ssm::Client::new(&as_spoke);
+    // Allowed: what a reconcile does in the spoke.
+    let d = ecs
+        .describe_services()
+        .cluster("prod")
+        .services("web")
+        .send()
+        .await
+        .expect("DescribeServices");
+    assert_eq!(d.services().len(), 1, "the spoke's service, not the hub's");
+    ssm.put_parameter()
+        .name("/ecs-tunnels/prod/web/token")
+        .value("t")
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .send()
+        .await
+        .expect("PutParameter under the prefix");
+    ecs.update_service()
+        .cluster("prod")
+        .service("web")
+        .force_new_deployment(true)
+        .send()
+        .await
+        .expect("redeploy a tagged service");
+    let ok: Vec<String> = auth
+        .assumed_role_calls()
+        .iter()
+        .map(|c| format!("{} {}", c.call.name(), c.allowed))
+        .collect();
+    assert_eq!(
+        ok,
+        [
+            "ecs:DescribeServices true",
+            "ssm:PutParameter true",
+            "ecs:UpdateService true"
+        ]
+    );
+    assert!(
+        auth.assumed_role_calls()
+            .iter()
+            .all(|c| c.checks.iter().all(
+                |k| k.request.resource == "*" || k.request.resource.contains(":111111111111:")
+            )),
+        "ARNs of the spoke account"
+    );
+    // The token landed in the spoke account, not the hub's.
+    let in_spoke = aws_sdk_ssm::Client::new(&harness)
+        .get_parameter()
+        .name("/ecs-tunnels/prod/web/token")
+        .send()
+        .await;
+    assert!(in_spoke.is_ok(), "{in_spoke:?}");
+
+    // Denied: outside the spoke policy.
+    let err = ssm
+        .put_parameter()
+        .name("/other/secret")
+        .value("x")
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .send()
+        .await
+        .expect_err("outside the prefix");
+    let msg = aws_sdk_ssm::error::ProvideErrorMetadata::message(err.as_service_error().unwrap())
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(
+        msg,
+        "User: arn:aws:sts::111111111111:assumed-role/ecs-tunnels-spoke/ecs-tunnels-hub is not authorized to perform: ssm:PutParameter on resource: arn:aws:ssm:us-east-1:111111111111:parameter/other/secret because no identity-based policy allows the ssm:PutParameter action"
+    );
+    let err = ecs
+        .update_service()
+        .cluster("prod")
+        .service("plain")
+        .force_new_deployment(true)
+        .send()
+        .await
+        .expect_err("an untagged service");
+    assert_eq!(
+        aws_sdk_ecs::error::ProvideErrorMetadata::code(err.as_service_error().unwrap()),
+        Some("AccessDeniedException")
+    );
+    let denied: Vec<String> = auth
+        .assumed_role_calls()
+        .iter()
+        .filter(|c| !c.allowed)
+        .map(|c| c.call.name())
+        .collect();
+    assert_eq!(denied, ["ssm:PutParameter", "ecs:UpdateService"]);
+    let denials = proxy.take_denials();
+    assert!(
+        denials
+            .iter()
+            .all(|d| d.detail.contains("SpokeRole") || d.detail.contains("ecs-tunnels-spoke/")),
+        "{denials:#?}"
+    );
+    // The harness key is nobody's session: not judged.
+    assert!(auth
+        .evaluated()
+        .iter()
+        .all(|e| e.call.access_key_id.as_deref() != Some(harness_key.as_str())));
+}

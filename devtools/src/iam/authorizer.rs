@@ -10,8 +10,9 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::evaluator::{Decision, EvalItem, EvalResult, Evaluator};
+use super::moto_iam::{iam_call, percent_decode, xml_members, xml_text};
 use super::request::{self, Facts, IamRequest, Lookup, SecretFacts};
-use super::template::{ResolvedTemplate, REGION};
+use super::template::{NamedPolicy, ResolvedTemplate, ACCOUNT_ID, REGION};
 use super::triggers::TriggerMap;
 use super::FUNCTION_ACCESS_KEY_ID;
 use crate::aws_proxy::{Authorization, Authorizer, CallInfo};
@@ -45,6 +46,9 @@ pub struct EvaluatedCall {
     pub error: Option<String>,
     /// Whether it was allowed.
     pub allowed: bool,
+    /// The role ARN, when the call was made with credentials a function's AssumeRole
+    /// returned (then `functions` holds that ARN, and it was judged against its policies).
+    pub assumed_role: Option<String>,
 }
 
 /// Evaluates function-process calls against the template's policies (see [`crate::iam`]).
@@ -56,6 +60,23 @@ pub struct IamAuthorizer {
     events: Mutex<Option<InvocationEvents>>,
     log: Mutex<Vec<EvaluatedCall>>,
     organization: Option<Organization>,
+    /// Sessions opened by the functions' AssumeRole calls, by access key id.
+    sessions: Mutex<BTreeMap<String, AssumedSession>>,
+    /// Assumed roles whose policies the evaluator holds, by role ARN.
+    assumed_roles: tokio::sync::Mutex<BTreeMap<String, Vec<NamedPolicy>>>,
+}
+
+/// A session a function opened with `sts:AssumeRole` (moto answered with credentials).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AssumedSession {
+    /// The access key id moto returned: calls signed with it are this session's.
+    pub access_key_id: String,
+    /// The role assumed.
+    pub role_arn: String,
+    /// The role's account (where the session's calls act).
+    pub account: String,
+    /// `arn:aws:sts::<account>:assumed-role/<role name>/<RoleSessionName>`.
+    pub principal_arn: String,
 }
 
 /// An AWS Organization the accounts of a test belong to (see
@@ -88,6 +109,8 @@ impl IamAuthorizer {
             events: Mutex::new(None),
             log: Mutex::new(Vec::new()),
             organization: None,
+            sessions: Mutex::new(BTreeMap::new()),
+            assumed_roles: tokio::sync::Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -188,7 +211,7 @@ impl IamAuthorizer {
     async fn requests(&self, call: &CallInfo) -> Result<Vec<IamRequest>, String> {
         let region = call.region.as_deref().unwrap_or(REGION);
         let needed = request::lookups(&call.service, &call.operation, &call.params, region);
-        let facts = self.moto.facts(&needed).await;
+        let facts = self.moto.facts(&needed, ACCOUNT_ID).await;
         request::map_call(&call.service, &call.operation, &call.params, region, &facts)
     }
 
@@ -208,8 +231,8 @@ impl IamAuthorizer {
             let principal = f.principal_arn();
             for r in requests {
                 let mut r = r.clone();
-                add_principal_context(&mut r, f, REGION);
-                self.add_organization_context(&mut r);
+                add_principal_context(&mut r, f, ACCOUNT_ID, REGION);
+                self.add_organization_context(&mut r, ACCOUNT_ID);
                 items.push(EvalItem {
                     role: id.clone(),
                     principal: principal.clone(),
@@ -248,10 +271,10 @@ impl IamAuthorizer {
 
     /// `aws:PrincipalOrgID` and `aws:ResourceOrgID` from [`Self::with_organization`];
     /// both keys are known either way (absent: not in an organization).
-    fn add_organization_context(&self, r: &mut IamRequest) {
+    fn add_organization_context(&self, r: &mut IamRequest, principal_account: &str) {
         if let Some(org) = &self.organization {
             let member = |a: &str| org.accounts.iter().any(|m| m == a);
-            if member(super::template::ACCOUNT_ID) {
+            if member(principal_account) {
                 r.context.insert("aws:PrincipalOrgID".into(), json!(org.id));
             }
             if r.resource.split(':').nth(4).is_some_and(member) {
@@ -291,30 +314,155 @@ impl IamAuthorizer {
     }
 
     async fn decide(&self, call: &CallInfo) -> Authorization {
-        if call.access_key_id.as_deref() != Some(FUNCTION_ACCESS_KEY_ID) {
+        let key = call.access_key_id.as_deref().unwrap_or_default();
+        let session = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned();
+        if let Some(s) = session {
+            return self.decide_assumed(call, s).await;
+        }
+        if key != FUNCTION_ACCESS_KEY_ID {
             return Authorization::Unevaluated;
         }
         let (functions, routing) = self.route(call);
-        let mut entry = EvaluatedCall {
-            call: call.clone(),
-            functions: functions.clone(),
-            routing: routing.clone(),
-            checks: vec![],
-            error: None,
-            allowed: false,
-        };
         let outcome = match self.requests(call).await {
             Err(e) => Err(e),
             Ok(reqs) => self.evaluate(&functions, &reqs).await,
         };
+        let principal = functions
+            .first()
+            .and_then(|f| self.template.functions.get(f))
+            .map(|f| f.principal_arn())
+            .unwrap_or_default();
+        let policy_names = |function: &str| -> Vec<String> {
+            self.template.functions[function]
+                .policies
+                .iter()
+                .map(|p| p.name.clone())
+                .collect()
+        };
+        let entry = EvaluatedCall {
+            call: call.clone(),
+            functions: functions.clone(),
+            routing,
+            checks: vec![],
+            error: None,
+            allowed: false,
+            assumed_role: None,
+        };
+        self.record(entry, outcome, principal, policy_names)
+    }
+
+    /// A call made with the credentials a function's AssumeRole returned: judged against
+    /// the assumed role's policies as moto holds them, in the role's account.
+    async fn decide_assumed(&self, call: &CallInfo, s: AssumedSession) -> Authorization {
+        let region = call.region.as_deref().unwrap_or(REGION).to_string();
+        let outcome = async {
+            let policies = self.assumed_role_policies(&s.role_arn).await?;
+            let needed = request::lookups_in(
+                &call.service,
+                &call.operation,
+                &call.params,
+                &region,
+                &s.account,
+            );
+            let facts = self.moto.facts(&needed, &s.account).await;
+            let requests = request::map_call_in(
+                &call.service,
+                &call.operation,
+                &call.params,
+                &region,
+                &s.account,
+                &facts,
+            )?;
+            let items: Vec<EvalItem> = requests
+                .into_iter()
+                .map(|mut r| {
+                    add_session_context(&mut r, &s, &region);
+                    self.add_organization_context(&mut r, &s.account);
+                    EvalItem {
+                        role: s.role_arn.clone(),
+                        principal: s.principal_arn.clone(),
+                        request: r,
+                    }
+                })
+                .collect();
+            let results = self.evaluator.evaluate(&items).await?;
+            Ok::<_, String>((
+                policies,
+                items
+                    .into_iter()
+                    .zip(results)
+                    .map(|(item, result)| Check {
+                        function: s.role_arn.clone(),
+                        principal: item.principal,
+                        request: item.request,
+                        result,
+                    })
+                    .collect::<Vec<_>>(),
+            ))
+        }
+        .await;
+        let names: Vec<String> = match &outcome {
+            Ok((p, _)) => p.iter().map(|p| p.name.clone()).collect(),
+            Err(_) => vec![],
+        };
+        let entry = EvaluatedCall {
+            call: call.clone(),
+            functions: vec![s.role_arn.clone()],
+            routing: format!(
+                "assumed-role session {} (access key {})",
+                s.principal_arn, s.access_key_id
+            ),
+            checks: vec![],
+            error: None,
+            allowed: false,
+            assumed_role: Some(s.role_arn.clone()),
+        };
+        self.record(
+            entry,
+            outcome.map(|(_, checks)| checks),
+            s.principal_arn.clone(),
+            |_| names.clone(),
+        )
+    }
+
+    /// The assumed role's policies, read from moto and loaded into the evaluator (under
+    /// the role's ARN) on first use.
+    async fn assumed_role_policies(&self, role_arn: &str) -> Result<Vec<NamedPolicy>, String> {
+        let mut loaded = self.assumed_roles.lock().await;
+        if let Some(p) = loaded.get(role_arn) {
+            return Ok(p.clone());
+        }
+        let (policies, managed) = self.moto.role_policies(role_arn).await?;
+        if !managed.is_empty() {
+            return Err(format!(
+                "{role_arn} has attached managed policies {managed:?}: only inline policies are evaluated for assumed roles"
+            ));
+        }
+        let mut roles = BTreeMap::new();
+        roles.insert(role_arn.to_string(), policies.clone());
+        self.evaluator.load(&roles).await?;
+        loaded.insert(role_arn.to_string(), policies.clone());
+        Ok(policies)
+    }
+
+    /// Records the evaluated call and turns its outcome into the proxy's answer.
+    fn record(
+        &self,
+        mut entry: EvaluatedCall,
+        outcome: Result<Vec<Check>, String>,
+        principal: String,
+        policy_names: impl Fn(&str) -> Vec<String>,
+    ) -> Authorization {
+        let call = entry.call.clone();
+        let routing = entry.routing.clone();
         let verdict = match outcome {
             Err(e) => {
                 entry.error = Some(e.clone());
-                let principal = functions
-                    .first()
-                    .and_then(|f| self.template.functions.get(f))
-                    .map(|f| f.principal_arn())
-                    .unwrap_or_default();
                 Authorization::Denied {
                     message: format!("User: {principal} is not authorized to perform: {} (devtools IAM check: {e})", call.name()),
                     principal,
@@ -344,12 +492,10 @@ impl IamAuthorizer {
                             ),
                             _ => format!("because no identity-based policy allows the {a} action"),
                         };
-                        let f = &self.template.functions[&c.function];
-                        let names: Vec<&str> = f.policies.iter().map(|p| p.name.as_str()).collect();
                         let mut detail = format!(
                             "{routing}; {} evaluated with policies [{}]",
                             c.function,
-                            names.join(", ")
+                            policy_names(&c.function).join(", ")
                         );
                         if let Some(n) = &c.request.note {
                             detail.push_str(&format!("; {n}"));
@@ -379,6 +525,64 @@ impl IamAuthorizer {
             .push(entry);
         verdict
     }
+
+    /// Learns the credentials of a function's successful `sts:AssumeRole` from moto's
+    /// answer (`AccessKeyId`, `AssumedRoleUser/Arn`).
+    fn learn_session(&self, call: &CallInfo, status: u16, body: &[u8]) {
+        if call.service != "sts"
+            || call.operation != "AssumeRole"
+            || status != 200
+            || call.access_key_id.as_deref() != Some(FUNCTION_ACCESS_KEY_ID)
+        {
+            return;
+        }
+        let text = String::from_utf8_lossy(body);
+        let (Some(key), Some(role_arn)) = (
+            xml_text(&text, "AccessKeyId"),
+            call.params.get("RoleArn").and_then(Value::as_str),
+        ) else {
+            return;
+        };
+        let account = role_arn.split(':').nth(4).unwrap_or_default().to_string();
+        let role_name = role_arn.rsplit('/').next().unwrap_or(role_arn);
+        let session_name = call
+            .params
+            .get("RoleSessionName")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let session = AssumedSession {
+            access_key_id: key.clone(),
+            role_arn: role_arn.to_string(),
+            principal_arn: format!(
+                "arn:{}:sts::{account}:assumed-role/{role_name}/{session_name}",
+                super::template::PARTITION
+            ),
+            account,
+        };
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, session);
+    }
+
+    /// The sessions the functions opened with `sts:AssumeRole` so far.
+    pub fn assumed_sessions(&self) -> Vec<AssumedSession> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// The calls made with those sessions' credentials so far (each judged against the
+    /// assumed role's policies).
+    pub fn assumed_role_calls(&self) -> Vec<EvaluatedCall> {
+        self.evaluated()
+            .into_iter()
+            .filter(|e| e.assumed_role.is_some())
+            .collect()
+    }
 }
 
 impl Authorizer for IamAuthorizer {
@@ -388,6 +592,26 @@ impl Authorizer for IamAuthorizer {
     ) -> Pin<Box<dyn Future<Output = Authorization> + Send + 'a>> {
         Box::pin(self.decide(call))
     }
+
+    fn observe(&self, call: &CallInfo, status: u16, body: &[u8]) {
+        self.learn_session(call, status, body);
+    }
+}
+
+/// Global keys every request of an assumed-role session carries (the spoke role's).
+fn add_session_context(r: &mut IamRequest, s: &AssumedSession, region: &str) {
+    let f = super::template::FunctionInfo {
+        logical_id: String::new(),
+        name: String::new(),
+        arn: String::new(),
+        role_logical_id: None,
+        role_arn: s.role_arn.clone(),
+        role_tags: BTreeMap::new(),
+        policies: vec![],
+        not_evaluated: vec![],
+        environment: BTreeMap::new(),
+    };
+    add_principal_context(r, &f, &s.account, region);
 }
 
 fn is_assume_role_of_missing_role(r: &IamRequest) -> bool {
@@ -408,7 +632,12 @@ fn missing_role_result() -> EvalResult {
 }
 
 /// Global keys every request of a Lambda role session carries.
-fn add_principal_context(r: &mut IamRequest, f: &super::template::FunctionInfo, region: &str) {
+fn add_principal_context(
+    r: &mut IamRequest,
+    f: &super::template::FunctionInfo,
+    principal_account: &str,
+    region: &str,
+) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
@@ -418,11 +647,11 @@ fn add_principal_context(r: &mut IamRequest, f: &super::template::FunctionInfo, 
         .split(':')
         .nth(4)
         .filter(|a| !a.is_empty())
-        .unwrap_or(super::template::ACCOUNT_ID)
+        .unwrap_or(principal_account)
         .to_string();
     let mut ctx = vec![
         ("aws:PrincipalArn", json!(f.role_arn)),
-        ("aws:PrincipalAccount", json!(super::template::ACCOUNT_ID)),
+        ("aws:PrincipalAccount", json!(principal_account)),
         ("aws:PrincipalType", json!("AssumedRole")),
         ("aws:PrincipalIsAWSService", json!("false")),
         ("aws:ViaAWSService", json!("false")),
@@ -486,10 +715,11 @@ impl MotoLookup {
         }
     }
 
-    async fn call(&self, scope: &str, target: &str, body: Value) -> Option<Value> {
+    async fn call(&self, account: &str, scope: &str, target: &str, body: Value) -> Option<Value> {
         let resp = self
             .http
             .post(format!("{}/", self.endpoint))
+            .header("x-moto-account-id", account)
             .header("content-type", "application/x-amz-json-1.1")
             .header("x-amz-target", target)
             .header(
@@ -511,43 +741,79 @@ impl MotoLookup {
     async fn role_trust(&self, arn: &str) -> Option<Value> {
         let account = arn.split(':').nth(4).filter(|a| !a.is_empty())?;
         let name = arn.rsplit('/').next()?;
-        let resp = self
-            .http
-            .post(format!("{}/", self.endpoint))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("x-moto-account-id", account)
-            .header(
-                "authorization",
-                format!("AWS4-HMAC-SHA256 Credential=test/20260101/{REGION}/iam/aws4_request, SignedHeaders=host, Signature=0"),
-            )
-            .body(format!(
-                "Action=GetRole&Version=2010-05-08&RoleName={}",
-                percent_encode(name)
-            ))
-            .send()
-            .await
-            .ok()?;
-        if !resp.status().is_success() {
-            return None;
-        }
-        let body = resp.text().await.ok()?;
+        let body = iam_call(
+            &self.endpoint,
+            account,
+            &[("Action", "GetRole"), ("RoleName", name)],
+        )
+        .await
+        .ok()?;
         // The role's ARN must be the one asked for (a path in between would differ).
         if xml_text(&body, "Arn").as_deref() != Some(arn) {
             return None;
         }
-        let doc = xml_text(&body, "AssumeRolePolicyDocument")?;
-        serde_json::from_str(&doc)
-            .ok()
-            .or_else(|| serde_json::from_str(&percent_decode(&doc)).ok())
+        policy_json(&xml_text(&body, "AssumeRolePolicyDocument")?)
     }
 
-    async fn facts(&self, lookups: &[Lookup]) -> Facts {
+    /// The inline policies of the role `arn` (as moto holds them), and the ARNs of the
+    /// managed policies attached to it (not evaluated).
+    async fn role_policies(&self, arn: &str) -> Result<(Vec<NamedPolicy>, Vec<String>), String> {
+        let account = arn
+            .split(':')
+            .nth(4)
+            .filter(|a| !a.is_empty())
+            .ok_or("no account")?;
+        let role = arn.rsplit('/').next().unwrap_or(arn);
+        let names = iam_call(
+            &self.endpoint,
+            account,
+            &[("Action", "ListRolePolicies"), ("RoleName", role)],
+        )
+        .await?;
+        let mut out = Vec::new();
+        for name in xml_members(&names) {
+            let body = iam_call(
+                &self.endpoint,
+                account,
+                &[
+                    ("Action", "GetRolePolicy"),
+                    ("RoleName", role),
+                    ("PolicyName", &name),
+                ],
+            )
+            .await?;
+            let doc = xml_text(&body, "PolicyDocument")
+                .and_then(|d| policy_json(&d))
+                .ok_or_else(|| format!("GetRolePolicy {name} of {arn}: no policy document"))?;
+            out.push(NamedPolicy {
+                name: format!("{role}/{name}"),
+                document: doc,
+            });
+        }
+        let attached = iam_call(
+            &self.endpoint,
+            account,
+            &[("Action", "ListAttachedRolePolicies"), ("RoleName", role)],
+        )
+        .await?;
+        let managed = attached
+            .split("<PolicyArn>")
+            .skip(1)
+            .filter_map(|m| m.split("</PolicyArn>").next())
+            .map(str::to_string)
+            .collect();
+        Ok((out, managed))
+    }
+
+    /// The facts about resources of `account`.
+    async fn facts(&self, lookups: &[Lookup], account: &str) -> Facts {
         let mut facts = Facts::default();
         for l in lookups {
             match l {
                 Lookup::EcsTags(arn) => {
                     let v = self
                         .call(
+                            account,
                             "ecs",
                             "AmazonEC2ContainerServiceV20141113.ListTagsForResource",
                             json!({"resourceArn": arn}),
@@ -561,6 +827,7 @@ impl MotoLookup {
                 Lookup::SsmTags(name) => {
                     let v = self
                         .call(
+                            account,
                             "ssm",
                             "AmazonSSM.ListTagsForResource",
                             json!({"ResourceType": "Parameter", "ResourceId": name}),
@@ -579,6 +846,7 @@ impl MotoLookup {
                 Lookup::Secret(id) => {
                     if let Some(v) = self
                         .call(
+                            account,
                             "secretsmanager",
                             "secretsmanager.DescribeSecret",
                             json!({"SecretId": id}),
@@ -607,56 +875,11 @@ impl MotoLookup {
     }
 }
 
-/// The text of the first `<tag>` element of an XML answer, entities unescaped.
-pub(crate) fn xml_text(xml: &str, tag: &str) -> Option<String> {
-    let open = format!("<{tag}>");
-    let start = xml.find(&open)? + open.len();
-    let len = xml[start..].find(&format!("</{tag}>"))?;
-    Some(
-        xml[start..start + len]
-            .replace("&quot;", "\"")
-            .replace("&apos;", "'")
-            .replace("&lt;", "<")
-            .replace("&gt;", ">")
-            .replace("&amp;", "&"),
-    )
-}
-
-/// `%XX` decoding (IAM answers policy documents URL-encoded).
-pub(crate) fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        match (
-            b[i],
-            b.get(i + 1).copied().and_then(hex),
-            b.get(i + 2).copied().and_then(hex),
-        ) {
-            (b'%', Some(h), Some(l)) => {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-            }
-            (c, _, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Form/URL encoding of one value (unreserved characters kept).
-pub(crate) fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|c| match c {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (c as char).to_string()
-            }
-            _ => format!("%{c:02X}"),
-        })
-        .collect()
+/// A policy document as IAM answers it: JSON, URL-encoded or not.
+fn policy_json(doc: &str) -> Option<Value> {
+    serde_json::from_str(doc)
+        .ok()
+        .or_else(|| serde_json::from_str(&percent_decode(doc)).ok())
 }
 
 fn tag_map(v: Option<&Value>, k: &str, val: &str) -> BTreeMap<String, String> {
@@ -677,23 +900,6 @@ fn tag_map(v: Option<&Value>, k: &str, val: &str) -> BTreeMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::humantime_utc;
-
-    #[test]
-    fn xml_and_percent_coding() {
-        use super::{percent_decode, percent_encode, xml_text};
-        let xml = "<R><Arn>arn:aws:iam::1:role/x</Arn><AssumeRolePolicyDocument>%7B%22a%22%3A1%7D</AssumeRolePolicyDocument><D>&quot;&lt;&amp;</D></R>";
-        assert_eq!(
-            xml_text(xml, "Arn").as_deref(),
-            Some("arn:aws:iam::1:role/x")
-        );
-        assert_eq!(xml_text(xml, "D").as_deref(), Some("\"<&"));
-        assert_eq!(
-            percent_decode(&xml_text(xml, "AssumeRolePolicyDocument").unwrap()),
-            "{\"a\":1}"
-        );
-        assert_eq!(percent_encode("a b/{}"), "a%20b%2F%7B%7D");
-        assert_eq!(xml_text(xml, "Nope"), None);
-    }
 
     #[test]
     fn utc_timestamps() {

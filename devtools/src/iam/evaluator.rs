@@ -168,6 +168,12 @@ impl Evaluator {
             }),
             stderr,
         };
+        ev.load(roles).await?;
+        Ok(ev)
+    }
+
+    /// Loads (more) roles: role name → its policies; a name already loaded is replaced.
+    pub async fn load(&self, roles: &BTreeMap<String, Vec<NamedPolicy>>) -> Result<(), String> {
         let roles: serde_json::Map<String, Value> = roles
             .iter()
             .map(|(name, ps)| {
@@ -178,11 +184,13 @@ impl Evaluator {
                 (name.clone(), json!({"policies": policies}))
             })
             .collect();
-        let answer = ev.round_trip(json!({"op": "load", "roles": roles})).await?;
+        let answer = self
+            .round_trip(json!({"op": "load", "roles": roles}))
+            .await?;
         if answer["ok"] != json!(true) {
             return Err(format!("evaluator refused the policies: {answer}"));
         }
-        Ok(ev)
+        Ok(())
     }
 
     async fn round_trip(&self, mut msg: Value) -> Result<Value, String> {

@@ -46,12 +46,13 @@
 
 pub mod authorizer;
 pub mod evaluator;
+pub mod moto_iam;
 pub mod request;
 pub mod spoke;
 pub mod template;
 pub mod triggers;
 
-pub use authorizer::{Check, EvaluatedCall, IamAuthorizer};
+pub use authorizer::{AssumedSession, Check, EvaluatedCall, IamAuthorizer};
 pub use template::{expanded_template, FunctionInfo, ResolvedTemplate};
 
 use std::collections::BTreeMap;

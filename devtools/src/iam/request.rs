@@ -207,10 +207,14 @@ fn cluster_name(cluster: Option<&str>) -> String {
 /// `arn:aws:ecs:<region>:<account>:cluster/<name>` for a cluster name or ARN (default
 /// `default`).
 pub fn ecs_cluster_arn(region: &str, cluster: Option<&str>) -> String {
+    ecs_cluster_arn_in(ACCOUNT_ID, region, cluster)
+}
+
+fn ecs_cluster_arn_in(account: &str, region: &str, cluster: Option<&str>) -> String {
     match cluster {
         Some(c) if c.starts_with("arn:") => c.to_string(),
         _ => format!(
-            "arn:{PARTITION}:ecs:{region}:{ACCOUNT_ID}:cluster/{}",
+            "arn:{PARTITION}:ecs:{region}:{account}:cluster/{}",
             cluster_name(cluster)
         ),
     }
@@ -219,11 +223,15 @@ pub fn ecs_cluster_arn(region: &str, cluster: Option<&str>) -> String {
 /// The service ARN for a service name or ARN in a cluster name or ARN (default `default`):
 /// `arn:aws:ecs:<region>:<account>:service/<cluster>/<service>`.
 pub fn ecs_service_arn(region: &str, cluster: Option<&str>, service: &str) -> String {
+    ecs_service_arn_in(ACCOUNT_ID, region, cluster, service)
+}
+
+fn ecs_service_arn_in(account: &str, region: &str, cluster: Option<&str>, service: &str) -> String {
     if service.starts_with("arn:") {
         return service.to_string();
     }
     format!(
-        "arn:{PARTITION}:ecs:{region}:{ACCOUNT_ID}:service/{}/{service}",
+        "arn:{PARTITION}:ecs:{region}:{account}:service/{}/{service}",
         cluster_name(cluster)
     )
 }
@@ -233,14 +241,18 @@ pub fn ecs_service_arn(region: &str, cluster: Option<&str>, service: &str) -> St
 /// and the name (`a` → `parameter/a`). A version or label selector (`name:3`) is dropped;
 /// an ARN is taken as is.
 pub fn ssm_parameter_arn(region: &str, name: &str) -> String {
+    ssm_parameter_arn_in(ACCOUNT_ID, region, name)
+}
+
+fn ssm_parameter_arn_in(account: &str, region: &str, name: &str) -> String {
     if name.starts_with("arn:") {
         return name.to_string();
     }
     let name = name.split(':').next().unwrap_or(name);
     if name.starts_with('/') {
-        format!("arn:{PARTITION}:ssm:{region}:{ACCOUNT_ID}:parameter{name}")
+        format!("arn:{PARTITION}:ssm:{region}:{account}:parameter{name}")
     } else {
-        format!("arn:{PARTITION}:ssm:{region}:{ACCOUNT_ID}:parameter/{name}")
+        format!("arn:{PARTITION}:ssm:{region}:{account}:parameter/{name}")
     }
 }
 
@@ -248,29 +260,52 @@ pub fn ssm_parameter_arn(region: &str, name: &str) -> String {
 /// `parameter/` joined to the name as given, so `/a/b` gives `parameter//a/b` (as in the
 /// denial AWS returned in pepperize/cdk-ssm-parameters-cross-region#442).
 pub fn ssm_implied_tag_arn(region: &str, name: &str) -> String {
+    ssm_implied_tag_arn_in(ACCOUNT_ID, region, name)
+}
+
+fn ssm_implied_tag_arn_in(account: &str, region: &str, name: &str) -> String {
     if name.starts_with("arn:") {
         return name.to_string();
     }
-    format!("arn:{PARTITION}:ssm:{region}:{ACCOUNT_ID}:parameter/{name}")
+    format!("arn:{PARTITION}:ssm:{region}:{account}:parameter/{name}")
 }
 
 /// The ARN a secret created now would get: CloudFormation-style placeholder suffix
 /// `-AbCdEf` (Secrets Manager appends 6 random characters; a policy cannot name them in
 /// advance, so any 6 characters evaluate alike).
 pub fn new_secret_arn(region: &str, name: &str) -> String {
-    format!("arn:{PARTITION}:secretsmanager:{region}:{ACCOUNT_ID}:secret:{name}-AbCdEf")
+    new_secret_arn_in(ACCOUNT_ID, region, name)
+}
+
+fn new_secret_arn_in(account: &str, region: &str, name: &str) -> String {
+    format!("arn:{PARTITION}:secretsmanager:{region}:{account}:secret:{name}-AbCdEf")
 }
 
 /// The facts [`map_call`] needs for this call.
 pub fn lookups(service: &str, operation: &str, params: &Value, region: &str) -> Vec<Lookup> {
+    lookups_in(service, operation, params, region, ACCOUNT_ID)
+}
+
+/// [`lookups`] for a call made in `account` (e.g. with a spoke role's credentials).
+pub fn lookups_in(
+    service: &str,
+    operation: &str,
+    params: &Value,
+    region: &str,
+    account: &str,
+) -> Vec<Lookup> {
     let cluster = str_at(params, "cluster");
     match (service, operation) {
         ("ecs", "DescribeServices") => strings_at(params, "services")
             .iter()
-            .map(|s| Lookup::EcsTags(ecs_service_arn(region, cluster, s)))
+            .map(|s| Lookup::EcsTags(ecs_service_arn_in(account, region, cluster, s)))
             .collect(),
         ("ecs", "UpdateService") => str_at(params, "service")
-            .map(|s| vec![Lookup::EcsTags(ecs_service_arn(region, cluster, s))])
+            .map(|s| {
+                vec![Lookup::EcsTags(ecs_service_arn_in(
+                    account, region, cluster, s,
+                ))]
+            })
             .unwrap_or_default(),
         ("ecs", "TagResource" | "UntagResource" | "ListTagsForResource") => {
             str_at(params, "resourceArn")
@@ -315,6 +350,19 @@ pub fn map_call(
     region: &str,
     facts: &Facts,
 ) -> Result<Vec<IamRequest>, String> {
+    map_call_in(service, operation, params, region, ACCOUNT_ID, facts)
+}
+
+/// [`map_call`] for a call made in `account` (e.g. with a spoke role's credentials): the
+/// ARNs built from names are that account's.
+pub fn map_call_in(
+    service: &str,
+    operation: &str,
+    params: &Value,
+    region: &str,
+    account: &str,
+    facts: &Facts,
+) -> Result<Vec<IamRequest>, String> {
     let action = |a: &str| format!("{service}:{a}");
     let act = action(operation);
     let cluster = str_at(params, "cluster");
@@ -329,19 +377,19 @@ pub fn map_call(
             services
                 .iter()
                 .map(|s| {
-                    let arn = ecs_service_arn(region, cluster, s);
+                    let arn = ecs_service_arn_in(account, region, cluster, s);
                     let tags = facts.tags.get(&arn);
                     IamRequest::new(&act, arn.clone())
-                        .ctx("ecs:cluster", ecs_cluster_arn(region, cluster))
+                        .ctx("ecs:cluster", ecs_cluster_arn_in(account, region, cluster))
                         .resource_tags(Some(tags.unwrap_or(&BTreeMap::new())), true)
                 })
                 .collect()
         }
         ("ecs", "UpdateService") => {
             let s = str_at(params, "service").ok_or_else(|| missing("service"))?;
-            let arn = ecs_service_arn(region, cluster, s);
+            let arn = ecs_service_arn_in(account, region, cluster, s);
             let mut r = IamRequest::new(&act, arn.clone())
-                .ctx("ecs:cluster", ecs_cluster_arn(region, cluster))
+                .ctx("ecs:cluster", ecs_cluster_arn_in(account, region, cluster))
                 .resource_tags(Some(facts.tags.get(&arn).unwrap_or(&BTreeMap::new())), true);
             if let Some(td) = str_at(params, "taskDefinition") {
                 r = r.ctx("ecs:task-definition", td);
@@ -368,40 +416,40 @@ pub fn map_call(
         ("ecs", "DescribeClusters") => {
             let names = strings_at(params, "clusters");
             if names.is_empty() {
-                vec![IamRequest::new(&act, ecs_cluster_arn(region, None))]
+                vec![IamRequest::new(&act, ecs_cluster_arn_in(account, region, None))]
             } else {
                 names
                     .iter()
-                    .map(|c| IamRequest::new(&act, ecs_cluster_arn(region, Some(c))))
+                    .map(|c| IamRequest::new(&act, ecs_cluster_arn_in(account, region, Some(c))))
                     .collect()
             }
         }
         // No resource-level permissions (iam-data lists no resource type for these).
         ("ecs", "DescribeTaskDefinition" | "ListClusters") => vec![IamRequest::new(&act, "*")],
-        ("ecs", "ListServices") => vec![IamRequest::new(&act, "*").ctx("ecs:cluster", ecs_cluster_arn(region, cluster))],
+        ("ecs", "ListServices") => vec![IamRequest::new(&act, "*").ctx("ecs:cluster", ecs_cluster_arn_in(account, region, cluster))],
 
         // ---- SSM ----
         ("ssm", "GetParameter" | "DeleteParameter") => {
             let name = str_at(params, "Name").ok_or_else(|| missing("Name"))?;
-            vec![ssm_request(&act, region, name, facts)]
+            vec![ssm_request(&act, region, account, name, facts)]
         }
         ("ssm", "GetParameters") => {
             let names = strings_at(params, "Names");
             if names.is_empty() {
                 return Err(missing("Names"));
             }
-            names.iter().map(|n| ssm_request(&act, region, n, facts)).collect()
+            names.iter().map(|n| ssm_request(&act, region, account, n, facts)).collect()
         }
         ("ssm", "PutParameter") => {
             let name = str_at(params, "Name").ok_or_else(|| missing("Name"))?;
             let tags = tags_at(params, "Tags");
             let overwrite = params.get("Overwrite").and_then(Value::as_bool).unwrap_or(false);
-            let mut out = vec![IamRequest::new(&act, ssm_parameter_arn(region, name))
+            let mut out = vec![IamRequest::new(&act, ssm_parameter_arn_in(account, region, name))
                 .request_tags(&tags)
                 .ctx("ssm:Overwrite", if overwrite { "true" } else { "false" })];
             if !tags.is_empty() {
                 out.push(
-                    IamRequest::new("ssm:AddTagsToResource", ssm_implied_tag_arn(region, name))
+                    IamRequest::new("ssm:AddTagsToResource", ssm_implied_tag_arn_in(account, region, name))
                         .request_tags(&tags)
                         .note("implied by PutParameter with Tags; resource as AWS names it (parameter/ + name, so a leading / doubles)"),
                 );
@@ -414,7 +462,7 @@ pub fn map_call(
                 return Err(format!("{act}: ResourceType {kind:?} is not mapped (only Parameter)"));
             }
             let id = str_at(params, "ResourceId").ok_or_else(|| missing("ResourceId"))?;
-            let mut r = IamRequest::new(&act, ssm_parameter_arn(region, id))
+            let mut r = IamRequest::new(&act, ssm_parameter_arn_in(account, region, id))
                 .resource_tags(Some(facts.tags.get(id).unwrap_or(&BTreeMap::new())), false);
             r = match operation {
                 "AddTagsToResource" => r.request_tags(&tags_at(params, "Tags")),
@@ -426,7 +474,7 @@ pub fn map_call(
         ("ssm", "GetParametersByPath") => {
             let path = str_at(params, "Path").ok_or_else(|| missing("Path"))?;
             let recursive = params.get("Recursive").and_then(Value::as_bool).unwrap_or(false);
-            vec![IamRequest::new(&act, ssm_parameter_arn(region, path)).ctx("ssm:Recursive", if recursive { "true" } else { "false" })]
+            vec![IamRequest::new(&act, ssm_parameter_arn_in(account, region, path)).ctx("ssm:Recursive", if recursive { "true" } else { "false" })]
         }
         ("ssm", "DescribeParameters") => vec![IamRequest::new(&act, "*")],
         // No resource-level permissions (iam-data lists no resource type for these).
@@ -452,7 +500,7 @@ pub fn map_call(
         // names only the role, so the ARN is built without one.
         ("iam", "GetRole" | "ListRolePolicies" | "GetRolePolicy" | "ListAttachedRolePolicies") => {
             let role = str_at(params, "RoleName").ok_or_else(|| missing("RoleName"))?;
-            vec![IamRequest::new(&act, format!("arn:{PARTITION}:iam::{ACCOUNT_ID}:role/{role}"))
+            vec![IamRequest::new(&act, format!("arn:{PARTITION}:iam::{account}:role/{role}"))
                 .note("role ARN built from RoleName without the role's path")]
         }
         ("iam", "GetPolicy" | "GetPolicyVersion") => {
@@ -494,7 +542,7 @@ pub fn map_call(
             let tags = tags_at(params, "Tags");
             let (arn, note) = match facts.secrets.get(name) {
                 Some(s) => (s.arn.clone(), None),
-                None => (new_secret_arn(region, name), Some("ARN suffix invented: the secret does not exist yet")),
+                None => (new_secret_arn_in(account, region, name), Some("ARN suffix invented: the secret does not exist yet")),
             };
             let mut r = IamRequest::new(&act, arn.clone()).request_tags(&tags).ctx("secretsmanager:Name", name);
             if let Some(d) = str_at(params, "Description") {
@@ -526,7 +574,7 @@ pub fn map_call(
             let arn = match (known, id.starts_with("arn:")) {
                 (Some(s), _) => s.arn.clone(),
                 (None, true) => id.to_string(),
-                (None, false) => format!("arn:{PARTITION}:secretsmanager:{region}:{ACCOUNT_ID}:secret:{id}"),
+                (None, false) => format!("arn:{PARTITION}:secretsmanager:{region}:{account}:secret:{id}"),
             };
             let empty = BTreeMap::new();
             let mut r = IamRequest::new(&act, arn)
@@ -593,9 +641,9 @@ pub fn map_call(
     Ok(out)
 }
 
-fn ssm_request(act: &str, region: &str, name: &str, facts: &Facts) -> IamRequest {
+fn ssm_request(act: &str, region: &str, account: &str, name: &str, facts: &Facts) -> IamRequest {
     let plain = name.split(':').next().unwrap_or(name);
-    IamRequest::new(act, ssm_parameter_arn(region, name)).resource_tags(
+    IamRequest::new(act, ssm_parameter_arn_in(account, region, name)).resource_tags(
         Some(facts.tags.get(plain).unwrap_or(&BTreeMap::new())),
         false,
     )

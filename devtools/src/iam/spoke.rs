@@ -8,11 +8,10 @@
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use serde_json::Value;
 
-use super::authorizer::{percent_encode, xml_text};
+use super::moto_iam::{iam_call, xml_members};
 use super::template::{NamedPolicy, ResolvedTemplate, ACCOUNT_ID, PARTITION, REGION};
 
 /// The spoke stack's parameters, as a StackSet would pass them.
@@ -144,45 +143,6 @@ pub fn spoke_role(spoke: &ResolvedTemplate, account: &str) -> Result<SpokeRole, 
     })
 }
 
-/// One IAM query call to moto in `account`; the answer's body, or an error naming the
-/// `<Code>` of IAM's XML error.
-async fn iam_call(
-    moto_endpoint: &str,
-    account: &str,
-    form: &[(&str, &str)],
-) -> Result<String, String> {
-    let mut body = String::from("Version=2010-05-08");
-    for (k, v) in form {
-        body.push('&');
-        body.push_str(k);
-        body.push('=');
-        body.push_str(&percent_encode(v));
-    }
-    let resp = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .map_err(|e| e.to_string())?
-        .post(format!("{}/", moto_endpoint.trim_end_matches('/')))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("x-moto-account-id", account)
-        .header(
-            "authorization",
-            format!("AWS4-HMAC-SHA256 Credential=test/20260101/{REGION}/iam/aws4_request, SignedHeaders=host, Signature=0"),
-        )
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| format!("IAM {form:?} in {account}: {e}"))?;
-    let status = resp.status();
-    let text = resp.text().await.unwrap_or_default();
-    if status.is_success() {
-        Ok(text)
-    } else {
-        Err(xml_text(&text, "Code").unwrap_or_else(|| format!("HTTP {status}: {text}")))
-    }
-}
-
 /// Creates the spoke role of `infra/spoke.yaml`, resolved for `account` with `params`, in
 /// that account of the moto at `moto_endpoint`: the role with its trust policy and its
 /// inline policies. A role of that name already there is replaced. Returns the role's ARN.
@@ -268,25 +228,32 @@ pub async fn delete_spoke_role(
     }
 }
 
-/// The texts of every `<member>` element.
-fn xml_members(xml: &str) -> Vec<String> {
-    xml.split("<member>")
-        .skip(1)
-        .filter_map(|m| m.split("</member>").next())
-        .map(|m| m.trim().to_string())
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::xml_members;
-
-    #[test]
-    fn members() {
-        assert_eq!(
-            xml_members("<PolicyNames><member>a</member><member> b </member></PolicyNames>"),
-            ["a", "b"]
-        );
-        assert!(xml_members("<PolicyNames/>").is_empty());
-    }
+/// An access key id that acts in `account` of the moto at `moto_endpoint`, for the test
+/// harness (seeding a spoke account's ECS services, reading its SSM): moto's credentials
+/// for an AssumeRole of `arn:aws:iam::<account>:role/ecs-tunnels-test-harness`, asked
+/// with a key that is no function's (moto lets anyone assume any role; the proxy does not
+/// judge this key, nor the one returned).
+pub async fn account_access_key(moto_endpoint: &str, account: &str) -> Result<String, String> {
+    let role = format!("arn:{PARTITION}:iam::{account}:role/ecs-tunnels-test-harness");
+    let body = format!(
+        "Action=AssumeRole&Version=2011-06-15&RoleArn={}&RoleSessionName=harness",
+        super::moto_iam::percent_encode(&role)
+    );
+    let resp = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .map_err(|e| e.to_string())?
+        .post(format!("{}/", moto_endpoint.trim_end_matches('/')))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header(
+            "authorization",
+            format!("AWS4-HMAC-SHA256 Credential=test/20260101/{REGION}/sts/aws4_request, SignedHeaders=host, Signature=0"),
+        )
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| format!("AssumeRole {role}: {e}"))?;
+    let text = resp.text().await.unwrap_or_default();
+    super::moto_iam::xml_text(&text, "AccessKeyId")
+        .ok_or_else(|| format!("AssumeRole {role}: no credentials in {text}"))
 }
