@@ -1369,6 +1369,9 @@ async fn assumed_spoke_role_calls_are_judged_by_the_spoke_policy() {
         .send()
         .await
         .expect("redeploy a tagged service");
+    // An action without resource-level scope (`*`): in the spoke's account too.
+    let clusters = ecs.list_clusters().send().await.expect("ListClusters");
+    assert_eq!(clusters.cluster_arns().len(), 1);
     let ok: Vec<String> = auth
         .assumed_role_calls()
         .iter()
@@ -1379,7 +1382,8 @@ async fn assumed_spoke_role_calls_are_judged_by_the_spoke_policy() {
         [
             "ecs:DescribeServices true",
             "ssm:PutParameter true",
-            "ecs:UpdateService true"
+            "ecs:UpdateService true",
+            "ecs:ListClusters true"
         ]
     );
     assert!(
@@ -1445,4 +1449,281 @@ async fn assumed_spoke_role_calls_are_judged_by_the_spoke_policy() {
         .evaluated()
         .iter()
         .all(|e| e.call.access_key_id.as_deref() != Some(harness_key.as_str())));
+}
+
+/// The action names a policy document allows.
+fn allowed_actions(doc: &Value) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for s in doc["Statement"].as_array().into_iter().flatten() {
+        assert_eq!(s["Effect"], "Allow", "{s}");
+        match &s["Action"] {
+            Value::String(a) => {
+                out.insert(a.clone());
+            }
+            Value::Array(a) => out.extend(a.iter().map(|x| x.as_str().unwrap().to_string())),
+            other => panic!("Action {other}"),
+        }
+    }
+    out
+}
+
+/// Least privilege for the spoke role: it grants exactly the ECS, token-store, tagging and
+/// IAM-read actions the hub's event and sweep functions hold; every one of them is used by
+/// a call the hub makes (mapped like the proxy maps it, in the spoke account) and allowed;
+/// and `*` is granted only for actions that take no resource-level scope.
+#[tokio::test]
+async fn the_spoke_policy_grants_what_the_hub_uses_and_no_more() {
+    let account = "111111111111";
+    let hub = resolved_org_template(); // readme parameters: the Secrets Manager store
+    let params = iam::spoke::SpokeParams::for_hub(&hub).unwrap();
+    assert_eq!(params.token_store, "secretsmanager");
+    let spoke = iam::spoke::resolve_spoke(account, &params).unwrap();
+    let role = iam::spoke::spoke_role(&spoke, account).unwrap();
+    assert_eq!(role.policies.len(), 1);
+    let doc = &role.policies[0].document;
+    let granted = allowed_actions(doc);
+
+    // Exactly the hub's, for the services a spoke account holds.
+    let mut hub_actions = std::collections::BTreeSet::new();
+    for f in ["EventsFunction", "SweepFunction"] {
+        for p in &hub.functions[f].policies {
+            hub_actions.extend(allowed_actions(&p.document).into_iter().filter(|a| {
+                ["ecs:", "ssm:", "secretsmanager:", "tag:", "iam:"]
+                    .iter()
+                    .any(|s| a.starts_with(s))
+            }));
+        }
+    }
+    assert_eq!(granted, hub_actions);
+
+    // Every granted action is used by a call the hub makes in a spoke, and allowed there.
+    let service = format!("arn:aws:ecs:us-east-1:{account}:service/prod/web");
+    let secret = format!(
+        "arn:aws:secretsmanager:us-east-1:{account}:secret:ecs-tunnels/prod/web/token-Ab12Cd"
+    );
+    let mut facts = devtools::iam::request::Facts::default();
+    facts.tags.insert(
+        service.clone(),
+        [(
+            "ecs-tunnels:hostname".to_string(),
+            "web.example.com".to_string(),
+        )]
+        .into(),
+    );
+    facts.secrets.insert(
+        "ecs-tunnels/prod/web/token".into(),
+        devtools::iam::request::SecretFacts {
+            arn: secret,
+            ..Default::default()
+        },
+    );
+    let token = "/ecs-tunnels/prod/web/token";
+    let sm = "ecs-tunnels/prod/web/token";
+    let status = json!([{"key": "ecs-tunnels:status", "value": "ready"}]);
+    let owner = json!([{"Key": "ecs-tunnels:owner", "Value": "o"}]);
+    let calls = [
+        (
+            "ecs",
+            "DescribeServices",
+            json!({"cluster": "prod", "services": ["web"]}),
+        ),
+        (
+            "ecs",
+            "TagResource",
+            json!({"resourceArn": service, "tags": status}),
+        ),
+        (
+            "ecs",
+            "UntagResource",
+            json!({"resourceArn": service, "tagKeys": ["ecs-tunnels:status"]}),
+        ),
+        (
+            "ecs",
+            "UpdateService",
+            json!({"cluster": "prod", "service": "web", "forceNewDeployment": true}),
+        ),
+        (
+            "ecs",
+            "DescribeTaskDefinition",
+            json!({"taskDefinition": "web:1"}),
+        ),
+        ("ecs", "ListClusters", json!({})),
+        ("ecs", "ListServices", json!({"cluster": "prod"})),
+        ("ecs", "DescribeClusters", json!({"clusters": ["prod"]})),
+        (
+            "ssm",
+            "GetParameter",
+            json!({"Name": token, "WithDecryption": true}),
+        ),
+        (
+            "ssm",
+            "GetParameters",
+            json!({"Names": [token], "WithDecryption": true}),
+        ),
+        (
+            "ssm",
+            "PutParameter",
+            json!({"Name": token, "Overwrite": false, "Tags": owner}),
+        ),
+        ("ssm", "DeleteParameter", json!({"Name": token})),
+        (
+            "ssm",
+            "AddTagsToResource",
+            json!({"ResourceType": "Parameter", "ResourceId": token, "Tags": owner}),
+        ),
+        (
+            "ssm",
+            "RemoveTagsFromResource",
+            json!({"ResourceType": "Parameter", "ResourceId": token, "TagKeys": ["ecs-tunnels:owner"]}),
+        ),
+        (
+            "ssm",
+            "ListTagsForResource",
+            json!({"ResourceType": "Parameter", "ResourceId": token}),
+        ),
+        (
+            "tag",
+            "GetResources",
+            json!({"ResourceTypeFilters": ["ssm:parameter"]}),
+        ),
+        (
+            "secretsmanager",
+            "CreateSecret",
+            json!({"Name": sm, "SecretString": "t", "Tags": owner}),
+        ),
+        ("secretsmanager", "DescribeSecret", json!({"SecretId": sm})),
+        (
+            "secretsmanager",
+            "GetSecretValue",
+            json!({"SecretId": sm, "VersionStage": "AWSCURRENT"}),
+        ),
+        (
+            "secretsmanager",
+            "PutSecretValue",
+            json!({"SecretId": sm, "SecretString": "t"}),
+        ),
+        (
+            "secretsmanager",
+            "UpdateSecretVersionStage",
+            json!({"SecretId": sm, "VersionStage": "AWSCURRENT"}),
+        ),
+        (
+            "secretsmanager",
+            "TagResource",
+            json!({"SecretId": sm, "Tags": owner}),
+        ),
+        (
+            "secretsmanager",
+            "UntagResource",
+            json!({"SecretId": sm, "TagKeys": ["ecs-tunnels:owner"]}),
+        ),
+        (
+            "secretsmanager",
+            "RotateSecret",
+            json!({"SecretId": sm, "RotateImmediately": true}),
+        ),
+        (
+            "secretsmanager",
+            "DeleteSecret",
+            json!({"SecretId": sm, "ForceDeleteWithoutRecovery": true}),
+        ),
+        ("secretsmanager", "ListSecrets", json!({"MaxResults": 100})),
+        ("iam", "GetRole", json!({"RoleName": "exec"})),
+        ("iam", "ListRolePolicies", json!({"RoleName": "exec"})),
+        (
+            "iam",
+            "GetRolePolicy",
+            json!({"RoleName": "exec", "PolicyName": "p"}),
+        ),
+        (
+            "iam",
+            "ListAttachedRolePolicies",
+            json!({"RoleName": "exec"}),
+        ),
+        (
+            "iam",
+            "GetPolicy",
+            json!({"PolicyArn": format!("arn:aws:iam::{account}:policy/read-token")}),
+        ),
+        (
+            "iam",
+            "GetPolicyVersion",
+            json!({"PolicyArn": "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy", "VersionId": "v1"}),
+        ),
+    ];
+    let mut requests = Vec::new();
+    for (s, op, p) in &calls {
+        requests.extend(
+            devtools::iam::request::map_call_in(s, op, p, "us-east-1", account, &facts)
+                .expect("mapped"),
+        );
+    }
+    let roles: BTreeMap<String, Vec<devtools::iam::template::NamedPolicy>> =
+        [("SpokeRole".to_string(), role.policies.clone())].into();
+    let evaluator = devtools::iam::evaluator::Evaluator::start(&roles)
+        .await
+        .expect("evaluator");
+    let items: Vec<devtools::iam::evaluator::EvalItem> = requests
+        .iter()
+        .map(|r| devtools::iam::evaluator::EvalItem {
+            role: "SpokeRole".into(),
+            principal: format!(
+                "arn:aws:sts::{account}:assumed-role/ecs-tunnels-spoke/ecs-tunnels-hub"
+            ),
+            request: r.clone(),
+        })
+        .collect();
+    let results = evaluator.evaluate(&items).await.unwrap();
+    let mut used = std::collections::BTreeSet::new();
+    for (r, res) in requests.iter().zip(&results) {
+        assert_eq!(
+            res.result,
+            Decision::Allowed,
+            "{} on {}: {res:?}",
+            r.action,
+            r.resource
+        );
+        assert_eq!(res.wildcard_only, Some(r.resource == "*"), "{}", r.action);
+        used.insert(r.action.clone());
+    }
+    assert_eq!(
+        used,
+        granted,
+        "granted but used by no call: {:?}",
+        granted.difference(&used).collect::<Vec<_>>()
+    );
+    // `*` only where iam-data says the action takes no resource scope.
+    for s in doc["Statement"].as_array().unwrap() {
+        if s["Resource"] == json!("*") {
+            for a in allowed_actions(&json!({"Statement": [s]})) {
+                let i = requests.iter().position(|r| r.action == a).unwrap();
+                assert_eq!(
+                    results[i].wildcard_only,
+                    Some(true),
+                    "{a} is granted on * but takes a resource"
+                );
+            }
+        }
+    }
+    // ...and the same calls in the hub's account are not the spoke role's to make.
+    let foreign = devtools::iam::request::map_call_in(
+        "ssm",
+        "GetParameter",
+        &json!({"Name": token}),
+        "us-east-1",
+        "123456789012",
+        &facts,
+    )
+    .unwrap();
+    let r = evaluator
+        .evaluate(&[devtools::iam::evaluator::EvalItem {
+            role: "SpokeRole".into(),
+            principal: format!(
+                "arn:aws:sts::{account}:assumed-role/ecs-tunnels-spoke/ecs-tunnels-hub"
+            ),
+            request: foreign[0].clone(),
+        }])
+        .await
+        .unwrap();
+    assert_ne!(r[0].result, Decision::Allowed);
 }
