@@ -37,6 +37,15 @@
 //! credentials for any ARN. [`IamAuthorizer::with_organization`] puts accounts in an
 //! organization for `aws:PrincipalOrgID` / `aws:ResourceOrgID` conditions.
 //!
+//! The access key moto returns for an allowed AssumeRole is remembered (the proxy shows
+//! the authorizer each forwarded answer): calls signed with it are judged against the
+//! assumed role's inline policies as moto holds them (what [`spoke::deploy_spoke_role`]
+//! created), with ARNs of the role's account, and denied as AWS denies them
+//! ([`IamAuthorizer::assumed_role_calls`] lists them). Calls with any other key (the
+//! harness, [`spoke::account_access_key`]) stay unevaluated. An AssumeRole made without a
+//! trace id (at cold start) is judged against every function's role, as any call is: the
+//! custom-resource and rotation functions may not assume spoke roles, so it is denied.
+//!
 //! # What moto's own IAM enforcement cannot do
 //!
 //! moto (`INITIAL_NO_AUTH_ACTION_COUNT`) authorizes ECS, SSM and Secrets Manager calls
