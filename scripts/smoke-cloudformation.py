@@ -7,7 +7,9 @@ TokenStore=secretsmanager. Each time it then creates infra/examples/service-with
 as the stack `app`, whose Custom::CloudflareTunnel takes its ServiceToken from the first
 stack's export through !ImportValue, answers the custom-resource request moto sends (as
 the function would, with the attributes the README documents), and checks the stack and
-its outputs resolve. Exits non-zero on any failure.
+its outputs resolve. Last, it creates infra/spoke.yaml (organization mode) as one StackSet
+instance would, and checks the spoke role's trust and the three forwarding rules. Exits
+non-zero on any failure.
 
 Usage (from the repository root, after scripts/setup-python.sh):
     .venv/bin/python scripts/smoke-cloudformation.py [--zip PATH] [--verbose] [--template T] [--example E]
@@ -323,12 +325,47 @@ def example_stack(c, template, service_token, moto_url):
     print(f"  note: Delete requests moto sent to the custom resource: {len(delete_events)}")
 
 
+def spoke_stack(c, template):
+    """infra/spoke.yaml as one StackSet instance would create it: in the role's region, with
+    the hub's outputs as parameters (a hub in another account)."""
+    cfn, iam = c("cloudformation"), c("iam")
+    hub_roles = ["arn:aws:iam::210987654321:role/ecs-tunnels-EventsFunctionRole-X",
+                 "arn:aws:iam::210987654321:role/ecs-tunnels-SweepFunctionRole-Y"]
+    bus = "arn:aws:events:us-east-1:210987654321:event-bus/default"
+    try:
+        cfn.create_stack(StackName="ecs-tunnels-spoke", TemplateBody=json.dumps(template), Capabilities=["CAPABILITY_NAMED_IAM"],
+                         Parameters=params({"HubAccountId": "210987654321", "HubEventBusArn": bus,
+                                            "HubFunctionRoleArns": ",".join(hub_roles), "ExternalId": "ext-1",
+                                            "RoleRegion": REGION}))
+    except ClientError as e:
+        check(False, "CreateStack ecs-tunnels-spoke", str(e))
+        return
+    stack = wait_stack(cfn, "ecs-tunnels-spoke")
+    if not check(stack["StackStatus"] == "CREATE_COMPLETE", "stack ecs-tunnels-spoke CREATE_COMPLETE",
+                 f'{stack["StackStatus"]} {stack.get("StackStatusReason")}'):
+        return
+    role = iam.get_role(RoleName="ecs-tunnels-spoke")["Role"]
+    trust = role["AssumeRolePolicyDocument"]
+    trust = json.loads(urllib.parse.unquote(trust)) if isinstance(trust, str) else trust
+    statement = trust["Statement"][0]
+    check(sorted(statement["Principal"]["AWS"]) == sorted(hub_roles), "the spoke role trusts the hub's function roles only", statement)
+    check(statement.get("Condition", {}).get("StringEquals") == {"aws:PrincipalAccount": "210987654321", "sts:ExternalId": "ext-1"},
+          "...from the hub account, with the external id", statement)
+    check(iam.list_role_policies(RoleName="ecs-tunnels-spoke")["PolicyNames"] == ["ecs-tunnels-spoke"], "the spoke role's policy")
+    rules = [r for r in c("events").list_rules()["Rules"] if r.get("EventPattern")]
+    targets = [t for r in rules for t in c("events").list_targets_by_rule(Rule=r["Name"])["Targets"]]
+    check(len(rules) == 3 and all(t["Arn"] == bus and t.get("RoleArn") for t in targets) and len(targets) == 3,
+          "three rules forward to the hub's bus with a role", targets)
+    cfn.delete_stack(StackName="ecs-tunnels-spoke")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--zip", type=Path, help="deployment zip to upload (default: the cargo-lambda build, else a placeholder)")
     ap.add_argument("--verbose", action="store_true", help="show moto's warnings")
     ap.add_argument("--template", type=Path, default=Path("infra/template.yaml"))
     ap.add_argument("--example", type=Path, default=Path("infra/examples/service-with-tunnel.yaml"))
+    ap.add_argument("--spoke", type=Path, default=Path("infra/spoke.yaml"))
     args = ap.parse_args()
     os.chdir(ROOT)
     if not args.verbose:
@@ -372,6 +409,9 @@ def main():
             left = [s for s in c("cloudformation").list_stacks()["StackSummaries"]
                     if s["StackName"] == "ecs-tunnels" and s["StackStatus"] != "DELETE_COMPLETE"]
             check(not left, "stack ecs-tunnels deleted", left)
+        urllib.request.urlopen(urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST"), timeout=10)
+        print("\n== stack ecs-tunnels-spoke (infra/spoke.yaml, one StackSet instance)")
+        spoke_stack(c, expand(args.spoke))
         if unsupported:
             print(f"\nnot created by moto (unsupported types): {', '.join(sorted(unsupported))}")
     finally:

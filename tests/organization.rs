@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 
 const SPOKE_ROLE: &str = "ecs-tunnels-spoke";
+const EXTERNAL_ID: &str = "hub-7f3a-external-id";
 const A: &str = "111111111111";
 const B: &str = "222222222222";
 const C: &str = "333333333333";
@@ -21,10 +22,18 @@ const WEST: &str = "eu-west-1";
 
 /// A hub covering accounts A, B and C in us-east-1 and eu-west-1, with one function.
 async fn hub() -> World {
-    let mut w = World::start().await;
+    let mut w = World::start_with_template(
+        devtools::cloudflare_sim::SimOptions {
+            server_shapes: true,
+            ..Default::default()
+        },
+        &devtools::iam::org_parameters(SPOKE_ROLE, EXTERNAL_ID),
+    )
+    .await;
     w.extra_env.extend(
         [
             ("ECS_TUNNELS_SPOKE_ROLE", SPOKE_ROLE),
+            ("ECS_TUNNELS_SPOKE_EXTERNAL_ID", EXTERNAL_ID),
             ("ECS_TUNNELS_ACCOUNTS", &format!("{A} {B} {C}")),
             ("ECS_TUNNELS_REGIONS", &format!("{EAST} {WEST}")),
             ("ECS_TUNNELS_OWNER", OWNER),
@@ -38,9 +47,13 @@ async fn hub() -> World {
     w
 }
 
-/// Deploys the spoke stack's role in `account` of moto.
+/// Deploys the spoke stack's role (`infra/spoke.yaml`, with the hub's outputs) in
+/// `account` of moto.
 async fn deploy_spoke(w: &World, account: &str) {
-    let _ = (w, account);
+    let params = devtools::iam::spoke::SpokeParams::for_hub(w.iam.template()).expect("hub outputs");
+    devtools::iam::spoke::deploy_spoke_role(&w.moto.endpoint(), account, &params)
+        .await
+        .unwrap_or_else(|e| panic!("deploy the spoke role in {account}: {e}"));
 }
 
 /// An SDK configuration acting in `account` and `region` of moto (the test's own key).
@@ -323,7 +336,7 @@ async fn a_sweep_repairs_every_account_and_skips_a_spoke_whose_role_is_gone() {
 
     // C's role is deleted, and C's service goes too: its objects would be orphans, but a
     // spoke the hub cannot enter is skipped, and nothing of it is collected.
-    delete_spoke_role_pending(&w.moto.endpoint(), C, SPOKE_ROLE)
+    devtools::iam::spoke::delete_spoke_role(&w.moto.endpoint(), C, SPOKE_ROLE)
         .await
         .expect("delete C's role");
     aws_sdk_ecs::Client::new(&spoke(&w, C, EAST).await)
@@ -528,8 +541,4 @@ async fn the_cli_takes_the_account_and_region_and_a_single_account_install_keeps
     };
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("serves its own account only"), "{out}");
-}
-
-async fn delete_spoke_role_pending(_: &str, _: &str, _: &str) -> Result<(), String> {
-    Ok(())
 }

@@ -9,6 +9,8 @@
 //   {"id":2,"op":"evaluate","items":[{"role":"<role>","principal":"arn:...","action":"ssm:GetParameter",
 //       "resource":"arn:...","accountId":"123456789012","context":{"aws:TagKeys":["a"]},
 //       "knownKeys":["aws:TagKeys","/^aws:resourcetag\\//"]}]}
+//     (an item may carry "resourcePolicy": the resource's own policy, e.g. a role's trust
+//     policy for sts:AssumeRole, evaluated with the identity policies as AWS does)
 //     -> {"id":2,"results":[{"result":"Allowed"|"ImplicitlyDenied"|"ExplicitlyDenied"|"Error", ...}]}
 //
 // Each result carries: result (Strict mode: the request context exactly as given, absent keys
@@ -81,6 +83,7 @@ async function evaluateOne(item) {
     serviceControlPolicies: [],
     resourceControlPolicies: [],
   };
+  if (item.resourcePolicy) simulation.resourcePolicy = item.resourcePolicy;
   const strict = await runSimulation(simulation, { simulationMode: 'Strict' });
   if (strict.resultType === 'error') {
     return { result: 'Error', wildcardOnly, errors: [JSON.stringify(strict.errors)] };
@@ -94,7 +97,8 @@ async function evaluateOne(item) {
     errors: [],
   };
   // Without any condition in the role's policies nothing can hinge on an unknown key.
-  if (!role.hasConditions) return { ...base, discoveryResult: strict.overallResult, unjudged: [] };
+  const hasConditions = role.hasConditions || JSON.stringify(item.resourcePolicy ?? {}).includes('"Condition"');
+  if (!hasConditions) return { ...base, discoveryResult: strict.overallResult, unjudged: [] };
   const constraints = (item.knownKeys ?? []).map((keyName) => ({ keyName, presenceIsKnown: true, valueIsKnown: true }));
   const discovery = await runSimulation(simulation, { simulationMode: 'Discovery', discoveryContextKeyConstraints: constraints });
   const discoveryOne = discovery.resultType === 'error' ? undefined : firstResult(discovery);

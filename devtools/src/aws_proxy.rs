@@ -137,6 +137,10 @@ pub trait Authorizer: Send + Sync {
         &'a self,
         call: &'a CallInfo,
     ) -> Pin<Box<dyn Future<Output = Authorization> + Send + 'a>>;
+
+    /// Sees the answer to a call that was forwarded (e.g. the credentials an
+    /// `sts:AssumeRole` returned). Does nothing unless implemented.
+    fn observe(&self, _call: &CallInfo, _status: u16, _body: &[u8]) {}
 }
 
 /// An injected fault: answer the next `times` calls whose operation matches with
@@ -355,7 +359,8 @@ pub fn parse_credential(authorization: &str) -> (Option<String>, Option<String>)
 /// Splits `X-Amz-Target` into (service, operation): `AmazonEC2ContainerServiceV20141113`
 /// → `ecs`, `AmazonSSM` → `ssm`, `AmazonSQS` → `sqs`, `secretsmanager` → `secretsmanager`,
 /// `ResourceGroupsTaggingAPI_20170126` → `tag` (the IAM service prefix of the Resource
-/// Groups Tagging API); others keep the prefix.
+/// Groups Tagging API), `AWSOrganizationsV20161128` → `organizations`; others keep the
+/// prefix.
 pub fn parse_target(target: &str) -> Option<(String, String)> {
     let (prefix, op) = target.rsplit_once('.')?;
     let service = match prefix {
@@ -364,6 +369,7 @@ pub fn parse_target(target: &str) -> Option<(String, String)> {
         "AmazonSQS" => "sqs",
         "secretsmanager" => "secretsmanager",
         "ResourceGroupsTaggingAPI_20170126" => "tag",
+        "AWSOrganizationsV20161128" => "organizations",
         other => other,
     };
     Some((service.to_string(), op.to_string()))
@@ -578,14 +584,20 @@ async fn handle(
                     message: message.clone(),
                     detail,
                 });
+                // STS answers a refused AssumeRole with HTTP 403 (`AccessDenied`).
+                let status = if query && call.service == "sts" {
+                    403
+                } else {
+                    400
+                };
                 record(
                     &shared,
                     call.clone(),
-                    400,
+                    status,
                     Some("AccessDeniedException".into()),
                     Answered::Denied,
                 );
-                return answer_error(400, "AccessDeniedException", &message);
+                return answer_error(status, "AccessDeniedException", &message);
             }
         }
         let fault = {
@@ -672,6 +684,14 @@ async fn handle(
                 .map(|t| clean_error_type(&t))
                 .unwrap_or_default()
         });
+        let authorizer = shared
+            .authorizer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(a) = authorizer {
+            a.observe(&call, status, &bytes);
+        }
         record(&shared, call, status, error_type, Answered::Forwarded);
     }
     if let Some(d) = hold {

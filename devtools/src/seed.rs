@@ -120,9 +120,21 @@ pub async fn seed_service_deployed_by(
     let endpoint = cfg
         .endpoint_url()
         .expect("seed_service needs an SdkConfig with an endpoint URL (moto)");
+    // moto keeps an EC2 per account: ask with the config's own key (the account it acts in).
+    let key = match cfg.credentials_provider() {
+        Some(p) => {
+            use aws_sdk_ecs::config::ProvideCredentials;
+            p.provide_credentials()
+                .await
+                .map(|c| c.access_key_id().to_string())
+                .unwrap_or_else(|_| "test".into())
+        }
+        None => "test".into(),
+    };
     let subnet = ec2_first(
         cfg,
         endpoint,
+        &key,
         "DescribeSubnets",
         "default-for-az",
         "true",
@@ -132,6 +144,7 @@ pub async fn seed_service_deployed_by(
     let security_group = ec2_first(
         cfg,
         endpoint,
+        &key,
         "DescribeSecurityGroups",
         "group-name",
         "default",
@@ -179,32 +192,23 @@ pub async fn seed_service_deployed_by(
 
 /// Runs an EC2 Query API `action` on moto with one filter and returns the first
 /// `<element>` of the XML answer. moto finds the service from the credential scope of the
-/// (unchecked) Authorization header.
+/// (unchecked) Authorization header, and the account from its access key.
 async fn ec2_first(
     cfg: &aws_config::SdkConfig,
     endpoint: &str,
+    access_key: &str,
     action: &str,
     filter: &str,
     value: &str,
     element: &str,
 ) -> String {
-    use aws_sdk_sts::config::ProvideCredentials;
     let body = format!(
         "Action={action}&Version=2016-11-15&Filter.1.Name={filter}&Filter.1.Value.1={value}"
     );
-    // moto picks the account by the access key (an assumed role's key: its account) and
-    // the region by the credential scope.
-    let key = match cfg.credentials_provider() {
-        Some(p) => p
-            .provide_credentials()
-            .await
-            .map(|c| c.access_key_id().to_string())
-            .unwrap_or_else(|_| "test".into()),
-        None => "test".into(),
-    };
+    // moto picks the region by the credential scope.
     let region = cfg.region().map_or(REGION.to_string(), |r| r.to_string());
     let auth = format!(
-        "AWS4-HMAC-SHA256 Credential={key}/20260101/{region}/ec2/aws4_request, \
+        "AWS4-HMAC-SHA256 Credential={access_key}/20260101/{region}/ec2/aws4_request, \
          SignedHeaders=host, Signature=0"
     );
     let client = reqwest::Client::builder()

@@ -928,3 +928,802 @@ async fn bulk_token_reads_belong_to_the_sweep_alone() {
         );
     }
 }
+
+// ---- Organization mode (issue 13) -----------------------------------------------------
+
+const SPOKE_ROLE: &str = "ecs-tunnels-spoke";
+const EXTERNAL_ID: &str = "ext-7f3c";
+
+fn resolved_org_template() -> ResolvedTemplate {
+    let t = iam::expanded_template().expect("expand infra/template.yaml (scripts/setup-python.sh)");
+    ResolvedTemplate::resolve(&t, &iam::org_parameters(SPOKE_ROLE, EXTERNAL_ID)).expect("resolve")
+}
+
+/// A single-account stack has none of organization mode; a hub has it on the event and
+/// sweep functions only, with the hub's owner id on every function.
+#[test]
+fn organization_mode_is_off_unless_a_spoke_role_is_named() {
+    let single = resolved_readme_template();
+    let org = resolved_org_template();
+    let org_resources = [
+        "AssumeSpokeRolePolicy",
+        "AssumeOrganizationRolePolicy",
+        "OrganizationEventBusPolicy",
+        "AccountsEventBusPolicy",
+    ];
+    for id in org_resources {
+        assert!(!single.resources.contains_key(id), "single account: {id}");
+    }
+    for out in ["HubAccountId", "HubEventBusArn", "HubFunctionRoleArns"] {
+        assert!(!single.outputs.contains_key(out), "single account: {out}");
+        assert!(org.outputs.contains_key(out), "hub: {out}");
+    }
+    for f in single.functions.values() {
+        assert!(
+            f.environment
+                .keys()
+                .all(|k| !k.starts_with("ECS_TUNNELS_SPOKE")
+                    && k != "ECS_TUNNELS_ACCOUNTS"
+                    && k != "ECS_TUNNELS_REGIONS"
+                    && k != "ECS_TUNNELS_ORGANIZATION_ROLE_ARN"),
+            "{}: {:?}",
+            f.logical_id,
+            f.environment
+        );
+        assert_eq!(
+            f.environment["ECS_TUNNELS_OWNER"], "",
+            "single account: OwnerId as given"
+        );
+        assert!(f.policies.iter().all(|p| !p.name.starts_with("Assume")));
+    }
+    // The hub: only the event and sweep functions assume spoke roles.
+    for (id, f) in &org.functions {
+        let assumes = f.policies.iter().any(|p| p.name == "AssumeSpokeRolePolicy");
+        let reconciles_spokes = id == "EventsFunction" || id == "SweepFunction";
+        assert_eq!(assumes, reconciles_spokes, "{id}");
+        assert_eq!(
+            f.environment
+                .get("ECS_TUNNELS_SPOKE_ROLE")
+                .map(String::as_str),
+            reconciles_spokes.then_some(SPOKE_ROLE),
+            "{id}"
+        );
+        assert_eq!(
+            f.environment["ECS_TUNNELS_OWNER"], "123456789012-us-east-1",
+            "{id}"
+        );
+    }
+    let sweep = &org.functions["SweepFunction"].environment;
+    assert_eq!(sweep["ECS_TUNNELS_SPOKE_EXTERNAL_ID"], EXTERNAL_ID);
+    assert_eq!(sweep["ECS_TUNNELS_ACCOUNTS"], "111111111111 222222222222");
+    assert_eq!(sweep["ECS_TUNNELS_REGIONS"], "us-east-1");
+    assert!(!sweep.contains_key("ECS_TUNNELS_ORGANIZATION_ROLE_ARN"));
+    let policy = &org.resources["AssumeSpokeRolePolicy"].properties["PolicyDocument"];
+    assert_eq!(
+        policy["Statement"],
+        json!([{"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": "arn:aws:iam::*:role/ecs-tunnels-spoke"}])
+    );
+    // Without an organization id, the listed accounts may send events to the hub's bus.
+    assert!(!org.resources.contains_key("OrganizationEventBusPolicy"));
+    assert_eq!(
+        org.resources["AccountsEventBusPolicy"].properties["Statement"]["Principal"],
+        json!({"AWS": ["111111111111", "222222222222"]})
+    );
+    assert_eq!(
+        org.outputs["HubFunctionRoleArns"],
+        json!(format!(
+            "{},{}",
+            org.functions["EventsFunction"].role_arn, org.functions["SweepFunction"].role_arn
+        ))
+    );
+
+    // In an organization: the organization may send events, and spoke roles are assumed
+    // only in its accounts; the sweep may assume the organization role.
+    let mut p = iam::org_parameters(SPOKE_ROLE, "");
+    p.insert("OrganizationId".into(), "o-abcdefghij".into());
+    p.insert("Accounts".into(), "organization".into());
+    p.insert("Regions".into(), "us-east-1 eu-west-1".into());
+    p.insert(
+        "OrganizationRoleArn".into(),
+        "arn:aws:iam::999999999999:role/list-accounts".into(),
+    );
+    let t = ResolvedTemplate::resolve(&iam::expanded_template().unwrap(), &p).unwrap();
+    assert!(!t.resources.contains_key("AccountsEventBusPolicy"));
+    assert_eq!(
+        t.resources["OrganizationEventBusPolicy"].properties["Statement"]["Condition"],
+        json!({"StringEquals": {"aws:PrincipalOrgID": "o-abcdefghij"}})
+    );
+    assert_eq!(
+        t.resources["AssumeSpokeRolePolicy"].properties["PolicyDocument"]["Statement"][0]
+            ["Condition"],
+        json!({"StringEquals": {"aws:ResourceOrgID": "o-abcdefghij"}})
+    );
+    let names = |id: &str| -> Vec<String> {
+        t.functions[id]
+            .policies
+            .iter()
+            .map(|p| p.name.clone())
+            .collect()
+    };
+    assert!(names("SweepFunction").contains(&"AssumeOrganizationRolePolicy".to_string()));
+    assert!(!names("EventsFunction").contains(&"AssumeOrganizationRolePolicy".to_string()));
+    let env = &t.functions["SweepFunction"].environment;
+    assert_eq!(env["ECS_TUNNELS_REGIONS"], "us-east-1 eu-west-1");
+    assert_eq!(env["ECS_TUNNELS_ACCOUNTS"], "organization");
+    assert!(
+        !env.contains_key("ECS_TUNNELS_SPOKE_EXTERNAL_ID"),
+        "no external id: no variable"
+    );
+}
+
+/// The spoke stack resolves for any account: the role trusts exactly the hub's event and
+/// sweep function roles, with the external id, and its policy is scoped to that account.
+#[test]
+fn the_spoke_role_trusts_only_the_hub_functions() {
+    let hub = resolved_org_template();
+    let params = iam::spoke::SpokeParams::for_hub(&hub).expect("hub outputs");
+    let spoke = iam::spoke::resolve_spoke("111111111111", &params).expect("resolve spoke.yaml");
+    let role = iam::spoke::spoke_role(&spoke, "111111111111").unwrap();
+    assert_eq!(role.arn, "arn:aws:iam::111111111111:role/ecs-tunnels-spoke");
+    assert_eq!(
+        role.trust_policy["Statement"],
+        json!([{
+            "Effect": "Allow",
+            "Principal": {"AWS": [hub.functions["EventsFunction"].role_arn, hub.functions["SweepFunction"].role_arn]},
+            "Action": "sts:AssumeRole",
+            "Condition": {"StringEquals": {"aws:PrincipalAccount": "123456789012", "sts:ExternalId": EXTERNAL_ID}}
+        }])
+    );
+    let text = role.policies[0].document.to_string();
+    assert!(
+        text.contains("arn:aws:ecs:*:111111111111:service/*"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("123456789012"),
+        "nothing of the hub's account: {text}"
+    );
+    // Another region of the account: forwarding only, no role.
+    let mut other = params.stack_parameters();
+    other.insert("RoleRegion".into(), "eu-west-1".into());
+    let t = ResolvedTemplate::resolve_in(
+        &iam::spoke::spoke_template().unwrap(),
+        &other,
+        "111111111111",
+        "us-east-1",
+    )
+    .unwrap();
+    assert!(!t.resources.contains_key("SpokeRole"));
+    assert!(t.resources.contains_key("TaskStateForwardRule"));
+}
+
+/// A function's `sts:AssumeRole` as a raw awsQuery call through the proxy, with the
+/// function key and `trace` (a trace id of an invocation, or none).
+async fn assume_role_raw(
+    proxy: &str,
+    role_arn: &str,
+    external_id: Option<&str>,
+    trace: Option<String>,
+) -> (u16, String) {
+    let mut body = format!(
+        "Action=AssumeRole&Version=2011-06-15&RoleArn={}&RoleSessionName=ecs-tunnels-hub",
+        role_arn.replace(':', "%3A").replace('/', "%2F")
+    );
+    if let Some(e) = external_id {
+        body.push_str(&format!("&ExternalId={e}"));
+    }
+    let mut req = reqwest::Client::new()
+        .post(format!("{proxy}/"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header(
+            "authorization",
+            format!("AWS4-HMAC-SHA256 Credential={FUNCTION_ACCESS_KEY_ID}/20260101/us-east-1/sts/aws4_request, SignedHeaders=host, Signature=0"),
+        );
+    if let Some(t) = trace {
+        req = req.header("x-amzn-trace-id", t);
+    }
+    let resp = req.body(body).send().await.unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+/// Runs `f` with the trace id of a scheduled-sweep invocation (so the proxy judges the
+/// call as the sweep function's), answering the invocation afterwards.
+async fn as_sweep<F, Fut, T>(rt: &RuntimeApi, f: F) -> T
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let base = rt.base_url();
+    let poller = tokio::spawn(async move {
+        let http = reqwest::Client::new();
+        let next = http
+            .get(format!("{base}/2018-06-01/runtime/invocation/next"))
+            .send()
+            .await
+            .unwrap();
+        let id = next.headers()["lambda-runtime-aws-request-id"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let trace = next.headers()["lambda-runtime-trace-id"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        (http, base, id, trace)
+    });
+    let event = json!({"detail-type": "Scheduled Event", "resources": ["arn:aws:events:us-east-1:123456789012:rule/ecs-tunnels-sweep"]});
+    let invoke = rt.invoke(event, Duration::from_secs(20));
+    let answer = async {
+        let (http, base, id, trace) = poller.await.unwrap();
+        let out = f(trace).await;
+        http.post(format!(
+            "{base}/2018-06-01/runtime/invocation/{id}/response"
+        ))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+        out
+    };
+    let (inv, out) = tokio::join!(invoke, answer);
+    inv.expect("invocation");
+    out
+}
+
+/// STS's answer to AssumeRole, where moto would let anyone assume anything: the role must
+/// exist, trust the calling function's role and get the external id it asks for, and the
+/// function's own policies must allow it.
+#[tokio::test]
+async fn assume_role_is_judged_like_sts() {
+    let moto = Moto::start().await.expect("moto");
+    let proxy = AwsProxy::start(&moto.endpoint()).await.expect("proxy");
+    let rt = RuntimeApi::start().await.expect("runtime api");
+    let auth = Arc::new(
+        IamAuthorizer::for_template(
+            &iam::org_parameters(SPOKE_ROLE, EXTERNAL_ID),
+            &moto.endpoint(),
+        )
+        .await
+        .expect("authorizer")
+        .with_runtime(&rt),
+    );
+    proxy.set_authorizer(auth.clone());
+    let params = iam::spoke::SpokeParams::for_hub(auth.template()).unwrap();
+    let deployed = iam::spoke::deploy_spoke_role(&moto.endpoint(), "111111111111", &params)
+        .await
+        .expect("deploy the spoke role");
+    assert_eq!(deployed, "arn:aws:iam::111111111111:role/ecs-tunnels-spoke");
+    let missing = "arn:aws:iam::222222222222:role/ecs-tunnels-spoke";
+    let assume = |arn: &str, ext: Option<&str>| {
+        let mut p = json!({"RoleArn": arn, "RoleSessionName": "ecs-tunnels-hub"});
+        if let Some(e) = ext {
+            p["ExternalId"] = json!(e);
+        }
+        call("sts", "AssumeRole", p)
+    };
+    let verdict = |checks: Vec<devtools::iam::Check>| {
+        assert_eq!(checks.len(), 1, "{checks:#?}");
+        assert!(checks[0].result.errors.is_empty(), "{:?}", checks[0].result);
+        checks[0].result.result
+    };
+    for f in ["EventsFunction", "SweepFunction"] {
+        let ok = auth
+            .check(f, &assume(&deployed, Some(EXTERNAL_ID)))
+            .await
+            .unwrap();
+        assert_eq!(verdict(ok), Decision::Allowed, "{f}");
+        for (arn, ext) in [
+            (missing, Some(EXTERNAL_ID)),
+            (deployed.as_str(), Some("wrong")),
+            (deployed.as_str(), None),
+        ] {
+            let d = verdict(auth.check(f, &assume(arn, ext)).await.unwrap());
+            assert_eq!(d, Decision::ImplicitlyDenied, "{f} {arn} {ext:?}");
+        }
+    }
+    // The trust policy names the event and sweep roles only; the other functions' own
+    // policies do not allow AssumeRole either.
+    for f in ["CustomResourceFunction", "SecretsRotationFunction"] {
+        let d = verdict(
+            auth.check(f, &assume(&deployed, Some(EXTERNAL_ID)))
+                .await
+                .unwrap(),
+        );
+        assert_eq!(d, Decision::ImplicitlyDenied, "{f}");
+    }
+
+    // Through the proxy, as the sweep: the answers STS gives.
+    let p = proxy.endpoint();
+    let (status, body) = as_sweep(&rt, |t| {
+        assume_role_raw(&p, missing, Some(EXTERNAL_ID), Some(t))
+    })
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("<Code>AccessDenied</Code>"), "{body}");
+    assert!(
+        body.contains("<Message>User: arn:aws:sts::123456789012:assumed-role/ecs-tunnels-SweepFunctionRole/ecs-tunnels-SweepFunction is not authorized to perform: sts:AssumeRole on resource: arn:aws:iam::222222222222:role/ecs-tunnels-spoke</Message>"),
+        "{body}"
+    );
+    let (status, body) = as_sweep(&rt, |t| {
+        assume_role_raw(&p, &deployed, Some("wrong"), Some(t))
+    })
+    .await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = as_sweep(&rt, |t| {
+        assume_role_raw(&p, &deployed, Some(EXTERNAL_ID), Some(t))
+    })
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("<AccessKeyId>"), "{body}");
+    let denied: Vec<(String, String)> = proxy
+        .take_denials()
+        .into_iter()
+        .map(|d| (d.action, d.resource))
+        .collect();
+    assert_eq!(
+        denied,
+        [
+            ("sts:AssumeRole".to_string(), missing.to_string()),
+            ("sts:AssumeRole".to_string(), deployed.clone())
+        ]
+    );
+    // Deleted again: denied again.
+    iam::spoke::delete_spoke_role(&moto.endpoint(), "111111111111", SPOKE_ROLE)
+        .await
+        .unwrap();
+    let d = verdict(
+        auth.check("SweepFunction", &assume(&deployed, Some(EXTERNAL_ID)))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(d, Decision::ImplicitlyDenied);
+}
+
+/// What the hub does in a spoke account with the spoke role's credentials is judged
+/// against the spoke role's policy, in that account, and denied like AWS when outside it.
+#[tokio::test]
+async fn assumed_spoke_role_calls_are_judged_by_the_spoke_policy() {
+    let spoke = "111111111111";
+    let moto = Moto::start().await.expect("moto");
+    let proxy = AwsProxy::start(&moto.endpoint()).await.expect("proxy");
+    let rt = RuntimeApi::start().await.expect("runtime api");
+    let auth = Arc::new(
+        IamAuthorizer::for_template(
+            &iam::org_parameters(SPOKE_ROLE, EXTERNAL_ID),
+            &moto.endpoint(),
+        )
+        .await
+        .expect("authorizer")
+        .with_runtime(&rt),
+    );
+    proxy.set_authorizer(auth.clone());
+    let params = iam::spoke::SpokeParams::for_hub(auth.template()).unwrap();
+    let role = iam::spoke::deploy_spoke_role(&moto.endpoint(), spoke, &params)
+        .await
+        .unwrap();
+    // The harness seeds the spoke account directly.
+    let harness_key = iam::spoke::account_access_key(&moto.endpoint(), spoke)
+        .await
+        .unwrap();
+    let harness = sdk(&moto.endpoint(), &harness_key);
+    devtools::seed::seed_service(
+        &harness,
+        "prod",
+        "web",
+        &[("ecs-tunnels:hostname", "web.example.com")],
+    )
+    .await;
+    devtools::seed::seed_service(&harness, "prod", "plain", &[("team", "x")]).await;
+
+    // The sweep assumes the spoke role; moto's credentials now act in the spoke account.
+    let p = proxy.endpoint();
+    let (status, body) = as_sweep(&rt, |t| {
+        assume_role_raw(&p, &role, Some(EXTERNAL_ID), Some(t))
+    })
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let key = body
+        .split("<AccessKeyId>")
+        .nth(1)
+        .and_then(|b| b.split("</AccessKeyId>").next())
+        .expect("an access key")
+        .to_string();
+    let sessions = auth.assumed_sessions();
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    assert_eq!(
+        (
+            sessions[0].access_key_id.as_str(),
+            sessions[0].account.as_str(),
+            sessions[0].principal_arn.as_str()
+        ),
+        (
+            key.as_str(),
+            spoke,
+            "arn:aws:sts::111111111111:assumed-role/ecs-tunnels-spoke/ecs-tunnels-hub"
+        )
+    );
+
+    let as_spoke = sdk(&proxy.endpoint(), &key);
+    let ecs = aws_sdk_ecs::Client::new(&as_spoke);
+    let ssm = aws_sdk_ssm::Client::new(&as_spoke);
+    // Allowed: what a reconcile does in the spoke.
+    let d = ecs
+        .describe_services()
+        .cluster("prod")
+        .services("web")
+        .send()
+        .await
+        .expect("DescribeServices");
+    assert_eq!(d.services().len(), 1, "the spoke's service, not the hub's");
+    ssm.put_parameter()
+        .name("/ecs-tunnels/prod/web/token")
+        .value("t")
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .send()
+        .await
+        .expect("PutParameter under the prefix");
+    ecs.update_service()
+        .cluster("prod")
+        .service("web")
+        .force_new_deployment(true)
+        .send()
+        .await
+        .expect("redeploy a tagged service");
+    // An action without resource-level scope (`*`): in the spoke's account too.
+    let clusters = ecs.list_clusters().send().await.expect("ListClusters");
+    assert_eq!(clusters.cluster_arns().len(), 1);
+    let ok: Vec<String> = auth
+        .assumed_role_calls()
+        .iter()
+        .map(|c| format!("{} {}", c.call.name(), c.allowed))
+        .collect();
+    assert_eq!(
+        ok,
+        [
+            "ecs:DescribeServices true",
+            "ssm:PutParameter true",
+            "ecs:UpdateService true",
+            "ecs:ListClusters true"
+        ]
+    );
+    assert!(
+        auth.assumed_role_calls()
+            .iter()
+            .all(|c| c.checks.iter().all(
+                |k| k.request.resource == "*" || k.request.resource.contains(":111111111111:")
+            )),
+        "ARNs of the spoke account"
+    );
+    // The token landed in the spoke account, not the hub's.
+    let in_spoke = aws_sdk_ssm::Client::new(&harness)
+        .get_parameter()
+        .name("/ecs-tunnels/prod/web/token")
+        .send()
+        .await;
+    assert!(in_spoke.is_ok(), "{in_spoke:?}");
+
+    // Denied: outside the spoke policy.
+    let err = ssm
+        .put_parameter()
+        .name("/other/secret")
+        .value("x")
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .send()
+        .await
+        .expect_err("outside the prefix");
+    let msg = aws_sdk_ssm::error::ProvideErrorMetadata::message(err.as_service_error().unwrap())
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(
+        msg,
+        "User: arn:aws:sts::111111111111:assumed-role/ecs-tunnels-spoke/ecs-tunnels-hub is not authorized to perform: ssm:PutParameter on resource: arn:aws:ssm:us-east-1:111111111111:parameter/other/secret because no identity-based policy allows the ssm:PutParameter action"
+    );
+    let err = ecs
+        .update_service()
+        .cluster("prod")
+        .service("plain")
+        .force_new_deployment(true)
+        .send()
+        .await
+        .expect_err("an untagged service");
+    assert_eq!(
+        aws_sdk_ecs::error::ProvideErrorMetadata::code(err.as_service_error().unwrap()),
+        Some("AccessDeniedException")
+    );
+    let denied: Vec<String> = auth
+        .assumed_role_calls()
+        .iter()
+        .filter(|c| !c.allowed)
+        .map(|c| c.call.name())
+        .collect();
+    assert_eq!(denied, ["ssm:PutParameter", "ecs:UpdateService"]);
+    let denials = proxy.take_denials();
+    assert!(
+        denials
+            .iter()
+            .all(|d| d.detail.contains("SpokeRole") || d.detail.contains("ecs-tunnels-spoke/")),
+        "{denials:#?}"
+    );
+    // The harness key is nobody's session: not judged.
+    assert!(auth
+        .evaluated()
+        .iter()
+        .all(|e| e.call.access_key_id.as_deref() != Some(harness_key.as_str())));
+}
+
+/// The action names a policy document allows.
+fn allowed_actions(doc: &Value) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for s in doc["Statement"].as_array().into_iter().flatten() {
+        assert_eq!(s["Effect"], "Allow", "{s}");
+        match &s["Action"] {
+            Value::String(a) => {
+                out.insert(a.clone());
+            }
+            Value::Array(a) => out.extend(a.iter().map(|x| x.as_str().unwrap().to_string())),
+            other => panic!("Action {other}"),
+        }
+    }
+    out
+}
+
+/// Least privilege for the spoke role: it grants exactly the ECS, token-store, tagging and
+/// IAM-read actions the hub's event and sweep functions hold; every one of them is used by
+/// a call the hub makes (mapped like the proxy maps it, in the spoke account) and allowed;
+/// and `*` is granted only for actions that take no resource-level scope.
+#[tokio::test]
+async fn the_spoke_policy_grants_what_the_hub_uses_and_no_more() {
+    let account = "111111111111";
+    let hub = resolved_org_template(); // readme parameters: the Secrets Manager store
+    let params = iam::spoke::SpokeParams::for_hub(&hub).unwrap();
+    assert_eq!(params.token_store, "secretsmanager");
+    let spoke = iam::spoke::resolve_spoke(account, &params).unwrap();
+    let role = iam::spoke::spoke_role(&spoke, account).unwrap();
+    assert_eq!(role.policies.len(), 1);
+    let doc = &role.policies[0].document;
+    let granted = allowed_actions(doc);
+
+    // Exactly the hub's, for the services a spoke account holds.
+    let mut hub_actions = std::collections::BTreeSet::new();
+    for f in ["EventsFunction", "SweepFunction"] {
+        for p in &hub.functions[f].policies {
+            hub_actions.extend(allowed_actions(&p.document).into_iter().filter(|a| {
+                ["ecs:", "ssm:", "secretsmanager:", "tag:", "iam:"]
+                    .iter()
+                    .any(|s| a.starts_with(s))
+            }));
+        }
+    }
+    assert_eq!(granted, hub_actions);
+
+    // Every granted action is used by a call the hub makes in a spoke, and allowed there.
+    let service = format!("arn:aws:ecs:us-east-1:{account}:service/prod/web");
+    let secret = format!(
+        "arn:aws:secretsmanager:us-east-1:{account}:secret:ecs-tunnels/prod/web/token-Ab12Cd"
+    );
+    let mut facts = devtools::iam::request::Facts::default();
+    facts.tags.insert(
+        service.clone(),
+        [(
+            "ecs-tunnels:hostname".to_string(),
+            "web.example.com".to_string(),
+        )]
+        .into(),
+    );
+    facts.secrets.insert(
+        "ecs-tunnels/prod/web/token".into(),
+        devtools::iam::request::SecretFacts {
+            arn: secret,
+            ..Default::default()
+        },
+    );
+    let token = "/ecs-tunnels/prod/web/token";
+    let sm = "ecs-tunnels/prod/web/token";
+    let status = json!([{"key": "ecs-tunnels:status", "value": "ready"}]);
+    let owner = json!([{"Key": "ecs-tunnels:owner", "Value": "o"}]);
+    let calls = [
+        (
+            "ecs",
+            "DescribeServices",
+            json!({"cluster": "prod", "services": ["web"]}),
+        ),
+        (
+            "ecs",
+            "TagResource",
+            json!({"resourceArn": service, "tags": status}),
+        ),
+        (
+            "ecs",
+            "UntagResource",
+            json!({"resourceArn": service, "tagKeys": ["ecs-tunnels:status"]}),
+        ),
+        (
+            "ecs",
+            "UpdateService",
+            json!({"cluster": "prod", "service": "web", "forceNewDeployment": true}),
+        ),
+        (
+            "ecs",
+            "DescribeTaskDefinition",
+            json!({"taskDefinition": "web:1"}),
+        ),
+        ("ecs", "ListClusters", json!({})),
+        ("ecs", "ListServices", json!({"cluster": "prod"})),
+        ("ecs", "DescribeClusters", json!({"clusters": ["prod"]})),
+        (
+            "ssm",
+            "GetParameter",
+            json!({"Name": token, "WithDecryption": true}),
+        ),
+        (
+            "ssm",
+            "GetParameters",
+            json!({"Names": [token], "WithDecryption": true}),
+        ),
+        (
+            "ssm",
+            "PutParameter",
+            json!({"Name": token, "Overwrite": false, "Tags": owner}),
+        ),
+        ("ssm", "DeleteParameter", json!({"Name": token})),
+        (
+            "ssm",
+            "AddTagsToResource",
+            json!({"ResourceType": "Parameter", "ResourceId": token, "Tags": owner}),
+        ),
+        (
+            "ssm",
+            "RemoveTagsFromResource",
+            json!({"ResourceType": "Parameter", "ResourceId": token, "TagKeys": ["ecs-tunnels:owner"]}),
+        ),
+        (
+            "ssm",
+            "ListTagsForResource",
+            json!({"ResourceType": "Parameter", "ResourceId": token}),
+        ),
+        (
+            "tag",
+            "GetResources",
+            json!({"ResourceTypeFilters": ["ssm:parameter"]}),
+        ),
+        (
+            "secretsmanager",
+            "CreateSecret",
+            json!({"Name": sm, "SecretString": "t", "Tags": owner}),
+        ),
+        ("secretsmanager", "DescribeSecret", json!({"SecretId": sm})),
+        (
+            "secretsmanager",
+            "GetSecretValue",
+            json!({"SecretId": sm, "VersionStage": "AWSCURRENT"}),
+        ),
+        (
+            "secretsmanager",
+            "PutSecretValue",
+            json!({"SecretId": sm, "SecretString": "t"}),
+        ),
+        (
+            "secretsmanager",
+            "UpdateSecretVersionStage",
+            json!({"SecretId": sm, "VersionStage": "AWSCURRENT"}),
+        ),
+        (
+            "secretsmanager",
+            "TagResource",
+            json!({"SecretId": sm, "Tags": owner}),
+        ),
+        (
+            "secretsmanager",
+            "UntagResource",
+            json!({"SecretId": sm, "TagKeys": ["ecs-tunnels:owner"]}),
+        ),
+        (
+            "secretsmanager",
+            "RotateSecret",
+            json!({"SecretId": sm, "RotateImmediately": true}),
+        ),
+        (
+            "secretsmanager",
+            "DeleteSecret",
+            json!({"SecretId": sm, "ForceDeleteWithoutRecovery": true}),
+        ),
+        ("secretsmanager", "ListSecrets", json!({"MaxResults": 100})),
+        ("iam", "GetRole", json!({"RoleName": "exec"})),
+        ("iam", "ListRolePolicies", json!({"RoleName": "exec"})),
+        (
+            "iam",
+            "GetRolePolicy",
+            json!({"RoleName": "exec", "PolicyName": "p"}),
+        ),
+        (
+            "iam",
+            "ListAttachedRolePolicies",
+            json!({"RoleName": "exec"}),
+        ),
+        (
+            "iam",
+            "GetPolicy",
+            json!({"PolicyArn": format!("arn:aws:iam::{account}:policy/read-token")}),
+        ),
+        (
+            "iam",
+            "GetPolicyVersion",
+            json!({"PolicyArn": "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy", "VersionId": "v1"}),
+        ),
+    ];
+    let mut requests = Vec::new();
+    for (s, op, p) in &calls {
+        requests.extend(
+            devtools::iam::request::map_call_in(s, op, p, "us-east-1", account, &facts)
+                .expect("mapped"),
+        );
+    }
+    let roles: BTreeMap<String, Vec<devtools::iam::template::NamedPolicy>> =
+        [("SpokeRole".to_string(), role.policies.clone())].into();
+    let evaluator = devtools::iam::evaluator::Evaluator::start(&roles)
+        .await
+        .expect("evaluator");
+    let items: Vec<devtools::iam::evaluator::EvalItem> = requests
+        .iter()
+        .map(|r| devtools::iam::evaluator::EvalItem {
+            role: "SpokeRole".into(),
+            principal: format!(
+                "arn:aws:sts::{account}:assumed-role/ecs-tunnels-spoke/ecs-tunnels-hub"
+            ),
+            request: r.clone(),
+        })
+        .collect();
+    let results = evaluator.evaluate(&items).await.unwrap();
+    let mut used = std::collections::BTreeSet::new();
+    for (r, res) in requests.iter().zip(&results) {
+        assert_eq!(
+            res.result,
+            Decision::Allowed,
+            "{} on {}: {res:?}",
+            r.action,
+            r.resource
+        );
+        assert_eq!(res.wildcard_only, Some(r.resource == "*"), "{}", r.action);
+        used.insert(r.action.clone());
+    }
+    assert_eq!(
+        used,
+        granted,
+        "granted but used by no call: {:?}",
+        granted.difference(&used).collect::<Vec<_>>()
+    );
+    // `*` only where iam-data says the action takes no resource scope.
+    for s in doc["Statement"].as_array().unwrap() {
+        if s["Resource"] == json!("*") {
+            for a in allowed_actions(&json!({"Statement": [s]})) {
+                let i = requests.iter().position(|r| r.action == a).unwrap();
+                assert_eq!(
+                    results[i].wildcard_only,
+                    Some(true),
+                    "{a} is granted on * but takes a resource"
+                );
+            }
+        }
+    }
+    // ...and the same calls in the hub's account are not the spoke role's to make.
+    let foreign = devtools::iam::request::map_call_in(
+        "ssm",
+        "GetParameter",
+        &json!({"Name": token}),
+        "us-east-1",
+        "123456789012",
+        &facts,
+    )
+    .unwrap();
+    let r = evaluator
+        .evaluate(&[devtools::iam::evaluator::EvalItem {
+            role: "SpokeRole".into(),
+            principal: format!(
+                "arn:aws:sts::{account}:assumed-role/ecs-tunnels-spoke/ecs-tunnels-hub"
+            ),
+            request: foreign[0].clone(),
+        }])
+        .await
+        .unwrap();
+    assert_ne!(r[0].result, Decision::Allowed);
+}

@@ -153,7 +153,16 @@ impl World {
     }
 
     /// Same, with simulator options.
-    pub async fn start_with(mut opts: SimOptions) -> World {
+    pub async fn start_with(opts: SimOptions) -> World {
+        Self::start_with_template(opts, &devtools::iam::readme_parameters()).await
+    }
+
+    /// Same, with the functions' calls judged against the template resolved with
+    /// `parameters` (e.g. [`devtools::iam::org_parameters`] for an organization hub).
+    pub async fn start_with_template(
+        mut opts: SimOptions,
+        parameters: &BTreeMap<String, String>,
+    ) -> World {
         opts.api_token = API_TOKEN.into();
         let moto = Moto::start()
             .await
@@ -163,7 +172,7 @@ impl World {
         let sdk = moto.sdk_config().await;
         let aws = AwsProxy::start(&moto.endpoint()).await.expect("AWS proxy");
         let iam = Arc::new(
-            IamAuthorizer::for_template(&devtools::iam::readme_parameters(), &moto.endpoint())
+            IamAuthorizer::for_template(parameters, &moto.endpoint())
                 .await
                 .unwrap_or_else(|e| {
                     panic!("IAM checks (scripts/setup-python.sh installs them): {e}")

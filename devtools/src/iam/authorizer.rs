@@ -10,8 +10,9 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::evaluator::{Decision, EvalItem, EvalResult, Evaluator};
+use super::moto_iam::{iam_call, percent_decode, xml_members, xml_text};
 use super::request::{self, Facts, IamRequest, Lookup, SecretFacts};
-use super::template::{ResolvedTemplate, REGION};
+use super::template::{NamedPolicy, ResolvedTemplate, ACCOUNT_ID, REGION};
 use super::triggers::TriggerMap;
 use super::FUNCTION_ACCESS_KEY_ID;
 use crate::aws_proxy::{Authorization, Authorizer, CallInfo};
@@ -45,6 +46,9 @@ pub struct EvaluatedCall {
     pub error: Option<String>,
     /// Whether it was allowed.
     pub allowed: bool,
+    /// The role ARN, when the call was made with credentials a function's AssumeRole
+    /// returned (then `functions` holds that ARN, and it was judged against its policies).
+    pub assumed_role: Option<String>,
 }
 
 /// Evaluates function-process calls against the template's policies (see [`crate::iam`]).
@@ -55,6 +59,32 @@ pub struct IamAuthorizer {
     moto: MotoLookup,
     events: Mutex<Option<InvocationEvents>>,
     log: Mutex<Vec<EvaluatedCall>>,
+    organization: Option<Organization>,
+    /// Sessions opened by the functions' AssumeRole calls, by access key id.
+    sessions: Mutex<BTreeMap<String, AssumedSession>>,
+    /// Assumed roles whose policies the evaluator holds, by role ARN.
+    assumed_roles: tokio::sync::Mutex<BTreeMap<String, Vec<NamedPolicy>>>,
+}
+
+/// A session a function opened with `sts:AssumeRole` (moto answered with credentials).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AssumedSession {
+    /// The access key id moto returned: calls signed with it are this session's.
+    pub access_key_id: String,
+    /// The role assumed.
+    pub role_arn: String,
+    /// The role's account (where the session's calls act).
+    pub account: String,
+    /// `arn:aws:sts::<account>:assumed-role/<role name>/<RoleSessionName>`.
+    pub principal_arn: String,
+}
+
+/// An AWS Organization the accounts of a test belong to (see
+/// [`IamAuthorizer::with_organization`]).
+#[derive(Debug, Clone)]
+struct Organization {
+    id: String,
+    accounts: Vec<String>,
 }
 
 impl IamAuthorizer {
@@ -78,7 +108,23 @@ impl IamAuthorizer {
             moto: MotoLookup::new(moto_endpoint),
             events: Mutex::new(None),
             log: Mutex::new(Vec::new()),
+            organization: None,
+            sessions: Mutex::new(BTreeMap::new()),
+            assumed_roles: tokio::sync::Mutex::new(BTreeMap::new()),
         })
+    }
+
+    /// Puts `accounts` (the template's account, [`super::template::ACCOUNT_ID`], among
+    /// them if it belongs) in the AWS Organization `org_id` (`o-…`): requests then carry
+    /// `aws:PrincipalOrgID` (when the caller's account is a member) and `aws:ResourceOrgID`
+    /// (when the resource's account is). Without it no account belongs to an organization,
+    /// so a condition on either key does not hold.
+    pub fn with_organization(mut self, org_id: &str, accounts: &[&str]) -> IamAuthorizer {
+        self.organization = Some(Organization {
+            id: org_id.to_string(),
+            accounts: accounts.iter().map(|a| a.to_string()).collect(),
+        });
+        self
     }
 
     /// Resolves `infra/template.yaml` with `parameters` and starts an authorizer for it.
@@ -165,7 +211,7 @@ impl IamAuthorizer {
     async fn requests(&self, call: &CallInfo) -> Result<Vec<IamRequest>, String> {
         let region = call.region.as_deref().unwrap_or(REGION);
         let needed = request::lookups(&call.service, &call.operation, &call.params, region);
-        let facts = self.moto.facts(&needed).await;
+        let facts = self.moto.facts(&needed, ACCOUNT_ID).await;
         request::map_call(&call.service, &call.operation, &call.params, region, &facts)
     }
 
@@ -185,7 +231,8 @@ impl IamAuthorizer {
             let principal = f.principal_arn();
             for r in requests {
                 let mut r = r.clone();
-                add_principal_context(&mut r, f, REGION);
+                add_principal_context(&mut r, f, ACCOUNT_ID, REGION);
+                self.add_organization_context(&mut r, ACCOUNT_ID);
                 items.push(EvalItem {
                     role: id.clone(),
                     principal: principal.clone(),
@@ -194,7 +241,21 @@ impl IamAuthorizer {
                 owners.push(id.clone());
             }
         }
-        let results = self.evaluator.evaluate(&items).await?;
+        // AssumeRole of a role that does not exist: STS denies without any policy to
+        // evaluate (moto would hand out credentials).
+        let (missing, judged): (Vec<usize>, Vec<usize>) =
+            (0..items.len()).partition(|&i| is_assume_role_of_missing_role(&items[i].request));
+        let to_judge: Vec<EvalItem> = judged.iter().map(|&i| items[i].clone()).collect();
+        let mut results: Vec<Option<EvalResult>> = vec![None; items.len()];
+        for (i, r) in judged
+            .into_iter()
+            .zip(self.evaluator.evaluate(&to_judge).await?)
+        {
+            results[i] = Some(r);
+        }
+        for i in missing {
+            results[i] = Some(missing_role_result());
+        }
         Ok(items
             .into_iter()
             .zip(results)
@@ -203,9 +264,25 @@ impl IamAuthorizer {
                 function,
                 principal: item.principal,
                 request: item.request,
-                result,
+                result: result.unwrap_or_else(missing_role_result),
             })
             .collect())
+    }
+
+    /// `aws:PrincipalOrgID` and `aws:ResourceOrgID` from [`Self::with_organization`];
+    /// both keys are known either way (absent: not in an organization).
+    fn add_organization_context(&self, r: &mut IamRequest, principal_account: &str) {
+        if let Some(org) = &self.organization {
+            let member = |a: &str| org.accounts.iter().any(|m| m == a);
+            if member(principal_account) {
+                r.context.insert("aws:PrincipalOrgID".into(), json!(org.id));
+            }
+            if r.resource.split(':').nth(4).is_some_and(member) {
+                r.context.insert("aws:ResourceOrgID".into(), json!(org.id));
+            }
+        }
+        r.known_keys.push("aws:PrincipalOrgID".into());
+        r.known_keys.push("aws:ResourceOrgID".into());
     }
 
     fn route(&self, call: &CallInfo) -> (Vec<String>, String) {
@@ -237,30 +314,155 @@ impl IamAuthorizer {
     }
 
     async fn decide(&self, call: &CallInfo) -> Authorization {
-        if call.access_key_id.as_deref() != Some(FUNCTION_ACCESS_KEY_ID) {
+        let key = call.access_key_id.as_deref().unwrap_or_default();
+        let session = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned();
+        if let Some(s) = session {
+            return self.decide_assumed(call, s).await;
+        }
+        if key != FUNCTION_ACCESS_KEY_ID {
             return Authorization::Unevaluated;
         }
         let (functions, routing) = self.route(call);
-        let mut entry = EvaluatedCall {
-            call: call.clone(),
-            functions: functions.clone(),
-            routing: routing.clone(),
-            checks: vec![],
-            error: None,
-            allowed: false,
-        };
         let outcome = match self.requests(call).await {
             Err(e) => Err(e),
             Ok(reqs) => self.evaluate(&functions, &reqs).await,
         };
+        let principal = functions
+            .first()
+            .and_then(|f| self.template.functions.get(f))
+            .map(|f| f.principal_arn())
+            .unwrap_or_default();
+        let policy_names = |function: &str| -> Vec<String> {
+            self.template.functions[function]
+                .policies
+                .iter()
+                .map(|p| p.name.clone())
+                .collect()
+        };
+        let entry = EvaluatedCall {
+            call: call.clone(),
+            functions: functions.clone(),
+            routing,
+            checks: vec![],
+            error: None,
+            allowed: false,
+            assumed_role: None,
+        };
+        self.record(entry, outcome, principal, policy_names)
+    }
+
+    /// A call made with the credentials a function's AssumeRole returned: judged against
+    /// the assumed role's policies as moto holds them, in the role's account.
+    async fn decide_assumed(&self, call: &CallInfo, s: AssumedSession) -> Authorization {
+        let region = call.region.as_deref().unwrap_or(REGION).to_string();
+        let outcome = async {
+            let policies = self.assumed_role_policies(&s.role_arn).await?;
+            let needed = request::lookups_in(
+                &call.service,
+                &call.operation,
+                &call.params,
+                &region,
+                &s.account,
+            );
+            let facts = self.moto.facts(&needed, &s.account).await;
+            let requests = request::map_call_in(
+                &call.service,
+                &call.operation,
+                &call.params,
+                &region,
+                &s.account,
+                &facts,
+            )?;
+            let items: Vec<EvalItem> = requests
+                .into_iter()
+                .map(|mut r| {
+                    add_session_context(&mut r, &s, &region);
+                    self.add_organization_context(&mut r, &s.account);
+                    EvalItem {
+                        role: s.role_arn.clone(),
+                        principal: s.principal_arn.clone(),
+                        request: r,
+                    }
+                })
+                .collect();
+            let results = self.evaluator.evaluate(&items).await?;
+            Ok::<_, String>((
+                policies,
+                items
+                    .into_iter()
+                    .zip(results)
+                    .map(|(item, result)| Check {
+                        function: s.role_arn.clone(),
+                        principal: item.principal,
+                        request: item.request,
+                        result,
+                    })
+                    .collect::<Vec<_>>(),
+            ))
+        }
+        .await;
+        let names: Vec<String> = match &outcome {
+            Ok((p, _)) => p.iter().map(|p| p.name.clone()).collect(),
+            Err(_) => vec![],
+        };
+        let entry = EvaluatedCall {
+            call: call.clone(),
+            functions: vec![s.role_arn.clone()],
+            routing: format!(
+                "assumed-role session {} (access key {})",
+                s.principal_arn, s.access_key_id
+            ),
+            checks: vec![],
+            error: None,
+            allowed: false,
+            assumed_role: Some(s.role_arn.clone()),
+        };
+        self.record(
+            entry,
+            outcome.map(|(_, checks)| checks),
+            s.principal_arn.clone(),
+            |_| names.clone(),
+        )
+    }
+
+    /// The assumed role's policies, read from moto and loaded into the evaluator (under
+    /// the role's ARN) on first use.
+    async fn assumed_role_policies(&self, role_arn: &str) -> Result<Vec<NamedPolicy>, String> {
+        let mut loaded = self.assumed_roles.lock().await;
+        if let Some(p) = loaded.get(role_arn) {
+            return Ok(p.clone());
+        }
+        let (policies, managed) = self.moto.role_policies(role_arn).await?;
+        if !managed.is_empty() {
+            return Err(format!(
+                "{role_arn} has attached managed policies {managed:?}: only inline policies are evaluated for assumed roles"
+            ));
+        }
+        let mut roles = BTreeMap::new();
+        roles.insert(role_arn.to_string(), policies.clone());
+        self.evaluator.load(&roles).await?;
+        loaded.insert(role_arn.to_string(), policies.clone());
+        Ok(policies)
+    }
+
+    /// Records the evaluated call and turns its outcome into the proxy's answer.
+    fn record(
+        &self,
+        mut entry: EvaluatedCall,
+        outcome: Result<Vec<Check>, String>,
+        principal: String,
+        policy_names: impl Fn(&str) -> Vec<String>,
+    ) -> Authorization {
+        let call = entry.call.clone();
+        let routing = entry.routing.clone();
         let verdict = match outcome {
             Err(e) => {
                 entry.error = Some(e.clone());
-                let principal = functions
-                    .first()
-                    .and_then(|f| self.template.functions.get(f))
-                    .map(|f| f.principal_arn())
-                    .unwrap_or_default();
                 Authorization::Denied {
                     message: format!("User: {principal} is not authorized to perform: {} (devtools IAM check: {e})", call.name()),
                     principal,
@@ -279,6 +481,8 @@ impl IamAuthorizer {
                     Some(c) => {
                         let a = &c.request.action;
                         let why = match c.result.result {
+                            // STS names no policy type in its denials.
+                            _ if a == "sts:AssumeRole" => String::new(),
                             Decision::ExplicitlyDenied => {
                                 "with an explicit deny in an identity-based policy".to_string()
                             }
@@ -288,12 +492,10 @@ impl IamAuthorizer {
                             ),
                             _ => format!("because no identity-based policy allows the {a} action"),
                         };
-                        let f = &self.template.functions[&c.function];
-                        let names: Vec<&str> = f.policies.iter().map(|p| p.name.as_str()).collect();
                         let mut detail = format!(
                             "{routing}; {} evaluated with policies [{}]",
                             c.function,
-                            names.join(", ")
+                            policy_names(&c.function).join(", ")
                         );
                         if let Some(n) = &c.request.note {
                             detail.push_str(&format!("; {n}"));
@@ -306,8 +508,10 @@ impl IamAuthorizer {
                             action: a.clone(),
                             resource: c.request.resource.clone(),
                             message: format!(
-                                "User: {} is not authorized to perform: {a} on resource: {} {why}",
-                                c.principal, c.request.resource
+                                "User: {} is not authorized to perform: {a} on resource: {}{}{why}",
+                                c.principal,
+                                c.request.resource,
+                                if why.is_empty() { "" } else { " " }
                             ),
                             detail,
                         }
@@ -321,6 +525,64 @@ impl IamAuthorizer {
             .push(entry);
         verdict
     }
+
+    /// Learns the credentials of a function's successful `sts:AssumeRole` from moto's
+    /// answer (`AccessKeyId`, `AssumedRoleUser/Arn`).
+    fn learn_session(&self, call: &CallInfo, status: u16, body: &[u8]) {
+        if call.service != "sts"
+            || call.operation != "AssumeRole"
+            || status != 200
+            || call.access_key_id.as_deref() != Some(FUNCTION_ACCESS_KEY_ID)
+        {
+            return;
+        }
+        let text = String::from_utf8_lossy(body);
+        let (Some(key), Some(role_arn)) = (
+            xml_text(&text, "AccessKeyId"),
+            call.params.get("RoleArn").and_then(Value::as_str),
+        ) else {
+            return;
+        };
+        let account = role_arn.split(':').nth(4).unwrap_or_default().to_string();
+        let role_name = role_arn.rsplit('/').next().unwrap_or(role_arn);
+        let session_name = call
+            .params
+            .get("RoleSessionName")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let session = AssumedSession {
+            access_key_id: key.clone(),
+            role_arn: role_arn.to_string(),
+            principal_arn: format!(
+                "arn:{}:sts::{account}:assumed-role/{role_name}/{session_name}",
+                super::template::PARTITION
+            ),
+            account,
+        };
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, session);
+    }
+
+    /// The sessions the functions opened with `sts:AssumeRole` so far.
+    pub fn assumed_sessions(&self) -> Vec<AssumedSession> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// The calls made with those sessions' credentials so far (each judged against the
+    /// assumed role's policies).
+    pub fn assumed_role_calls(&self) -> Vec<EvaluatedCall> {
+        self.evaluated()
+            .into_iter()
+            .filter(|e| e.assumed_role.is_some())
+            .collect()
+    }
 }
 
 impl Authorizer for IamAuthorizer {
@@ -330,10 +592,52 @@ impl Authorizer for IamAuthorizer {
     ) -> Pin<Box<dyn Future<Output = Authorization> + Send + 'a>> {
         Box::pin(self.decide(call))
     }
+
+    fn observe(&self, call: &CallInfo, status: u16, body: &[u8]) {
+        self.learn_session(call, status, body);
+    }
+}
+
+/// Global keys every request of an assumed-role session carries (the spoke role's).
+fn add_session_context(r: &mut IamRequest, s: &AssumedSession, region: &str) {
+    let f = super::template::FunctionInfo {
+        logical_id: String::new(),
+        name: String::new(),
+        arn: String::new(),
+        role_logical_id: None,
+        role_arn: s.role_arn.clone(),
+        role_tags: BTreeMap::new(),
+        policies: vec![],
+        not_evaluated: vec![],
+        environment: BTreeMap::new(),
+    };
+    add_principal_context(r, &f, &s.account, region);
+}
+
+fn is_assume_role_of_missing_role(r: &IamRequest) -> bool {
+    r.action == "sts:AssumeRole" && r.resource_policy.is_none()
+}
+
+/// The verdict on an `sts:AssumeRole` of a role that does not exist.
+fn missing_role_result() -> EvalResult {
+    EvalResult {
+        result: Decision::ImplicitlyDenied,
+        discovery_result: Some(Decision::ImplicitlyDenied),
+        ignored_context_keys: vec![],
+        resource_type: Some("role".into()),
+        wildcard_only: Some(false),
+        unjudged: vec![],
+        errors: vec![],
+    }
 }
 
 /// Global keys every request of a Lambda role session carries.
-fn add_principal_context(r: &mut IamRequest, f: &super::template::FunctionInfo, region: &str) {
+fn add_principal_context(
+    r: &mut IamRequest,
+    f: &super::template::FunctionInfo,
+    principal_account: &str,
+    region: &str,
+) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
@@ -343,11 +647,11 @@ fn add_principal_context(r: &mut IamRequest, f: &super::template::FunctionInfo, 
         .split(':')
         .nth(4)
         .filter(|a| !a.is_empty())
-        .unwrap_or(super::template::ACCOUNT_ID)
+        .unwrap_or(principal_account)
         .to_string();
     let mut ctx = vec![
         ("aws:PrincipalArn", json!(f.role_arn)),
-        ("aws:PrincipalAccount", json!(super::template::ACCOUNT_ID)),
+        ("aws:PrincipalAccount", json!(principal_account)),
         ("aws:PrincipalType", json!("AssumedRole")),
         ("aws:PrincipalIsAWSService", json!("false")),
         ("aws:ViaAWSService", json!("false")),
@@ -411,10 +715,11 @@ impl MotoLookup {
         }
     }
 
-    async fn call(&self, scope: &str, target: &str, body: Value) -> Option<Value> {
+    async fn call(&self, account: &str, scope: &str, target: &str, body: Value) -> Option<Value> {
         let resp = self
             .http
             .post(format!("{}/", self.endpoint))
+            .header("x-moto-account-id", account)
             .header("content-type", "application/x-amz-json-1.1")
             .header("x-amz-target", target)
             .header(
@@ -431,13 +736,84 @@ impl MotoLookup {
         resp.json().await.ok()
     }
 
-    async fn facts(&self, lookups: &[Lookup]) -> Facts {
+    /// The trust policy of the role `arn` in its account (moto's `x-moto-account-id`), if
+    /// the role exists.
+    async fn role_trust(&self, arn: &str) -> Option<Value> {
+        let account = arn.split(':').nth(4).filter(|a| !a.is_empty())?;
+        let name = arn.rsplit('/').next()?;
+        let body = iam_call(
+            &self.endpoint,
+            account,
+            &[("Action", "GetRole"), ("RoleName", name)],
+        )
+        .await
+        .ok()?;
+        // The role's ARN must be the one asked for (a path in between would differ).
+        if xml_text(&body, "Arn").as_deref() != Some(arn) {
+            return None;
+        }
+        policy_json(&xml_text(&body, "AssumeRolePolicyDocument")?)
+    }
+
+    /// The inline policies of the role `arn` (as moto holds them), and the ARNs of the
+    /// managed policies attached to it (not evaluated).
+    async fn role_policies(&self, arn: &str) -> Result<(Vec<NamedPolicy>, Vec<String>), String> {
+        let account = arn
+            .split(':')
+            .nth(4)
+            .filter(|a| !a.is_empty())
+            .ok_or("no account")?;
+        let role = arn.rsplit('/').next().unwrap_or(arn);
+        let names = iam_call(
+            &self.endpoint,
+            account,
+            &[("Action", "ListRolePolicies"), ("RoleName", role)],
+        )
+        .await?;
+        let mut out = Vec::new();
+        for name in xml_members(&names) {
+            let body = iam_call(
+                &self.endpoint,
+                account,
+                &[
+                    ("Action", "GetRolePolicy"),
+                    ("RoleName", role),
+                    ("PolicyName", &name),
+                ],
+            )
+            .await?;
+            let doc = xml_text(&body, "PolicyDocument")
+                .and_then(|d| policy_json(&d))
+                .ok_or_else(|| format!("GetRolePolicy {name} of {arn}: no policy document"))?;
+            out.push(NamedPolicy {
+                name: format!("{role}/{name}"),
+                document: doc,
+            });
+        }
+        let attached = iam_call(
+            &self.endpoint,
+            account,
+            &[("Action", "ListAttachedRolePolicies"), ("RoleName", role)],
+        )
+        .await?;
+        let managed = attached
+            .split("<PolicyArn>")
+            .skip(1)
+            .filter_map(|m| m.split("</PolicyArn>").next())
+            .map(str::to_string)
+            .collect();
+        Ok((out, managed))
+    }
+
+    /// The facts about resources of `account`.
+    async fn facts(&self, lookups: &[Lookup], account: &str) -> Facts {
         let mut facts = Facts::default();
         for l in lookups {
             match l {
                 Lookup::EcsTags(arn) => {
                     let v = self
                         .call(
+                            account,
                             "ecs",
                             "AmazonEC2ContainerServiceV20141113.ListTagsForResource",
                             json!({"resourceArn": arn}),
@@ -451,6 +827,7 @@ impl MotoLookup {
                 Lookup::SsmTags(name) => {
                     let v = self
                         .call(
+                            account,
                             "ssm",
                             "AmazonSSM.ListTagsForResource",
                             json!({"ResourceType": "Parameter", "ResourceId": name}),
@@ -461,9 +838,15 @@ impl MotoLookup {
                         tag_map(v.as_ref().and_then(|v| v.get("TagList")), "Key", "Value"),
                     );
                 }
+                Lookup::Role(arn) => {
+                    if let Some(trust) = self.role_trust(arn).await {
+                        facts.role_trust.insert(arn.clone(), trust);
+                    }
+                }
                 Lookup::Secret(id) => {
                     if let Some(v) = self
                         .call(
+                            account,
                             "secretsmanager",
                             "secretsmanager.DescribeSecret",
                             json!({"SecretId": id}),
@@ -490,6 +873,13 @@ impl MotoLookup {
         }
         facts
     }
+}
+
+/// A policy document as IAM answers it: JSON, URL-encoded or not.
+fn policy_json(doc: &str) -> Option<Value> {
+    serde_json::from_str(doc)
+        .ok()
+        .or_else(|| serde_json::from_str(&percent_decode(doc)).ok())
 }
 
 fn tag_map(v: Option<&Value>, k: &str, val: &str) -> BTreeMap<String, String> {

@@ -111,13 +111,19 @@ pub struct Evaluator {
 
 /// The account that owns a resource, for the simulator's same-account test. AWS managed
 /// IAM policies (`arn:aws:iam::aws:policy/…`) belong to no customer account and every
-/// account may read them without a resource policy: they count as the caller's.
-fn account_of(arn: &str) -> String {
-    arn.split(':')
-        .nth(4)
-        .filter(|a| !a.is_empty() && *a != "aws")
-        .unwrap_or(super::template::ACCOUNT_ID)
-        .to_string()
+/// account may read them without a resource policy, and `*` (an action without
+/// resource-level scope) is in the caller's account: both count as the caller's, the
+/// account of `principal` (else [`super::template::ACCOUNT_ID`]).
+fn account_of(arn: &str, principal: &str) -> String {
+    let account = |a: &str| {
+        a.split(':')
+            .nth(4)
+            .filter(|a| !a.is_empty() && *a != "aws")
+            .map(str::to_string)
+    };
+    account(arn)
+        .or_else(|| account(principal))
+        .unwrap_or_else(|| super::template::ACCOUNT_ID.to_string())
 }
 
 impl Evaluator {
@@ -168,6 +174,12 @@ impl Evaluator {
             }),
             stderr,
         };
+        ev.load(roles).await?;
+        Ok(ev)
+    }
+
+    /// Loads (more) roles: role name → its policies; a name already loaded is replaced.
+    pub async fn load(&self, roles: &BTreeMap<String, Vec<NamedPolicy>>) -> Result<(), String> {
         let roles: serde_json::Map<String, Value> = roles
             .iter()
             .map(|(name, ps)| {
@@ -178,11 +190,13 @@ impl Evaluator {
                 (name.clone(), json!({"policies": policies}))
             })
             .collect();
-        let answer = ev.round_trip(json!({"op": "load", "roles": roles})).await?;
+        let answer = self
+            .round_trip(json!({"op": "load", "roles": roles}))
+            .await?;
         if answer["ok"] != json!(true) {
             return Err(format!("evaluator refused the policies: {answer}"));
         }
-        Ok(ev)
+        Ok(())
     }
 
     async fn round_trip(&self, mut msg: Value) -> Result<Value, String> {
@@ -235,9 +249,10 @@ impl Evaluator {
                     "principal": i.principal,
                     "action": i.request.action,
                     "resource": i.request.resource,
-                    "accountId": account_of(&i.request.resource),
+                    "accountId": account_of(&i.request.resource, &i.principal),
                     "context": i.request.context,
                     "knownKeys": i.request.known_keys,
+                    "resourcePolicy": i.request.resource_policy,
                 })
             })
             .collect();
@@ -276,14 +291,25 @@ mod tests {
 
     #[test]
     fn aws_managed_policies_count_as_the_callers() {
+        let hub = "arn:aws:sts::123456789012:assumed-role/r/f";
+        let spoke = "arn:aws:sts::111111111111:assumed-role/ecs-tunnels-spoke/s";
         assert_eq!(
-            account_of("arn:aws:iam::999999999999:policy/x"),
+            account_of("arn:aws:iam::999999999999:policy/x", hub),
             "999999999999"
         );
         assert_eq!(
-            account_of("arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"),
+            account_of(
+                "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy",
+                hub
+            ),
             super::super::template::ACCOUNT_ID
         );
-        assert_eq!(account_of("*"), super::super::template::ACCOUNT_ID);
+        assert_eq!(account_of("*", hub), super::super::template::ACCOUNT_ID);
+        // A spoke session's `*` and AWS managed policies are in the spoke's account.
+        assert_eq!(account_of("*", spoke), "111111111111");
+        assert_eq!(
+            account_of("arn:aws:iam::aws:policy/x", spoke),
+            "111111111111"
+        );
     }
 }

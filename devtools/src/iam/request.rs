@@ -41,6 +41,9 @@ pub struct IamRequest {
     /// Why this request exists or how it was built, when not obvious (an implied check, an
     /// invented ARN suffix).
     pub note: Option<String>,
+    /// The resource's own policy, evaluated with the identity policies (`sts:AssumeRole`:
+    /// the role's trust policy, as moto holds it). `None`: no resource policy applies.
+    pub resource_policy: Option<Value>,
 }
 
 impl IamRequest {
@@ -51,6 +54,7 @@ impl IamRequest {
             context: BTreeMap::new(),
             known_keys: Vec::new(),
             note: None,
+            resource_policy: None,
         }
     }
 
@@ -128,6 +132,8 @@ pub enum Lookup {
     SsmTags(String),
     /// A Secrets Manager secret by the `SecretId` (or `Name`) the call gives.
     Secret(String),
+    /// An IAM role by ARN (in any account): its trust policy.
+    Role(String),
 }
 
 /// What is known about a secret.
@@ -149,6 +155,8 @@ pub struct Facts {
     pub tags: HashMap<String, BTreeMap<String, String>>,
     /// Secrets by the id the call used.
     pub secrets: HashMap<String, SecretFacts>,
+    /// Trust policies of existing roles, by role ARN (a role that does not exist is absent).
+    pub role_trust: HashMap<String, Value>,
 }
 
 fn str_at<'a>(params: &'a Value, key: &str) -> Option<&'a str> {
@@ -199,10 +207,14 @@ fn cluster_name(cluster: Option<&str>) -> String {
 /// `arn:aws:ecs:<region>:<account>:cluster/<name>` for a cluster name or ARN (default
 /// `default`).
 pub fn ecs_cluster_arn(region: &str, cluster: Option<&str>) -> String {
+    ecs_cluster_arn_in(ACCOUNT_ID, region, cluster)
+}
+
+fn ecs_cluster_arn_in(account: &str, region: &str, cluster: Option<&str>) -> String {
     match cluster {
         Some(c) if c.starts_with("arn:") => c.to_string(),
         _ => format!(
-            "arn:{PARTITION}:ecs:{region}:{ACCOUNT_ID}:cluster/{}",
+            "arn:{PARTITION}:ecs:{region}:{account}:cluster/{}",
             cluster_name(cluster)
         ),
     }
@@ -211,11 +223,15 @@ pub fn ecs_cluster_arn(region: &str, cluster: Option<&str>) -> String {
 /// The service ARN for a service name or ARN in a cluster name or ARN (default `default`):
 /// `arn:aws:ecs:<region>:<account>:service/<cluster>/<service>`.
 pub fn ecs_service_arn(region: &str, cluster: Option<&str>, service: &str) -> String {
+    ecs_service_arn_in(ACCOUNT_ID, region, cluster, service)
+}
+
+fn ecs_service_arn_in(account: &str, region: &str, cluster: Option<&str>, service: &str) -> String {
     if service.starts_with("arn:") {
         return service.to_string();
     }
     format!(
-        "arn:{PARTITION}:ecs:{region}:{ACCOUNT_ID}:service/{}/{service}",
+        "arn:{PARTITION}:ecs:{region}:{account}:service/{}/{service}",
         cluster_name(cluster)
     )
 }
@@ -225,14 +241,18 @@ pub fn ecs_service_arn(region: &str, cluster: Option<&str>, service: &str) -> St
 /// and the name (`a` → `parameter/a`). A version or label selector (`name:3`) is dropped;
 /// an ARN is taken as is.
 pub fn ssm_parameter_arn(region: &str, name: &str) -> String {
+    ssm_parameter_arn_in(ACCOUNT_ID, region, name)
+}
+
+fn ssm_parameter_arn_in(account: &str, region: &str, name: &str) -> String {
     if name.starts_with("arn:") {
         return name.to_string();
     }
     let name = name.split(':').next().unwrap_or(name);
     if name.starts_with('/') {
-        format!("arn:{PARTITION}:ssm:{region}:{ACCOUNT_ID}:parameter{name}")
+        format!("arn:{PARTITION}:ssm:{region}:{account}:parameter{name}")
     } else {
-        format!("arn:{PARTITION}:ssm:{region}:{ACCOUNT_ID}:parameter/{name}")
+        format!("arn:{PARTITION}:ssm:{region}:{account}:parameter/{name}")
     }
 }
 
@@ -240,29 +260,52 @@ pub fn ssm_parameter_arn(region: &str, name: &str) -> String {
 /// `parameter/` joined to the name as given, so `/a/b` gives `parameter//a/b` (as in the
 /// denial AWS returned in pepperize/cdk-ssm-parameters-cross-region#442).
 pub fn ssm_implied_tag_arn(region: &str, name: &str) -> String {
+    ssm_implied_tag_arn_in(ACCOUNT_ID, region, name)
+}
+
+fn ssm_implied_tag_arn_in(account: &str, region: &str, name: &str) -> String {
     if name.starts_with("arn:") {
         return name.to_string();
     }
-    format!("arn:{PARTITION}:ssm:{region}:{ACCOUNT_ID}:parameter/{name}")
+    format!("arn:{PARTITION}:ssm:{region}:{account}:parameter/{name}")
 }
 
 /// The ARN a secret created now would get: CloudFormation-style placeholder suffix
 /// `-AbCdEf` (Secrets Manager appends 6 random characters; a policy cannot name them in
 /// advance, so any 6 characters evaluate alike).
 pub fn new_secret_arn(region: &str, name: &str) -> String {
-    format!("arn:{PARTITION}:secretsmanager:{region}:{ACCOUNT_ID}:secret:{name}-AbCdEf")
+    new_secret_arn_in(ACCOUNT_ID, region, name)
+}
+
+fn new_secret_arn_in(account: &str, region: &str, name: &str) -> String {
+    format!("arn:{PARTITION}:secretsmanager:{region}:{account}:secret:{name}-AbCdEf")
 }
 
 /// The facts [`map_call`] needs for this call.
 pub fn lookups(service: &str, operation: &str, params: &Value, region: &str) -> Vec<Lookup> {
+    lookups_in(service, operation, params, region, ACCOUNT_ID)
+}
+
+/// [`lookups`] for a call made in `account` (e.g. with a spoke role's credentials).
+pub fn lookups_in(
+    service: &str,
+    operation: &str,
+    params: &Value,
+    region: &str,
+    account: &str,
+) -> Vec<Lookup> {
     let cluster = str_at(params, "cluster");
     match (service, operation) {
         ("ecs", "DescribeServices") => strings_at(params, "services")
             .iter()
-            .map(|s| Lookup::EcsTags(ecs_service_arn(region, cluster, s)))
+            .map(|s| Lookup::EcsTags(ecs_service_arn_in(account, region, cluster, s)))
             .collect(),
         ("ecs", "UpdateService") => str_at(params, "service")
-            .map(|s| vec![Lookup::EcsTags(ecs_service_arn(region, cluster, s))])
+            .map(|s| {
+                vec![Lookup::EcsTags(ecs_service_arn_in(
+                    account, region, cluster, s,
+                ))]
+            })
             .unwrap_or_default(),
         ("ecs", "TagResource" | "UntagResource" | "ListTagsForResource") => {
             str_at(params, "resourceArn")
@@ -285,6 +328,9 @@ pub fn lookups(service: &str, operation: &str, params: &Value, region: &str) -> 
                 .map(|n| vec![Lookup::SsmTags(n.to_string())])
                 .unwrap_or_default()
         }
+        ("sts", "AssumeRole") => str_at(params, "RoleArn")
+            .map(|a| vec![Lookup::Role(a.to_string())])
+            .unwrap_or_default(),
         ("secretsmanager", "CreateSecret") => str_at(params, "Name")
             .map(|n| vec![Lookup::Secret(n.to_string())])
             .unwrap_or_default(),
@@ -304,6 +350,19 @@ pub fn map_call(
     region: &str,
     facts: &Facts,
 ) -> Result<Vec<IamRequest>, String> {
+    map_call_in(service, operation, params, region, ACCOUNT_ID, facts)
+}
+
+/// [`map_call`] for a call made in `account` (e.g. with a spoke role's credentials): the
+/// ARNs built from names are that account's.
+pub fn map_call_in(
+    service: &str,
+    operation: &str,
+    params: &Value,
+    region: &str,
+    account: &str,
+    facts: &Facts,
+) -> Result<Vec<IamRequest>, String> {
     let action = |a: &str| format!("{service}:{a}");
     let act = action(operation);
     let cluster = str_at(params, "cluster");
@@ -318,19 +377,19 @@ pub fn map_call(
             services
                 .iter()
                 .map(|s| {
-                    let arn = ecs_service_arn(region, cluster, s);
+                    let arn = ecs_service_arn_in(account, region, cluster, s);
                     let tags = facts.tags.get(&arn);
                     IamRequest::new(&act, arn.clone())
-                        .ctx("ecs:cluster", ecs_cluster_arn(region, cluster))
+                        .ctx("ecs:cluster", ecs_cluster_arn_in(account, region, cluster))
                         .resource_tags(Some(tags.unwrap_or(&BTreeMap::new())), true)
                 })
                 .collect()
         }
         ("ecs", "UpdateService") => {
             let s = str_at(params, "service").ok_or_else(|| missing("service"))?;
-            let arn = ecs_service_arn(region, cluster, s);
+            let arn = ecs_service_arn_in(account, region, cluster, s);
             let mut r = IamRequest::new(&act, arn.clone())
-                .ctx("ecs:cluster", ecs_cluster_arn(region, cluster))
+                .ctx("ecs:cluster", ecs_cluster_arn_in(account, region, cluster))
                 .resource_tags(Some(facts.tags.get(&arn).unwrap_or(&BTreeMap::new())), true);
             if let Some(td) = str_at(params, "taskDefinition") {
                 r = r.ctx("ecs:task-definition", td);
@@ -357,40 +416,40 @@ pub fn map_call(
         ("ecs", "DescribeClusters") => {
             let names = strings_at(params, "clusters");
             if names.is_empty() {
-                vec![IamRequest::new(&act, ecs_cluster_arn(region, None))]
+                vec![IamRequest::new(&act, ecs_cluster_arn_in(account, region, None))]
             } else {
                 names
                     .iter()
-                    .map(|c| IamRequest::new(&act, ecs_cluster_arn(region, Some(c))))
+                    .map(|c| IamRequest::new(&act, ecs_cluster_arn_in(account, region, Some(c))))
                     .collect()
             }
         }
         // No resource-level permissions (iam-data lists no resource type for these).
         ("ecs", "DescribeTaskDefinition" | "ListClusters") => vec![IamRequest::new(&act, "*")],
-        ("ecs", "ListServices") => vec![IamRequest::new(&act, "*").ctx("ecs:cluster", ecs_cluster_arn(region, cluster))],
+        ("ecs", "ListServices") => vec![IamRequest::new(&act, "*").ctx("ecs:cluster", ecs_cluster_arn_in(account, region, cluster))],
 
         // ---- SSM ----
         ("ssm", "GetParameter" | "DeleteParameter") => {
             let name = str_at(params, "Name").ok_or_else(|| missing("Name"))?;
-            vec![ssm_request(&act, region, name, facts)]
+            vec![ssm_request(&act, region, account, name, facts)]
         }
         ("ssm", "GetParameters") => {
             let names = strings_at(params, "Names");
             if names.is_empty() {
                 return Err(missing("Names"));
             }
-            names.iter().map(|n| ssm_request(&act, region, n, facts)).collect()
+            names.iter().map(|n| ssm_request(&act, region, account, n, facts)).collect()
         }
         ("ssm", "PutParameter") => {
             let name = str_at(params, "Name").ok_or_else(|| missing("Name"))?;
             let tags = tags_at(params, "Tags");
             let overwrite = params.get("Overwrite").and_then(Value::as_bool).unwrap_or(false);
-            let mut out = vec![IamRequest::new(&act, ssm_parameter_arn(region, name))
+            let mut out = vec![IamRequest::new(&act, ssm_parameter_arn_in(account, region, name))
                 .request_tags(&tags)
                 .ctx("ssm:Overwrite", if overwrite { "true" } else { "false" })];
             if !tags.is_empty() {
                 out.push(
-                    IamRequest::new("ssm:AddTagsToResource", ssm_implied_tag_arn(region, name))
+                    IamRequest::new("ssm:AddTagsToResource", ssm_implied_tag_arn_in(account, region, name))
                         .request_tags(&tags)
                         .note("implied by PutParameter with Tags; resource as AWS names it (parameter/ + name, so a leading / doubles)"),
                 );
@@ -403,7 +462,7 @@ pub fn map_call(
                 return Err(format!("{act}: ResourceType {kind:?} is not mapped (only Parameter)"));
             }
             let id = str_at(params, "ResourceId").ok_or_else(|| missing("ResourceId"))?;
-            let mut r = IamRequest::new(&act, ssm_parameter_arn(region, id))
+            let mut r = IamRequest::new(&act, ssm_parameter_arn_in(account, region, id))
                 .resource_tags(Some(facts.tags.get(id).unwrap_or(&BTreeMap::new())), false);
             r = match operation {
                 "AddTagsToResource" => r.request_tags(&tags_at(params, "Tags")),
@@ -415,7 +474,7 @@ pub fn map_call(
         ("ssm", "GetParametersByPath") => {
             let path = str_at(params, "Path").ok_or_else(|| missing("Path"))?;
             let recursive = params.get("Recursive").and_then(Value::as_bool).unwrap_or(false);
-            vec![IamRequest::new(&act, ssm_parameter_arn(region, path)).ctx("ssm:Recursive", if recursive { "true" } else { "false" })]
+            vec![IamRequest::new(&act, ssm_parameter_arn_in(account, region, path)).ctx("ssm:Recursive", if recursive { "true" } else { "false" })]
         }
         ("ssm", "DescribeParameters") => vec![IamRequest::new(&act, "*")],
         // No resource-level permissions (iam-data lists no resource type for these).
@@ -441,7 +500,7 @@ pub fn map_call(
         // names only the role, so the ARN is built without one.
         ("iam", "GetRole" | "ListRolePolicies" | "GetRolePolicy" | "ListAttachedRolePolicies") => {
             let role = str_at(params, "RoleName").ok_or_else(|| missing("RoleName"))?;
-            vec![IamRequest::new(&act, format!("arn:{PARTITION}:iam::{ACCOUNT_ID}:role/{role}"))
+            vec![IamRequest::new(&act, format!("arn:{PARTITION}:iam::{account}:role/{role}"))
                 .note("role ARN built from RoleName without the role's path")]
         }
         ("iam", "GetPolicy" | "GetPolicyVersion") => {
@@ -449,13 +508,41 @@ pub fn map_call(
             vec![IamRequest::new(&act, arn)]
         }
 
+        // ---- STS (organization mode: the hub assumes a spoke account's role) ----
+        // Authorized on the role's ARN, against the caller's identity policies and the
+        // role's trust policy (its resource policy) together: across accounts both must
+        // allow. A role that does not exist has no trust policy; the authorizer then denies
+        // as STS does, without evaluating.
+        ("sts", "AssumeRole") => {
+            let arn = str_at(params, "RoleArn").ok_or_else(|| missing("RoleArn"))?;
+            let mut r = IamRequest::new(&act, arn).known("sts:SourceIdentity").request_tags(&[]);
+            match str_at(params, "RoleSessionName") {
+                Some(n) => r = r.ctx("sts:RoleSessionName", n),
+                None => return Err(missing("RoleSessionName")),
+            }
+            match str_at(params, "ExternalId") {
+                Some(e) => r = r.ctx("sts:ExternalId", e),
+                None => r = r.known("sts:ExternalId"),
+            }
+            if params.as_object().is_some_and(|o| o.keys().any(|k| k.starts_with("Tags.") || k.starts_with("TransitiveTagKeys."))) {
+                return Err(format!("{act} with session tags is not mapped (devtools/src/iam/request.rs)"));
+            }
+            r.resource_policy = facts.role_trust.get(arn).cloned();
+            if r.resource_policy.is_none() {
+                r = r.note("the role does not exist: STS denies");
+            }
+            vec![r]
+        }
+        // No resource-level permissions.
+        ("organizations", "ListAccounts") => vec![IamRequest::new(&act, "*")],
+
         // ---- Secrets Manager ----
         ("secretsmanager", "CreateSecret") => {
             let name = str_at(params, "Name").ok_or_else(|| missing("Name"))?;
             let tags = tags_at(params, "Tags");
             let (arn, note) = match facts.secrets.get(name) {
                 Some(s) => (s.arn.clone(), None),
-                None => (new_secret_arn(region, name), Some("ARN suffix invented: the secret does not exist yet")),
+                None => (new_secret_arn_in(account, region, name), Some("ARN suffix invented: the secret does not exist yet")),
             };
             let mut r = IamRequest::new(&act, arn.clone()).request_tags(&tags).ctx("secretsmanager:Name", name);
             if let Some(d) = str_at(params, "Description") {
@@ -487,7 +574,7 @@ pub fn map_call(
             let arn = match (known, id.starts_with("arn:")) {
                 (Some(s), _) => s.arn.clone(),
                 (None, true) => id.to_string(),
-                (None, false) => format!("arn:{PARTITION}:secretsmanager:{region}:{ACCOUNT_ID}:secret:{id}"),
+                (None, false) => format!("arn:{PARTITION}:secretsmanager:{region}:{account}:secret:{id}"),
             };
             let empty = BTreeMap::new();
             let mut r = IamRequest::new(&act, arn)
@@ -554,9 +641,9 @@ pub fn map_call(
     Ok(out)
 }
 
-fn ssm_request(act: &str, region: &str, name: &str, facts: &Facts) -> IamRequest {
+fn ssm_request(act: &str, region: &str, account: &str, name: &str, facts: &Facts) -> IamRequest {
     let plain = name.split(':').next().unwrap_or(name);
-    IamRequest::new(act, ssm_parameter_arn(region, name)).resource_tags(
+    IamRequest::new(act, ssm_parameter_arn_in(account, region, name)).resource_tags(
         Some(facts.tags.get(plain).unwrap_or(&BTreeMap::new())),
         false,
     )
@@ -961,6 +1048,54 @@ mod tests {
             assert_eq!(r.resource, arn);
         }
         assert!(map_call("iam", "GetRole", &json!({}), R, &Facts::default()).is_err());
+    }
+
+    #[test]
+    fn assume_role_is_judged_on_the_role_with_its_trust_policy() {
+        let arn = "arn:aws:iam::111111111111:role/ecs-tunnels-spoke";
+        let params =
+            json!({"RoleArn": arn, "RoleSessionName": "ecs-tunnels-hub", "ExternalId": "x-1"});
+        assert_eq!(
+            lookups("sts", "AssumeRole", &params, R),
+            vec![Lookup::Role(arn.into())]
+        );
+        // The role does not exist: no trust policy, a note.
+        let r = one("sts", "AssumeRole", params.clone(), &Facts::default());
+        assert_eq!(
+            (r.action.as_str(), r.resource.as_str()),
+            ("sts:AssumeRole", arn)
+        );
+        assert_eq!(r.context["sts:ExternalId"], json!("x-1"));
+        assert_eq!(r.context["sts:RoleSessionName"], json!("ecs-tunnels-hub"));
+        assert_eq!(r.resource_policy, None);
+        assert!(r.note.is_some());
+        let trust = json!({"Version": "2012-10-17", "Statement": []});
+        let mut facts = Facts::default();
+        facts.role_trust.insert(arn.into(), trust.clone());
+        let r = one("sts", "AssumeRole", params, &facts);
+        assert_eq!(r.resource_policy, Some(trust));
+        assert_eq!(r.note, None);
+        // Without an ExternalId: known to be absent.
+        let r = one(
+            "sts",
+            "AssumeRole",
+            json!({"RoleArn": arn, "RoleSessionName": "s"}),
+            &facts,
+        );
+        assert!(!r.context.contains_key("sts:ExternalId"));
+        assert!(r.known_keys.iter().any(|k| k == "sts:ExternalId"));
+        assert!(map_call(
+            "sts",
+            "AssumeRole",
+            &json!({"RoleSessionName": "s"}),
+            R,
+            &facts
+        )
+        .is_err());
+        assert_eq!(
+            one("organizations", "ListAccounts", json!({}), &facts).resource,
+            "*"
+        );
     }
 
     #[test]

@@ -140,7 +140,23 @@ impl ResolvedTemplate {
         template: &Value,
         parameters: &BTreeMap<String, String>,
     ) -> Result<ResolvedTemplate, String> {
-        let r = Resolver::new(template, parameters)?;
+        Self::resolve_in(template, parameters, ACCOUNT_ID, REGION)
+    }
+
+    /// [`Self::resolve`] for a stack in `account` and `region` (`AWS::AccountId`,
+    /// `AWS::Region` and the ARNs the template makes), e.g. a spoke stack
+    /// (`infra/spoke.yaml`) in another account. The functions' principals and
+    /// [`Self::function_by_name_or_arn`] keep assuming [`ACCOUNT_ID`] and [`REGION`]: only
+    /// the hub template has functions.
+    pub fn resolve_in(
+        template: &Value,
+        parameters: &BTreeMap<String, String>,
+        account: &str,
+        region: &str,
+    ) -> Result<ResolvedTemplate, String> {
+        let mut r = Resolver::new(template, parameters)?;
+        r.account = account.to_string();
+        r.region = region.to_string();
         let mut resources = BTreeMap::new();
         for (id, res) in r.resources.iter() {
             if !r.resource_exists(id)? {
@@ -333,6 +349,10 @@ struct Resolver<'a> {
     condition_defs: &'a Map<String, Value>,
     resources: &'a Map<String, Value>,
     mappings: Option<&'a Map<String, Value>>,
+    /// `AWS::AccountId` and the account of every ARN the template makes.
+    account: String,
+    /// `AWS::Region` and the region of every ARN the template makes.
+    region: String,
 }
 
 static EMPTY: OnceLock<Map<String, Value>> = OnceLock::new();
@@ -377,6 +397,8 @@ impl<'a> Resolver<'a> {
                 .and_then(Value::as_object)
                 .unwrap_or(empty),
             mappings: template.get("Mappings").and_then(Value::as_object),
+            account: ACCOUNT_ID.to_string(),
+            region: REGION.to_string(),
         })
     }
 
@@ -455,10 +477,12 @@ impl<'a> Resolver<'a> {
             "AWS::IAM::ManagedPolicy" => {
                 let path = self.prop(id, "Path")?.unwrap_or_else(|| "/".into());
                 let name = self.name_from(id, "ManagedPolicyName")?;
-                format!("arn:{PARTITION}:iam::{ACCOUNT_ID}:policy{path}{name}")
+                format!("arn:{PARTITION}:iam::{}:policy{path}{name}", self.account)
             }
             "AWS::SQS::Queue" => format!(
-                "https://sqs.{REGION}.amazonaws.com/{ACCOUNT_ID}/{}",
+                "https://sqs.{}.amazonaws.com/{}/{}",
+                self.region,
+                self.account,
                 self.name_from(id, "QueueName")?
             ),
             "AWS::Events::Rule" => self.name_from(id, "Name")?,
@@ -474,28 +498,37 @@ impl<'a> Resolver<'a> {
             .ok_or_else(|| format!("GetAtt of unknown resource {id}"))?;
         let s = match (kind, attr) {
             ("AWS::Lambda::Function", "Arn") => format!(
-                "arn:{PARTITION}:lambda:{REGION}:{ACCOUNT_ID}:function:{}",
+                "arn:{PARTITION}:lambda:{}:{}:function:{}",
+                self.region,
+                self.account,
                 self.physical_ref(id)?
             ),
             ("AWS::IAM::Role", "Arn") => {
                 let path = self.prop(id, "Path")?.unwrap_or_else(|| "/".into());
                 format!(
-                    "arn:{PARTITION}:iam::{ACCOUNT_ID}:role{path}{}",
+                    "arn:{PARTITION}:iam::{}:role{path}{}",
+                    self.account,
                     self.physical_ref(id)?
                 )
             }
             ("AWS::SQS::Queue", "Arn") => format!(
-                "arn:{PARTITION}:sqs:{REGION}:{ACCOUNT_ID}:{}",
+                "arn:{PARTITION}:sqs:{}:{}:{}",
+                self.region,
+                self.account,
                 self.name_from(id, "QueueName")?
             ),
             ("AWS::SQS::Queue", "QueueName") => self.name_from(id, "QueueName")?,
             ("AWS::SQS::Queue", "QueueUrl") => self.physical_ref(id)?,
             ("AWS::Events::Rule", "Arn") => format!(
-                "arn:{PARTITION}:events:{REGION}:{ACCOUNT_ID}:rule/{}",
+                "arn:{PARTITION}:events:{}:{}:rule/{}",
+                self.region,
+                self.account,
                 self.physical_ref(id)?
             ),
             ("AWS::Logs::LogGroup", "Arn") => format!(
-                "arn:{PARTITION}:logs:{REGION}:{ACCOUNT_ID}:log-group:{}:*",
+                "arn:{PARTITION}:logs:{}:{}:log-group:{}:*",
+                self.region,
+                self.account,
                 self.physical_ref(id)?
             ),
             _ => format!("{}.{attr}", Self::default_name(id)),
@@ -506,12 +539,13 @@ impl<'a> Resolver<'a> {
     fn reference(&self, name: &str) -> Result<Option<Value>, String> {
         let s = |v: &str| Ok(Some(Value::String(v.to_string())));
         match name {
-            "AWS::AccountId" => s(ACCOUNT_ID),
-            "AWS::Region" => s(REGION),
+            "AWS::AccountId" => s(&self.account),
+            "AWS::Region" => s(&self.region),
             "AWS::Partition" => s(PARTITION),
             "AWS::StackName" => s(STACK_NAME),
             "AWS::StackId" => s(&format!(
-                "arn:{PARTITION}:cloudformation:{REGION}:{ACCOUNT_ID}:stack/{STACK_NAME}/00000000-0000-0000-0000-000000000000"
+                "arn:{PARTITION}:cloudformation:{}:{}:stack/{STACK_NAME}/00000000-0000-0000-0000-000000000000",
+                self.region, self.account
             )),
             "AWS::URLSuffix" => s("amazonaws.com"),
             "AWS::NotificationARNs" => Ok(Some(json!([]))),
@@ -741,9 +775,9 @@ impl<'a> Resolver<'a> {
                     }
                     "Fn::Base64" => self.resolve(arg, d),
                     "Fn::GetAZs" => Ok(Some(json!([
-                        format!("{REGION}a"),
-                        format!("{REGION}b"),
-                        format!("{REGION}c")
+                        format!("{}a", self.region),
+                        format!("{}b", self.region),
+                        format!("{}c", self.region)
                     ]))),
                     _ if k.starts_with("Fn::") => Err(format!("unsupported intrinsic {k}")),
                     _ => self.resolve_map(m, d),
