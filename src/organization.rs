@@ -28,6 +28,9 @@ use std::time::{Duration, Instant, SystemTime};
 /// Credentials are renewed when fewer than this is left on them: a Lambda invocation
 /// lasts at most 15 minutes, so none outlives the credentials it started with.
 const RENEW_BEFORE: Duration = Duration::from_secs(15 * 60);
+/// How long a refused AssumeRole is remembered: the other regions of the account (and
+/// the events of the next minute) are told at once instead of asking STS again.
+const REFUSAL_TTL: Duration = Duration::from_secs(60);
 /// How long the organization's account list is trusted.
 const ACCOUNTS_TTL: Duration = Duration::from_secs(300);
 
@@ -199,7 +202,7 @@ pub struct Spokes {
     hub_region: String,
     token_store: TokenStoreKind,
     parameter_prefix: String,
-    credentials: tokio::sync::Mutex<HashMap<String, AssumedRole>>,
+    credentials: tokio::sync::Mutex<HashMap<String, Result<AssumedRole, (Instant, SpokeError)>>>,
     clients: std::sync::Mutex<HashMap<Scope, SpokeClients>>,
     accounts: tokio::sync::Mutex<Option<(Instant, Vec<String>)>>,
     assumed: std::sync::atomic::AtomicU64,
@@ -274,26 +277,33 @@ impl Spokes {
     /// at a time, so concurrent reconciles in one account assume once).
     async fn credentials_for(&self, account: &str) -> Result<AssumedRole, SpokeError> {
         let mut held = self.credentials.lock().await;
-        if let Some(r) = held.get(account).filter(|r| {
-            r.expires
-                .duration_since(SystemTime::now())
-                .is_ok_and(|left| left > RENEW_BEFORE)
-        }) {
-            return Ok(r.clone());
+        match held.get(account) {
+            Some(Ok(r))
+                if r.expires
+                    .duration_since(SystemTime::now())
+                    .is_ok_and(|left| left > RENEW_BEFORE) =>
+            {
+                return Ok(r.clone());
+            }
+            Some(Err((at, e))) if at.elapsed() < REFUSAL_TTL => return Err(e.clone()),
+            _ => {}
         }
         let arn = self.settings.role_arn(account, &self.hub_region);
         self.assumed
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let role = assume_role(&self.base, &arn, self.settings.external_id.as_deref())
+        let assumed = assume_role(&self.base, &arn, self.settings.external_id.as_deref())
             .await
             .map_err(|e| SpokeError {
                 transient: e.is_transient() && e.code.is_some(),
                 message: format!(
                     "cannot act in account {account}: the hub could not assume {arn} ({e}); deploy the spoke stack (infra/spoke.yaml) in that account, and check that its role trusts this hub's functions and external id"
                 ),
-            })?;
-        held.insert(account.to_string(), role.clone());
-        Ok(role)
+            });
+        held.insert(
+            account.to_string(),
+            assumed.clone().map_err(|e| (Instant::now(), e)),
+        );
+        assumed
     }
 
     /// Every account and region the hub covers: the listed accounts, or the

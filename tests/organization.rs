@@ -183,7 +183,10 @@ async fn events_from_each_account_make_their_own_objects_and_each_role_is_assume
         let o = &resp["outcomes"][0];
         assert_eq!(o["state"], "ready", "{resp}\n{}", w.output());
         assert_eq!(
-            (o["account"].as_str(), o["region"].as_str()),
+            (
+                o["service"]["account"].as_str(),
+                o["service"]["region"].as_str()
+            ),
             (Some(account), Some(region)),
             "{o}"
         );
@@ -375,6 +378,15 @@ async fn a_sweep_repairs_every_account_and_skips_a_spoke_whose_role_is_gone() {
     assert!(
         errors.contains("nothing of it is swept or collected"),
         "{errors}"
+    );
+    // STS refused exactly that: the AssumeRole into C (once, for both regions); nothing
+    // else the hub did was refused.
+    let denials = w.aws.take_denials();
+    assert_eq!(denials.len(), 1, "{denials:#?}");
+    assert_eq!(denials[0].call.name(), "sts:AssumeRole");
+    assert_eq!(
+        denials[0].call.params["RoleArn"],
+        format!("arn:aws:iam::{C}:role/{SPOKE_ROLE}")
     );
     assert_eq!(report["orphans"], 0, "{report}");
     assert_eq!(

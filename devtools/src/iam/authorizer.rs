@@ -211,7 +211,7 @@ impl IamAuthorizer {
     async fn requests(&self, call: &CallInfo) -> Result<Vec<IamRequest>, String> {
         let region = call.region.as_deref().unwrap_or(REGION);
         let needed = request::lookups(&call.service, &call.operation, &call.params, region);
-        let facts = self.moto.facts(&needed, ACCOUNT_ID).await;
+        let facts = self.moto.facts(&needed, ACCOUNT_ID, region).await;
         request::map_call(&call.service, &call.operation, &call.params, region, &facts)
     }
 
@@ -369,7 +369,7 @@ impl IamAuthorizer {
                 &region,
                 &s.account,
             );
-            let facts = self.moto.facts(&needed, &s.account).await;
+            let facts = self.moto.facts(&needed, &s.account, &region).await;
             let requests = request::map_call_in(
                 &call.service,
                 &call.operation,
@@ -715,7 +715,14 @@ impl MotoLookup {
         }
     }
 
-    async fn call(&self, account: &str, scope: &str, target: &str, body: Value) -> Option<Value> {
+    async fn call(
+        &self,
+        account: &str,
+        region: &str,
+        scope: &str,
+        target: &str,
+        body: Value,
+    ) -> Option<Value> {
         let resp = self
             .http
             .post(format!("{}/", self.endpoint))
@@ -724,7 +731,7 @@ impl MotoLookup {
             .header("x-amz-target", target)
             .header(
                 "authorization",
-                format!("AWS4-HMAC-SHA256 Credential=test/20260101/{REGION}/{scope}/aws4_request, SignedHeaders=host, Signature=0"),
+                format!("AWS4-HMAC-SHA256 Credential=test/20260101/{region}/{scope}/aws4_request, SignedHeaders=host, Signature=0"),
             )
             .body(body.to_string())
             .send()
@@ -805,8 +812,8 @@ impl MotoLookup {
         Ok((out, managed))
     }
 
-    /// The facts about resources of `account`.
-    async fn facts(&self, lookups: &[Lookup], account: &str) -> Facts {
+    /// The facts about resources of `account` in `region`.
+    async fn facts(&self, lookups: &[Lookup], account: &str, region: &str) -> Facts {
         let mut facts = Facts::default();
         for l in lookups {
             match l {
@@ -814,6 +821,7 @@ impl MotoLookup {
                     let v = self
                         .call(
                             account,
+                            region,
                             "ecs",
                             "AmazonEC2ContainerServiceV20141113.ListTagsForResource",
                             json!({"resourceArn": arn}),
@@ -828,6 +836,7 @@ impl MotoLookup {
                     let v = self
                         .call(
                             account,
+                            region,
                             "ssm",
                             "AmazonSSM.ListTagsForResource",
                             json!({"ResourceType": "Parameter", "ResourceId": name}),
@@ -847,6 +856,7 @@ impl MotoLookup {
                     if let Some(v) = self
                         .call(
                             account,
+                            region,
                             "secretsmanager",
                             "secretsmanager.DescribeSecret",
                             json!({"SecretId": id}),
