@@ -154,7 +154,7 @@ impl OrgSettings {
     /// set up for is ignored, not acted on).
     pub fn refuses(&self, scope: &Scope, hub_region: &str) -> Option<String> {
         if let AccountList::Listed(ids) = &self.accounts {
-            if !ids.iter().any(|a| *a == scope.account) {
+            if !ids.contains(&scope.account) {
                 return Some(format!(
                     "account {} is not one this hub covers (ECS_TUNNELS_ACCOUNTS)",
                     scope.account
@@ -193,6 +193,9 @@ pub struct SpokeClients {
     expires: SystemTime,
 }
 
+/// An account's credentials, or the refusal (and when) of the last AssumeRole.
+type HeldCredentials = Result<AssumedRole, (Instant, SpokeError)>;
+
 /// The hub's way into its spokes: credentials per account, clients per account and
 /// region, both kept for the life of the process (until shortly before expiry).
 pub struct Spokes {
@@ -202,7 +205,7 @@ pub struct Spokes {
     hub_region: String,
     token_store: TokenStoreKind,
     parameter_prefix: String,
-    credentials: tokio::sync::Mutex<HashMap<String, Result<AssumedRole, (Instant, SpokeError)>>>,
+    credentials: tokio::sync::Mutex<HashMap<String, HeldCredentials>>,
     clients: std::sync::Mutex<HashMap<Scope, SpokeClients>>,
     accounts: tokio::sync::Mutex<Option<(Instant, Vec<String>)>>,
     assumed: std::sync::atomic::AtomicU64,
