@@ -337,6 +337,48 @@ async fn a_sweep_repairs_every_account_and_skips_a_spoke_whose_role_is_gone() {
     assert_eq!(report["errors"], json!([]), "{report}");
     assert_eq!(w.dns_records().await.len(), 3, "every account repaired");
 
+    // A tunnel secret changed out of band in B's eu-west-1: the sweep's slice compares the
+    // token in B's own SSM with the one Cloudflare serves, and repairs it there.
+    let sdk_b = spoke(&w, B, WEST).await;
+    let name_b = "/ecs-tunnels/prod/api/token";
+    let tid_b = w
+        .live_tunnels()
+        .await
+        .iter()
+        .find(|t| t["name"] == tunnel_name(B, WEST, "prod", "api").as_str())
+        .and_then(|t| t["id"].as_str().map(str::to_string))
+        .unwrap();
+    let stale = ecs_tunnels::token::encode_token(
+        "0123456789abcdef0123456789abcdef",
+        &tid_b,
+        &ecs_tunnels::token::new_tunnel_secret(),
+    );
+    let ssm_b = aws_sdk_ssm::Client::new(&sdk_b);
+    ssm_b
+        .put_parameter()
+        .name(name_b)
+        .value(stale.expose())
+        .overwrite(true)
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .send()
+        .await
+        .expect("overwrite B's token");
+    let resp = w.invoke_ok(sample("schedule-sweep.json")).await;
+    let report = &resp["sweep"];
+    assert_eq!(report["changes"]["write_token"], 1, "{report}");
+    let repaired = ssm_b
+        .get_parameter()
+        .name(name_b)
+        .with_decryption(true)
+        .send()
+        .await
+        .expect("B's token")
+        .parameter()
+        .and_then(|p| p.value())
+        .unwrap_or_default()
+        .to_string();
+    assert!(w.token_connects(&repaired).await, "B's token was repaired");
+
     // C's role is deleted, and C's service goes too: its objects would be orphans, but a
     // spoke the hub cannot enter is skipped, and nothing of it is collected.
     devtools::iam::spoke::delete_spoke_role(&w.moto.endpoint(), C, SPOKE_ROLE)

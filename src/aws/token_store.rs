@@ -386,7 +386,9 @@ impl TokenStore {
             TokenStore::SecretsManager(s) => s.values(&untagged).await?,
         };
         for svc in untagged {
-            match values.get(&svc) {
+            // The store names tokens by cluster and service only (each account and
+            // region has its own store), so its answer carries no scope.
+            match values.get(&svc.clone().in_scope(None)) {
                 Some(v) => {
                     if let Some(t) = listed.get_mut(&svc) {
                         t.value = Some(v.clone());
@@ -408,7 +410,8 @@ impl TokenStore {
             TokenStore::Ssm(s) => s.values(&one).await?,
             TokenStore::SecretsManager(s) => s.values(&one).await?,
         };
-        Ok(values.remove(svc))
+        // The store's answer carries no scope (each account and region has its own).
+        Ok(values.remove(&svc.clone().in_scope(None)))
     }
 
     /// Adds or replaces tags.

@@ -92,6 +92,17 @@ impl Drop for World {
     }
 }
 
+/// The service of a token's name `…/<cluster>/<service>/token` (parameter or secret).
+fn token_key_of(name: &str) -> Option<ecs_tunnels::ownership::ServiceId> {
+    let parts: Vec<&str> = name.trim_matches('/').rsplitn(4, '/').collect();
+    match parts.as_slice() {
+        ["token", service, cluster, ..] => {
+            Some(ecs_tunnels::ownership::ServiceId::new(*cluster, *service))
+        }
+        _ => None,
+    }
+}
+
 /// Loads a sample event from `events/`.
 pub fn sample(name: &str) -> Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -371,15 +382,6 @@ impl World {
         &self,
         owner: &ecs_tunnels::ownership::Owner,
     ) -> Vec<(String, ecs_tunnels::ownership::ServiceId)> {
-        let key_of = |name: &str| {
-            let parts: Vec<&str> = name.trim_matches('/').rsplitn(4, '/').collect();
-            match parts.as_slice() {
-                ["token", service, cluster, ..] => {
-                    Some(ecs_tunnels::ownership::ServiceId::new(*cluster, *service))
-                }
-                _ => None,
-            }
-        };
         let mut out = Vec::new();
         if self.extra("ECS_TUNNELS_TOKEN_STORE") == Some("secretsmanager") {
             let sm = aws_sdk_secretsmanager::Client::new(&self.sdk);
@@ -401,7 +403,7 @@ impl World {
                         .collect();
                     let name = s.name().unwrap_or_default();
                     if owner.owns_ssm(&tags) && s.deleted_date().is_none() {
-                        if let Some(k) = key_of(name) {
+                        if let Some(k) = token_key_of(name) {
                             out.push((name.to_string(), k));
                         }
                     }
@@ -454,15 +456,6 @@ impl World {
         prefix: &str,
         owner: &ecs_tunnels::ownership::Owner,
     ) -> Vec<(String, ecs_tunnels::ownership::ServiceId)> {
-        let key_of = |name: &str| {
-            let parts: Vec<&str> = name.trim_matches('/').rsplitn(4, '/').collect();
-            match parts.as_slice() {
-                ["token", service, cluster, ..] => {
-                    Some(ecs_tunnels::ownership::ServiceId::new(*cluster, *service))
-                }
-                _ => None,
-            }
-        };
         let mut out = Vec::new();
         let ssm = aws_sdk_ssm::Client::new(sdk);
         let mut names = Vec::new();
@@ -489,7 +482,9 @@ impl World {
             }
         }
         for name in names {
-            let Some(key) = key_of(&name) else { continue };
+            let Some(key) = token_key_of(&name) else {
+                continue;
+            };
             let Ok(listed) = ssm
                 .list_tags_for_resource()
                 .resource_type(aws_sdk_ssm::types::ResourceTypeForTagging::Parameter)
